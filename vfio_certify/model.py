@@ -1,0 +1,164 @@
+"""The one result model every report is rendered from.
+
+A check produces a CheckResult; a host's checks plus an overview of its facts make a
+HostResult; a run is a list of HostResults. summary.json, the certification page, the
+pytest-html columns and the CLI exit status are all derived from these objects.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+class Outcome(str, enum.Enum):
+    PASSED = "passed"
+    FAILED = "failed"
+    WARNING = "warning"
+    SKIPPED = "skipped"
+    ERROR = "error"
+    WAIVED = "waived"
+
+
+class Severity(str, enum.Enum):
+    REQUIRED = "required"
+    RECOMMENDED = "recommended"
+    INFO = "info"
+
+
+class Verdict(str, enum.Enum):
+    CERTIFIED = "certified"
+    NOT_CERTIFIED = "not-certified"
+    UNREACHABLE = "unreachable"
+
+
+@dataclass
+class CheckResult:
+    """One check's judgement of one host. `id` is public and stable (see summary.md)."""
+
+    id: str
+    outcome: Outcome
+    severity: Severity
+    message: str
+    evidence: list[str] = field(default_factory=list)
+    remediation: str = ""
+    duration_s: float = 0.0
+    waiver: Optional[dict] = None
+
+    @property
+    def area(self) -> str:
+        """The part of the id before the first dot: cpu, kvm, kernel, iommu, ..."""
+        return self.id.split(".", 1)[0].split("[", 1)[0]
+
+    @property
+    def blocks_certification(self) -> bool:
+        return self.severity is Severity.REQUIRED and self.outcome in (Outcome.FAILED, Outcome.ERROR)
+
+    def to_summary(self) -> dict:
+        out = {
+            "id": self.id,
+            "outcome": self.outcome.value,
+            "severity": self.severity.value,
+            "message": self.message,
+            "evidence": list(self.evidence),
+            "remediation": self.remediation,
+            "duration_s": round(self.duration_s, 6),
+        }
+        if self.waiver is not None:
+            out["waiver"] = dict(self.waiver)
+        return out
+
+
+@dataclass
+class DeviceView:
+    """One PCI function as shown in the IOMMU group table."""
+
+    address: str
+    class_code: str  # "0x020000"
+    class_name: str  # "Ethernet controller"
+    vendor_device: str  # "8086:1521"
+    name: str  # lspci's description, "" when unknown
+    driver: str  # "" when no driver is bound
+    is_bridge: bool
+    named: bool  # named with --device
+
+
+@dataclass
+class GroupView:
+    number: int
+    devices: list[DeviceView]
+    viable: Optional[bool]  # None: no named device in this group, not judged
+
+    @property
+    def has_named_device(self) -> bool:
+        return any(d.named for d in self.devices)
+
+
+@dataclass
+class HostOverview:
+    """Host facts a person wants at the top of the page."""
+
+    hostname: str = ""
+    kernel_release: str = ""
+    distro: str = ""
+    cpu_model: str = ""
+    cpu_vendor: str = ""
+    iommu_vendor: str = ""
+    cmdline: str = ""
+    collected_at: str = ""
+    groups: list[GroupView] = field(default_factory=list)
+
+
+@dataclass
+class HostResult:
+    host: str  # as given on the command line
+    source: str  # local, ssh, snapshot, ansible, ...
+    checks: list[CheckResult] = field(default_factory=list)
+    overview: HostOverview = field(default_factory=HostOverview)
+    unreachable_reason: str = ""
+
+    @property
+    def verdict(self) -> Verdict:
+        if self.unreachable_reason:
+            return Verdict.UNREACHABLE
+        if any(c.blocks_certification for c in self.checks):
+            return Verdict.NOT_CERTIFIED
+        return Verdict.CERTIFIED
+
+    def checks_by_area(self) -> dict[str, list[CheckResult]]:
+        areas: dict[str, list[CheckResult]] = {}
+        for check in self.checks:
+            areas.setdefault(check.area, []).append(check)
+        return areas
+
+    def to_summary(self) -> dict:
+        return {
+            "host": self.host,
+            "source": self.source,
+            "verdict": self.verdict.value,
+            "checks": [c.to_summary() for c in self.checks],
+        }
+
+
+@dataclass
+class RunResult:
+    started_at: str
+    duration_s: float = 0.0
+    hosts: list[HostResult] = field(default_factory=list)
+
+    def to_summary(self) -> dict:
+        return {
+            "format": "certify-summary/1",
+            "started_at": self.started_at,
+            "duration_s": round(self.duration_s, 3),
+            "hosts": [h.to_summary() for h in self.hosts],
+        }
+
+    def exit_status(self) -> int:
+        """0 all certified; 3 some host unreachable; 1 some host not certified."""
+        verdicts = {h.verdict for h in self.hosts}
+        if Verdict.UNREACHABLE in verdicts:
+            return 3
+        if Verdict.NOT_CERTIFIED in verdicts:
+            return 1
+        return 0
