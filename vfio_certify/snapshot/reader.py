@@ -1,0 +1,212 @@
+"""Read a snapshot directory without trusting it.
+
+Every accessor takes a host path ("/proc/cmdline" or "proc/cmdline") and answers from
+SNAPSHOT/root/. Rules from the spec, enforced here so parsers never have to think
+about them:
+
+- text is decoded forgivingly (invalid UTF-8 replaced, CRLF folded to LF);
+- a symlink is never followed: only its target's last component is read;
+- nothing outside the snapshot is ever opened, whatever the paths or links say;
+- what is missing was *not collected*, unless its parent folder was collected: the
+  collector creates the parent folder of every path it probes, so a present folder
+  without the file means "absent on the host" (see `state`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+FORMAT = "host-snapshot/1"
+_FORMAT_RE = re.compile(r"^host-snapshot/(\d+)$")
+# Names the snapshot machinery itself uses (e.g. a marker keeping an empty folder in git).
+_INTERNAL_PREFIX = ".snapshot"
+
+
+class SnapshotError(Exception):
+    """The snapshot cannot be read at all (not a folder, newer format, bad meta)."""
+
+
+class PathState(str, Enum):
+    PRESENT = "present"
+    ABSENT = "absent"  # the parent folder was collected, the path was not there
+    NOT_COLLECTED = "not-collected"
+
+
+@dataclass(frozen=True)
+class CommandOutput:
+    name: str
+    stdout: str
+    rc: int
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+def decode(data: bytes) -> str:
+    """Host text as a str: invalid UTF-8 replaced, NULs dropped, CRLF/CR folded to LF."""
+    text = data.decode("utf-8", errors="replace").replace("\x00", "")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+class Snapshot:
+    def __init__(self, path: os.PathLike | str):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise SnapshotError(f"{self.path}: not a snapshot folder")
+        self._root = self.path / "root"
+        self._commands = self.path / "commands"
+        self.meta = self._read_meta()
+
+    # -- meta ---------------------------------------------------------------
+    def _read_meta(self) -> dict:
+        meta_path = self.path / "meta.json"
+        if not meta_path.is_file() or meta_path.is_symlink():
+            return {}
+        try:
+            meta = json.loads(decode(meta_path.read_bytes()) or "{}")
+        except ValueError as exc:
+            raise SnapshotError(f"{meta_path}: not valid JSON ({exc.args[0]})") from None
+        if not isinstance(meta, dict):
+            raise SnapshotError(f"{meta_path}: expected a JSON object")
+        fmt = str(meta.get("format", FORMAT))
+        match = _FORMAT_RE.match(fmt)
+        if not match:
+            raise SnapshotError(f"{meta_path}: unknown format {fmt!r}, expected {FORMAT!r}")
+        if int(match.group(1)) > 1:
+            raise SnapshotError(
+                f"{meta_path}: format {fmt} is newer than this vfio-certify reads ({FORMAT}); upgrade vfio-certify"
+            )
+        return meta
+
+    @property
+    def hostname(self) -> str:
+        name = str(self.meta.get("hostname") or "")
+        if not name:
+            out = self.command("uname -n")
+            name = out.stdout.strip() if out else ""
+        return name
+
+    @property
+    def kernel_release(self) -> str:
+        release = str(self.meta.get("kernel_release") or "")
+        if not release:
+            out = self.command("uname -r")
+            release = out.stdout.strip() if out else ""
+        return release
+
+    # -- paths ---------------------------------------------------------------
+    def _inside(self, base: Path, rel: str) -> Optional[Path]:
+        """base/rel if it stays inside base without crossing a symlinked folder."""
+        parts = [p for p in rel.strip("/").split("/") if p not in ("", ".")]
+        if any(p == ".." for p in parts):
+            return None
+        current = base
+        for part in parts[:-1]:
+            current = current / part
+            if current.is_symlink() or not current.is_dir():
+                return None
+        return current / parts[-1] if parts else base
+
+    def _local(self, host_path: str) -> Optional[Path]:
+        return self._inside(self._root, host_path)
+
+    def state(self, host_path: str) -> PathState:
+        local = self._local(host_path)
+        if local is not None and (local.is_symlink() or local.exists()):
+            return PathState.PRESENT
+        parent = self._local(os.path.dirname(host_path.rstrip("/")) or "/")
+        if parent is not None and parent != self._root and parent.is_dir() and not parent.is_symlink():
+            return PathState.ABSENT
+        return PathState.NOT_COLLECTED
+
+    def exists(self, host_path: str) -> bool:
+        return self.state(host_path) is PathState.PRESENT
+
+    def read_bytes(self, host_path: str) -> Optional[bytes]:
+        local = self._local(host_path)
+        if local is None or local.is_symlink() or not local.is_file():
+            return None
+        try:
+            return local.read_bytes()
+        except OSError:
+            return None
+
+    def read_text(self, host_path: str) -> Optional[str]:
+        data = self.read_bytes(host_path)
+        return None if data is None else decode(data)
+
+    def read_value(self, host_path: str) -> Optional[str]:
+        """A one-value sysfs file, stripped ("0x8086")."""
+        text = self.read_text(host_path)
+        return None if text is None else text.strip()
+
+    def listdir(self, host_path: str) -> Optional[list[str]]:
+        """Entry names of a collected folder (sorted), None when not collected."""
+        local = self._local(host_path)
+        if local is None or local.is_symlink() or not local.is_dir():
+            return None
+        try:
+            return sorted(n for n in os.listdir(local) if not n.startswith(_INTERNAL_PREFIX))
+        except OSError:
+            return None
+
+    def link_name(self, host_path: str) -> Optional[str]:
+        """Last component of a symlink's target (never followed); None if not a link."""
+        local = self._local(host_path)
+        if local is None or not local.is_symlink():
+            return None
+        try:
+            target = os.readlink(local)
+        except OSError:
+            return None
+        name = target.rstrip("/").rsplit("/", 1)[-1]
+        return name or None
+
+    def is_dir(self, host_path: str) -> bool:
+        local = self._local(host_path)
+        return local is not None and not local.is_symlink() and local.is_dir()
+
+    # -- commands -----------------------------------------------------------
+    @staticmethod
+    def command_file_name(command: str) -> str:
+        return command.strip().replace(" ", "_")
+
+    def command(self, command: str) -> Optional[CommandOutput]:
+        """A command's captured output, None when it was not collected."""
+        name = self.command_file_name(command)
+        if "/" in name or name.startswith("."):
+            return None
+        out_path = self._commands / name
+        if out_path.is_symlink() or not out_path.is_file():
+            return None
+        rc_text = self._small_text(self._commands / f"{name}.rc")
+        try:
+            rc = int(rc_text.strip()) if rc_text and rc_text.strip() else 0
+        except ValueError:
+            rc = -1
+        return CommandOutput(
+            name=command,
+            stdout=decode(out_path.read_bytes()),
+            rc=rc,
+            stderr=self._small_text(self._commands / f"{name}.err") or "",
+        )
+
+    @staticmethod
+    def _small_text(path: Path) -> Optional[str]:
+        if path.is_symlink() or not path.is_file():
+            return None
+        try:
+            return decode(path.read_bytes()[:65536])
+        except OSError:
+            return None
+
+    def describe(self) -> str:
+        return f"snapshot {self.path}"
+
