@@ -1,0 +1,104 @@
+"""Render the collection spec into one POSIX shell script.
+
+The script only reads the host. It builds the snapshot in a private temporary folder
+(removed on exit), then prints it as base64 of a .tar.gz between two marker lines, so
+that whatever a login shell prints around it is ignored. It runs unchanged under
+dash, bash and busybox sh: no bashisms, only cat, mkdir, ln, readlink, tar, gzip,
+base64, and `timeout` when the host has it.
+"""
+from __future__ import annotations
+
+from . import spec
+
+BEGIN_MARK = "--- vfio-certify snapshot begin ---"
+END_MARK = "--- vfio-certify snapshot end ---"
+COMMAND_TIMEOUT_S = 30
+
+_PRELUDE = r"""
+PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+LC_ALL=C
+export PATH LC_ALL
+umask 077
+T=$(mktemp -d 2>/dev/null) || { T=/tmp/vfio-certify.$$; mkdir -p "$T" || exit 70; }
+trap 'rm -rf "$T"' EXIT
+trap 'exit 130' INT TERM HUP
+R=$T/root
+C=$T/commands
+mkdir -p "$R" "$C"
+KREL=$(uname -r)
+TO=
+if command -v timeout >/dev/null 2>&1; then TO="timeout @TIMEOUT@"; fi
+vc_folder() { for d in "$@"; do mkdir -p "$R$d"; done; }
+vc_copy() {
+  for f in "$@"; do
+    [ -f "$f" ] || continue
+    mkdir -p "$R${f%/*}"
+    cat "$f" > "$R$f" 2>/dev/null || { rm -f "$R$f"; echo "unreadable: $f" >> "$T/notes"; }
+  done
+}
+vc_mark() {
+  for f in "$@"; do
+    [ -e "$f" ] || [ -L "$f" ] || continue
+    mkdir -p "$R${f%/*}"
+    if [ -d "$f" ]; then mkdir -p "$R$f"; else : > "$R$f"; fi
+  done
+}
+vc_link() {
+  p=$1; shift
+  for f in "$@"; do
+    [ -L "$f" ] || continue
+    t=$(readlink "$f") || continue
+    mkdir -p "$R${f%/*}"
+    ln -s "$p${t##*/}" "$R$f"
+  done
+}
+vc_attrs() {
+  d=$1; shift
+  [ -e "$d" ] || return 0
+  mkdir -p "$R$d"
+  for a in "$@"; do
+    [ -f "$d/$a" ] && cat "$d/$a" > "$R$d/$a" 2>/dev/null
+  done
+  return 0
+}
+vc_run() {
+  n=$1; shift
+  $TO "$@" > "$C/$n" 2> "$C/$n.err" < /dev/null
+  rc=$?
+  [ "$rc" -eq 0 ] || echo "$rc" > "$C/$n.rc"
+  [ -s "$C/$n.err" ] || rm -f "$C/$n.err"
+}
+"""
+
+_EPILOGUE = r"""
+echo "@BEGIN@"
+( cd "$T" && tar -cf - root commands $( [ -f notes ] && echo notes ) | gzip -c | base64 )
+echo "@END@"
+"""
+
+
+def _words(items: list[str]) -> str:
+    # Spec paths are our own constants: globs and $KREL must stay unquoted for the shell.
+    for item in items:
+        if any(c in item for c in "'\"`;&|<>()\\ \n"):
+            raise ValueError(f"collection spec entry not safe for the script: {item!r}")
+    return " ".join(items)
+
+
+def render_script() -> str:
+    lines = ["#!/bin/sh", "# vfio-certify collector: reads the host, changes nothing."]
+    lines.append(_PRELUDE.replace("@TIMEOUT@", str(COMMAND_TIMEOUT_S)).strip("\n"))
+    lines.append(f"vc_folder {_words(spec.PROBED_FOLDERS)}")
+    lines.append(f"vc_copy {_words(spec.COPY_FILES)}")
+    for present, fallback in spec.COPY_IF_ABSENT:
+        lines.append(f'[ -f {_words([present])} ] || vc_copy {_words([fallback])}')
+    lines.append(f"vc_mark {_words(spec.MARK_EXISTS)}")
+    for link in spec.LINKS:
+        lines.append(f"vc_link {_words([link.target_prefix])} {_words([link.glob])}")
+    lines.append(f"for d in /sys/bus/pci/devices/*; do vc_attrs \"$d\" {_words(spec.PCI_ATTRIBUTES)}; done")
+    lines.append(f"for d in /sys/bus/usb/devices/*; do vc_attrs \"$d\" {_words(spec.USB_ATTRIBUTES)}; done")
+    for command in spec.COMMANDS:
+        name = command.replace(" ", "_")
+        lines.append(f"vc_run {_words([name])} {command}")
+    lines.append(_EPILOGUE.replace("@BEGIN@", BEGIN_MARK).replace("@END@", END_MARK).strip("\n"))
+    return "\n".join(lines) + "\n"
