@@ -1,0 +1,59 @@
+"""Kernel build configuration (/boot/config-$(uname -r) or /proc/config.gz)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+_SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
+_NOT_SET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
+
+
+@dataclass
+class KernelConfig:
+    source: str = ""  # where it was read from, e.g. /boot/config-5.14.0-...
+    options: dict[str, str] = field(default_factory=dict)  # name -> y, m, n (not set), or the value
+    truncated: bool = False  # the last line was cut short
+    unreadable_lines: int = 0
+
+    def value(self, name: str) -> Optional[str]:
+        """'y', 'm', 'n' ('is not set'), another value, or None when the option is not in the file."""
+        return self.options.get(name)
+
+    def enabled(self, name: str) -> bool:
+        return self.options.get(name) in ("y", "m")
+
+    def line(self, name: str) -> str:
+        value = self.options.get(name)
+        if value is None:
+            return f"{name} absent from {self.source}"
+        if value == "n":
+            return f"# {name} is not set"
+        return f"{name}={value}"
+
+
+def parse_kernel_config(text: str, source: str = "") -> KernelConfig:
+    config = KernelConfig(source=source)
+    lines = text.split("\n")
+    if text and not text.endswith("\n"):
+        config.truncated = True
+    for raw in lines:
+        line = raw.strip()
+        if not line:
+            continue
+        match = _SET.match(line)
+        if match:
+            config.options[match.group(1)] = match.group(2).strip().strip('"')
+            continue
+        match = _NOT_SET.match(line)
+        if match:
+            config.options[match.group(1)] = "n"
+            continue
+        if not line.startswith("#"):
+            config.unreadable_lines += 1
+    if config.truncated and lines and lines[-1].strip():
+        # The cut line may hold half a value ("CONFIG_VFIO=") or half a name: do not trust it.
+        match = _SET.match(lines[-1].strip())
+        if match:
+            config.options.pop(match.group(1), None)
+    return config
