@@ -1,0 +1,44 @@
+"""HostOverview for the certification page: the host's facts and its IOMMU group table."""
+from __future__ import annotations
+
+from ..devices import DeviceSpec
+from ..facts import HostFacts
+from ..model import DeviceView, GroupView, HostOverview, Outcome
+from ..rules import iommu
+
+
+def overview_from_facts(facts: HostFacts, devices: list[DeviceSpec], source: str = "") -> HostOverview:
+    named = {d.key for d in devices if d.is_pci}
+    cpu = facts.cpu
+    overview = HostOverview(
+        hostname=facts.hostname,
+        kernel_release=facts.kernel_release,
+        distro=facts.os.pretty_name if facts.os else "",
+        cpu_model=cpu.model_name if cpu else "",
+        cpu_vendor=cpu.vendor if cpu else "",
+        iommu_vendor={"intel": "Intel VT-d", "amd": "AMD-Vi"}.get(facts.iommu_vendor, ""),
+        cmdline=facts.cmdline_text,
+        collected_at=facts.collected_at,
+    )
+    verdicts: dict[int, bool] = {}
+    for spec in devices:
+        device = facts.pci_device(spec.key) if spec.is_pci else None
+        if device is None or device.iommu_group is None:
+            continue
+        outcome = iommu.group_isolated(facts, spec, devices).outcome
+        ok = outcome in (Outcome.PASSED, Outcome.WARNING)
+        verdicts[device.iommu_group] = verdicts.get(device.iommu_group, True) and ok
+    for number, members in (facts.iommu_groups or {}).items():
+        rows = []
+        for address in members:
+            device = facts.pci_device(address)
+            if device is None:
+                rows.append(DeviceView(address, "", "", "", "", "", False, address in named))
+                continue
+            rows.append(DeviceView(
+                address=address, class_code=f"0x{device.class_code}" if device.class_code else "",
+                class_name=device.class_name, vendor_device=device.vendor_device, name=device.name,
+                driver=device.driver, is_bridge=device.is_bridge, named=address in named,
+            ))
+        overview.groups.append(GroupView(number, rows, verdicts.get(number)))
+    return overview

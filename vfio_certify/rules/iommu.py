@@ -1,0 +1,198 @@
+"""iommu.*: is the IOMMU on, does it remap interrupts, are groups usable."""
+from __future__ import annotations
+
+from ..devices import DeviceSpec
+from ..facts import HostFacts
+from ..facts.cmdline import values_of
+from ..model import CheckResult, Outcome
+from .catalog import not_collected, result
+from .kernel import intel_iommu_default_on, iommu_cmdline_fix
+from .remedy import firmware_iommu
+
+ENABLED = "iommu.enabled"
+IRQ_REMAPPING = "iommu.irq_remapping"
+GROUPS = "iommu.groups"
+GROUP_ISOLATED = "iommu.group_isolated"
+
+# Drivers that leave a group viable for VFIO: no DMA of their own on the host side.
+VFIO_SAFE_DRIVERS = {"vfio-pci", "pci-stub", "pcieport"}
+
+
+def _dmesg_support(facts: HostFacts) -> list[str]:
+    d = facts.dmesg
+    if not d:
+        return []
+    return d.dmar_iommu_enabled[:1] + d.vtd_initialized[:1] + d.amd_vi_found[:1] + d.group_additions[:2]
+
+
+def _why_off(facts: HostFacts) -> tuple[str, str]:
+    """The most likely reason the IOMMU is off, and its fix."""
+    tables = facts.acpi_tables
+    if tables is not None and not (tables.get("DMAR") or tables.get("IVRS")) and not (
+        facts.dmesg and (facts.dmesg.acpi_dmar or facts.dmesg.acpi_ivrs)
+    ):
+        return "the firmware publishes no DMAR/IVRS table", firmware_iommu(facts)
+    params = facts.cmdline or []
+    for name in ("intel_iommu", "amd_iommu"):
+        if any(v.split(",")[0] == "off" for v in values_of(params, name)[-1:]):
+            return f"{name}=off on the kernel command line", iommu_cmdline_fix(facts)
+    if any(v.startswith("off") for v in values_of(params, "iommu")[-1:]):
+        return "iommu=off on the kernel command line", iommu_cmdline_fix(facts)
+    if facts.iommu_vendor == "intel" and not intel_iommu_default_on(facts)[0]:
+        if "on" not in ",".join(values_of(params, "intel_iommu")).split(","):
+            return (
+                "this kernel does not enable VT-d by default and the command line lacks intel_iommu=on",
+                iommu_cmdline_fix(facts),
+            )
+    return "the kernel did not initialise the IOMMU", firmware_iommu(facts)
+
+
+def enabled(facts: HostFacts) -> CheckResult:
+    units, groups = facts.iommu_units, facts.iommu_groups
+    support = _dmesg_support(facts)
+    if units is not None and groups is not None:
+        populated = {n: m for n, m in groups.items() if m}
+        evidence = [
+            f"/sys/class/iommu: {', '.join(units) if units else 'empty'}",
+            f"/sys/kernel/iommu_groups: {len(populated)} groups with devices",
+        ] + support
+        if units and populated:
+            return result(ENABLED, Outcome.PASSED,
+                          f"IOMMU enabled: {len(units)} unit(s) ({', '.join(units[:4])}), {len(populated)} groups", evidence)
+        if units and not populated:
+            return result(ENABLED, Outcome.FAILED,
+                          "IOMMU units exist but no device is in a group: translation is not in use",
+                          evidence, "Check dmesg for DMAR/AMD-Vi errors; a kernel with iommu=off or a firmware bug can cause this.")
+        why, fix = _why_off(facts)
+        return result(ENABLED, Outcome.FAILED, f"IOMMU not enabled: {why}", evidence, fix)
+    # sysfs not collected: dmesg is the fallback, and says so.
+    if facts.dmesg is not None:
+        if support:
+            return result(ENABLED, Outcome.PASSED, "IOMMU enabled (judged from dmesg only: sysfs was not collected)", support)
+        why, fix = _why_off(facts)
+        return result(ENABLED, Outcome.FAILED,
+                      f"IOMMU not enabled according to dmesg (sysfs was not collected): {why}",
+                      [f"dmesg ({facts.dmesg.lines_read} lines): no 'DMAR: IOMMU enabled', AMD-Vi IOMMU or group lines"], fix)
+    return not_collected(ENABLED, "/sys/class/iommu, /sys/kernel/iommu_groups and dmesg")
+
+
+def irq_remapping(facts: HostFacts) -> CheckResult:
+    d, irqs = facts.dmesg, facts.interrupts
+    unsafe = (facts.allow_unsafe_interrupts or "").upper() in ("Y", "1")
+    cmdline_unsafe = any(p.name == "vfio_iommu_type1.allow_unsafe_interrupts" and (p.value or "1") not in ("0", "N", "n")
+                         for p in facts.cmdline or [])
+    unsafe_note = (
+        ["vfio_iommu_type1 allow_unsafe_interrupts=Y: VFIO accepts devices without remapping (MSI injection risk)"]
+        if unsafe or cmdline_unsafe else []
+    )
+    enabled_lines = d.irq_remapping_enabled if d else []
+    if (irqs and irqs.remapping_active) or enabled_lines:
+        evidence = enabled_lines[:1] + ([f"/proc/interrupts: {', '.join(sorted(irqs.remapped_chips)[:3])}"] if irqs and irqs.remapping_active else [])
+        evidence += (irqs.evidence[:1] if irqs else []) + unsafe_note
+        outcome = Outcome.WARNING if unsafe_note else Outcome.PASSED
+        message = "interrupt remapping enabled"
+        if unsafe_note:
+            message += ", yet allow_unsafe_interrupts is set: remove it, it is not needed here"
+        return result(IRQ_REMAPPING, outcome, message, evidence,
+                      "Remove vfio_iommu_type1.allow_unsafe_interrupts from the command line and /etc/modprobe.d."
+                      if unsafe_note else "")
+    if d is None and irqs is None:
+        return not_collected(IRQ_REMAPPING, "dmesg and /proc/interrupts")
+    evidence = []
+    if irqs is not None:
+        evidence.append("/proc/interrupts: no IR- (remapped) interrupt chip"
+                        + (f"; chips: {', '.join(sorted(irqs.plain_chips)[:3])}" if irqs.plain_chips else ""))
+    if d is not None:
+        evidence.append(f"dmesg ({d.lines_read} lines): no 'Enabled IRQ remapping' / 'Interrupt remapping enabled'")
+        evidence += d.irq_remapping_disabled[:2] + d.unsafe_interrupts[:1]
+    evidence += unsafe_note
+    intremap_off = [p.raw for p in facts.cmdline or [] if p.name in ("intremap", "nointremap") and (p.value in (None, "off"))]
+    if intremap_off:
+        fix = iommu_cmdline_fix(facts)
+        message = f"interrupt remapping disabled by {' '.join(intremap_off)} on the kernel command line"
+    else:
+        fix = "Interrupt remapping needs the IOMMU on (see iommu.enabled) and firmware support (x2APIC/IR in the DMAR/IVRS table)."
+        message = "interrupt remapping is not active: VFIO refuses devices unless allow_unsafe_interrupts is set"
+    if unsafe_note:
+        message += " (allow_unsafe_interrupts is set: assignment works but a guest can inject interrupts)"
+    return result(IRQ_REMAPPING, Outcome.FAILED, message, evidence, fix)
+
+
+def groups(facts: HostFacts) -> CheckResult:
+    if facts.iommu_groups is None:
+        return not_collected(GROUPS, "/sys/kernel/iommu_groups")
+    populated = {n: m for n, m in facts.iommu_groups.items() if m}
+    if not populated:
+        why, fix = _why_off(facts)
+        return result(GROUPS, Outcome.FAILED, f"no IOMMU groups: {why}", ["/sys/kernel/iommu_groups is empty"], fix)
+    largest = max(populated.items(), key=lambda kv: len(kv[1]))
+    evidence = [f"{len(populated)} groups; largest is group {largest[0]} with {len(largest[1])} devices"]
+    return result(GROUPS, Outcome.PASSED, f"{len(populated)} IOMMU groups", evidence)
+
+
+def _blocking_members(facts: HostFacts, group: int, named: set[str]) -> tuple[list[str], list[str]]:
+    """Other endpoints of a group: (those that block assignment, those that are fine but unnamed)."""
+    blocking, idle = [], []
+    for address in (facts.iommu_groups or {}).get(group, []):
+        if address in named:
+            continue
+        device = facts.pci_device(address)
+        if device is None:
+            blocking.append(f"{address} (not in /sys/bus/pci/devices)")
+            continue
+        if device.is_bridge:
+            continue
+        if not device.driver or device.driver in VFIO_SAFE_DRIVERS or device.driver.startswith("vfio"):
+            idle.append(device.summary())
+        else:
+            blocking.append(device.summary())
+    return blocking, idle
+
+
+def group_isolated(facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec]) -> CheckResult:
+    check_id = f"{GROUP_ISOLATED}[{spec.key}]"
+    if not spec.is_pci:
+        return result(check_id, Outcome.SKIPPED,
+                      "USB devices are passed through by QEMU's USB host redirection, not VFIO: no IOMMU group is involved")
+    if facts.pci is None:
+        return not_collected(check_id, "/sys/bus/pci/devices")
+    device = facts.pci_device(spec.key)
+    if device is None:
+        return result(check_id, Outcome.SKIPPED, f"not judged: {spec.key} is not on this host (see device.present)")
+    if facts.iommu_groups is None and device.iommu_group is None:
+        return not_collected(check_id, "/sys/kernel/iommu_groups")
+    if device.iommu_group is None:
+        why, fix = _why_off(facts)
+        return result(check_id, Outcome.FAILED, f"{spec.key} is in no IOMMU group: {why}",
+                      [f"/sys/bus/pci/devices/{spec.key}/iommu_group absent"], fix)
+    group = device.iommu_group
+    members = (facts.iommu_groups or {}).get(group, [spec.key])
+    named_pci = {s.key for s in named if s.is_pci}
+    blocking, idle = _blocking_members(facts, group, named_pci)
+    evidence = [f"group {group}: " + ", ".join(members)]
+    for address in members:
+        member = facts.pci_device(address)
+        if member is not None:
+            evidence.append(("  * " if address in named_pci else "    ") + member.summary()
+                            + (" [bridge: does not count]" if member.is_bridge else ""))
+    acs = [p.raw for p in facts.cmdline or [] if p.name == "pcie_acs_override"]
+    if acs:
+        evidence.append(f"kernel command line has {acs[0]}: the groups shown are not real isolation")
+    if blocking:
+        fix = (
+            f"Assign the whole group: add --device for {', '.join(b.split()[0] for b in blocking)} "
+            "(and give them all to the same VM), or move the card to a slot whose root port isolates it "
+            "(a CPU-attached slot, or a platform with ACS). pcie_acs_override is not a fix: it hides the "
+            "shared DMA path without closing it."
+        )
+        return result(check_id, Outcome.FAILED,
+                      f"group {group} is not viable for {spec.key}: it also holds {'; '.join(blocking)}",
+                      evidence, fix)
+    message = f"{spec.key} is alone in group {group}" if not idle and len([m for m in members if m in named_pci]) == 1 \
+        else f"group {group} is viable with the devices named"
+    if idle:
+        message += f"; also in the group, unbound from host drivers: {'; '.join(idle)} (keep them so while the VM runs)"
+    if acs:
+        return result(check_id, Outcome.WARNING, message + "; but pcie_acs_override makes this grouping untrustworthy",
+                      evidence, "Remove pcie_acs_override from the kernel command line and judge the real groups.")
+    return result(check_id, Outcome.PASSED, message, evidence)

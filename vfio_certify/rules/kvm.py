@@ -1,0 +1,28 @@
+"""kvm.device: /dev/kvm."""
+from __future__ import annotations
+
+from ..facts import HostFacts
+from ..model import CheckResult, Outcome
+from ..snapshot.reader import PathState
+from .catalog import not_collected, result
+from .remedy import load_module
+
+CHECK = "kvm.device"
+
+
+def device(facts: HostFacts) -> CheckResult:
+    if facts.kvm_device is PathState.NOT_COLLECTED:
+        return not_collected(CHECK, "/dev")
+    if facts.kvm_device is PathState.PRESENT:
+        return result(CHECK, Outcome.PASSED, "/dev/kvm exists", ["/dev/kvm present"])
+    vendor = facts.cpu.vendor_short if facts.cpu else ""
+    module = {"intel": "kvm_intel", "amd": "kvm_amd"}.get(vendor, "kvm_intel or kvm_amd")
+    loaded = facts.modules.loaded or {}
+    evidence = ["/dev/kvm absent"]
+    evidence.append(f"loaded kvm modules: {', '.join(m for m in loaded if m.startswith('kvm')) or 'none'}"
+                    if facts.modules.loaded is not None else "")
+    if facts.cpu is not None and not facts.cpu.virtualization:
+        fix = "The CPU exposes no VT-x/AMD-V (see cpu.virtualization): fix that first; /dev/kvm appears once kvm loads."
+    else:
+        fix = load_module(facts, module if vendor else "kvm_intel") if vendor else f"modprobe {module}"
+    return result(CHECK, Outcome.FAILED, f"/dev/kvm does not exist ({module} not loaded?)", evidence, fix)

@@ -1,0 +1,86 @@
+"""vfio.module[...] and vfio.device_node: the VFIO driver stack on the host."""
+from __future__ import annotations
+
+from ..facts import HostFacts
+from ..model import CheckResult, Outcome
+from ..snapshot.reader import PathState
+from .catalog import not_collected, result
+from .remedy import load_module, reinstall_modules
+
+MODULE = "vfio.module"
+DEVICE_NODE = "vfio.device_node"
+MODULES = ["vfio", "vfio_pci", "vfio_iommu_type1"]
+_CONFIG_OF = {"vfio": "CONFIG_VFIO", "vfio_pci": "CONFIG_VFIO_PCI", "vfio_iommu_type1": "CONFIG_VFIO_IOMMU_TYPE1"}
+
+
+def module_state(facts: HostFacts, module: str) -> tuple[str, list[str]]:
+    """('loaded' | 'builtin' | 'loadable' | 'missing' | 'unknown', evidence)."""
+    m = facts.modules
+    evidence = []
+    if m.loaded is not None and module in m.loaded:
+        return "loaded", [f"/proc/modules: {module} ({m.loaded[module]})"]
+    if m.builtin is not None and module in m.builtin:
+        return "builtin", [f"modules.builtin lists {module}"]
+    if m.loaded is None and m.in_sysfs is not None and module in m.in_sysfs:
+        return "loaded", [f"/sys/module/{module} present"]
+    if m.loadable is not None and module in m.loadable:
+        return "loadable", [f"modules.dep: {m.loadable[module]}"]
+    if m.in_sysfs is not None and module in m.in_sysfs:
+        return "builtin", [f"/sys/module/{module} present but not in /proc/modules: built in"]
+    known = [m.loaded, m.builtin, m.loadable]
+    if all(k is None for k in known):
+        return "unknown", []
+    if m.loaded is not None:
+        evidence.append(f"/proc/modules: no {module}")
+    evidence.append(f"modules.builtin: no {module}" if m.builtin is not None else "modules.builtin: not collected")
+    evidence.append(f"modules.dep: no {module}" if m.loadable is not None else "modules.dep: not collected")
+    return ("missing" if m.builtin is not None and m.loadable is not None else "unknown"), evidence
+
+
+def module(facts: HostFacts, name: str) -> CheckResult:
+    check_id = f"{MODULE}[{name}]"
+    state, evidence = module_state(facts, name)
+    option = _CONFIG_OF[name]
+    config_value = facts.kernel_config.value(option) if facts.kernel_config else None
+    if facts.kernel_config is not None:
+        evidence.append(facts.kernel_config.line(option))
+    if state == "loaded":
+        return result(check_id, Outcome.PASSED, f"{name} is loaded", evidence)
+    if state == "builtin":
+        note = "" if config_value in (None, "y") else f" (config says {option}={config_value}: the config and the kernel disagree)"
+        return result(check_id, Outcome.WARNING if note else Outcome.PASSED, f"{name} is built into the kernel{note}", evidence)
+    if state == "loadable":
+        if config_value == "y":
+            message = f"{name} is a loadable module although the config says {option}=y: the config and the modules disagree"
+            return result(check_id, Outcome.WARNING, message, evidence)
+        return result(check_id, Outcome.PASSED,
+                      f"{name} is loadable (not loaded yet: libvirt loads it for managed='yes' hostdevs)", evidence,
+                      load_module(facts, name) if name == "vfio_pci" else "")
+    if state == "unknown":
+        if facts.kernel_config is not None and config_value not in ("y", "m"):
+            # No module lists to consult, but the config settles it: the kernel lacks the driver.
+            return result(check_id, Outcome.FAILED, f"{name} is not available: {facts.kernel_config.line(option)}",
+                          evidence, f"Boot a kernel built with {option}=y or =m.")
+        return not_collected(check_id, "/proc/modules, modules.builtin and modules.dep")
+    if config_value == "m":
+        return result(check_id, Outcome.FAILED,
+                      f"{name} is configured as a module ({option}=m) but its file is missing from /lib/modules/{facts.kernel_release}",
+                      evidence, reinstall_modules(facts))
+    return result(check_id, Outcome.FAILED, f"{name} is neither loaded, built in nor installed", evidence,
+                  f"Boot a kernel built with {option}=y or =m.")
+
+
+def device_node(facts: HostFacts) -> CheckResult:
+    state = facts.vfio_container
+    if state is PathState.NOT_COLLECTED:
+        return not_collected(DEVICE_NODE, "/dev/vfio")
+    if state is PathState.PRESENT:
+        return result(DEVICE_NODE, Outcome.PASSED, "/dev/vfio/vfio exists", ["/dev/vfio/vfio present"])
+    vfio_state, evidence = module_state(facts, "vfio")
+    evidence.insert(0, "/dev/vfio/vfio absent")
+    if vfio_state == "loadable":
+        return result(DEVICE_NODE, Outcome.WARNING,
+                      "/dev/vfio/vfio appears when the vfio module loads (it is not loaded yet)", evidence,
+                      load_module(facts, "vfio_pci"))
+    return result(DEVICE_NODE, Outcome.FAILED, "/dev/vfio/vfio does not exist", evidence,
+                  "Load vfio (modprobe vfio-pci); if it is built in and the node is still missing, check that devtmpfs is mounted on /dev.")
