@@ -1,0 +1,1 @@
+"""Renderers that turn a RunResult into reports for people."""
