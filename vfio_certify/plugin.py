@@ -174,7 +174,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("device", devices or [None], ids=[d.key for d in devices] or ["no-device"])
 
 
+# Checklist order: what a person fixes first comes first (reports, JUnit and summary.json follow it).
+AREA_ORDER = ["host", "cpu", "kvm", "kernel", "firmware", "iommu", "vfio", "device"]
+
+
+def _area_rank(item: pytest.Item) -> int:
+    marker = item.get_closest_marker("check")
+    area = marker.args[0].split(".", 1)[0] if marker else ""
+    return AREA_ORDER.index(area) if area in AREA_ORDER else len(AREA_ORDER)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_area_rank)  # stable: file order within an area
     keep, drop = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
@@ -302,7 +313,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     tr = terminalreporter
     tr.section("vfio-certify verdict")
     for host in run.hosts:
-        line = f"{host.host}: {host.verdict.value.upper()}"
+        line = f"{host.host}: {host.verdict.value.replace('-', ' ').upper()}"
         if host.unreachable_reason:
             line += f" ({host.unreachable_reason})"
         blocking = [c.id for c in host.checks if c.blocks_certification]

@@ -36,7 +36,8 @@ _PATTERNS = {
     "default_domain": re.compile(r"\biommu: Default domain type:"),
     "no_iommu_group": re.compile(r"no iommu_group found"),
 }
-_COMMAND_LINE = re.compile(r"\bKernel command line: (.*)$")
+# x86 prints "Command line:" first (setup_arch), then "Kernel command line:"; either may be cut.
+_COMMAND_LINE = re.compile(r"(?:^|kernel: )(?:Kernel )?[Cc]ommand line: (.*)$")  # dmesg or journalctl -k
 
 
 @dataclass
@@ -73,6 +74,6 @@ def parse_dmesg(text: str, max_per_kind: int = 20) -> DmesgFacts:
                 if len(found) < max_per_kind:
                     found.append(evidence)
         match = _COMMAND_LINE.search(body)
-        if match and not facts.command_line:
-            facts.command_line = match.group(1).strip()
+        if match and len(match.group(1).strip()) > len(facts.command_line):
+            facts.command_line = match.group(1).strip()  # the longest copy: the other may be cut short
     return facts

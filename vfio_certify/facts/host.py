@@ -138,9 +138,14 @@ def _read_kernel_config(snap: Snapshot, facts: HostFacts) -> None:
         try:
             raw = gzip.decompress(data)[:_MAX_CONFIG_BYTES]
         except (OSError, EOFError, zlib.error) as exc:
-            # A cut gzip stream still yields what was written before the cut.
-            raw = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data, _MAX_CONFIG_BYTES)
+            try:  # a cut gzip stream still yields what was written before the cut
+                raw = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data, _MAX_CONFIG_BYTES)
+            except zlib.error:
+                raw = b""
             facts.notes.append(f"/proc/config.gz: damaged gzip ({exc}); read {len(raw)} bytes of it")
+            if not raw:
+                facts.kernel_config_state = PathState.NOT_COLLECTED
+                return
         facts.kernel_config = parse_kernel_config(decode(raw), "/proc/config.gz")
         facts.kernel_config_state = PathState.PRESENT
         return

@@ -16,7 +16,7 @@ def overview_from_facts(facts: HostFacts, devices: list[DeviceSpec], source: str
         distro=facts.os.pretty_name if facts.os else "",
         cpu_model=cpu.model_name if cpu else "",
         cpu_vendor=cpu.vendor if cpu else "",
-        iommu_vendor={"intel": "Intel VT-d", "amd": "AMD-Vi"}.get(facts.iommu_vendor, ""),
+        iommu_vendor=_iommu_vendor_text(facts),
         cmdline=facts.cmdline_text,
         collected_at=facts.collected_at,
     )
@@ -42,3 +42,10 @@ def overview_from_facts(facts: HostFacts, devices: list[DeviceSpec], source: str
             ))
         overview.groups.append(GroupView(number, rows, verdicts.get(number)))
     return overview
+
+
+def _iommu_vendor_text(facts: HostFacts) -> str:
+    name = {"intel": "Intel VT-d", "amd": "AMD-Vi"}.get(facts.iommu_vendor, "")
+    if name and facts.iommu_vendor_from_cpu:
+        return f"none found (an {name} host by its CPU vendor)"
+    return name

@@ -105,7 +105,7 @@ class Snapshot:
     def _inside(self, base: Path, rel: str) -> Optional[Path]:
         """base/rel if it stays inside base without crossing a symlinked folder."""
         parts = [p for p in rel.strip("/").split("/") if p not in ("", ".")]
-        if any(p == ".." for p in parts):
+        if any(p == ".." for p in parts) or base.is_symlink():
             return None
         current = base
         for part in parts[:-1]:
@@ -184,7 +184,7 @@ class Snapshot:
         if "/" in name or name.startswith("."):
             return None
         out_path = self._commands / name
-        if out_path.is_symlink() or not out_path.is_file():
+        if self._commands.is_symlink() or out_path.is_symlink() or not out_path.is_file():
             return None
         rc_text = self._small_text(self._commands / f"{name}.rc")
         try:
