@@ -1,0 +1,31 @@
+"""../shared/specs/summary.md as executable assertions: other tools read summary.json."""
+import re
+
+OUTCOMES = {"passed", "failed", "warning", "skipped", "error", "waived"}
+SEVERITIES = {"required", "recommended", "info"}
+VERDICTS = {"certified", "not-certified", "unreachable"}
+CHECK_KEYS = {"id", "outcome", "severity", "message", "evidence", "remediation", "duration_s"}
+ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+(\[[^\]\n]+\])?$")
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+def assert_valid_summary(summary: dict) -> None:
+    assert summary["format"] == "certify-summary/1"
+    assert TIMESTAMP.match(summary["started_at"]), summary["started_at"]
+    assert isinstance(summary["duration_s"], (int, float)) and summary["duration_s"] >= 0
+    for host in summary["hosts"]:
+        assert set(host) == {"host", "source", "verdict", "checks"}, set(host)
+        assert host["verdict"] in VERDICTS and isinstance(host["host"], str) and host["source"]
+        for check in host["checks"]:
+            assert CHECK_KEYS <= set(check) <= CHECK_KEYS | {"waiver"}, set(check)
+            assert ID.match(check["id"]), check["id"]
+            assert check["outcome"] in OUTCOMES and check["severity"] in SEVERITIES
+            assert isinstance(check["message"], str) and "\n" not in check["message"]
+            assert all(isinstance(e, str) for e in check["evidence"])
+            if check["outcome"] in ("failed", "error", "warning"):
+                assert check["remediation"] or check["outcome"] == "warning" or check["id"] == "host.reachable", check
+        blocking = [c for c in host["checks"] if c["severity"] == "required" and c["outcome"] in ("failed", "error")]
+        if host["verdict"] == "certified":
+            assert not blocking
+        if host["verdict"] == "not-certified":
+            assert blocking

@@ -1,0 +1,126 @@
+"""The vfio-certify command end to end: this machine, snapshots, bundles, and a real sshd."""
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from support.summary_spec import assert_valid_summary
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def certify(*args, cwd=None):
+    proc = subprocess.run([sys.executable, "-m", "vfio_certify.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or REPO, timeout=300)
+    return proc
+
+
+def summary_of(output: Path) -> dict:
+    summary = json.loads((output / "summary.json").read_text())
+    assert_valid_summary(summary)
+    return summary
+
+
+def outcomes(host: dict) -> dict:
+    return {c["id"]: c["outcome"] for c in host["checks"]}
+
+
+@pytest.fixture(scope="module")
+def local_bundle(tmp_path_factory):
+    bundle = tmp_path_factory.mktemp("bundle") / "this-host.tar.gz"
+    proc = certify("collect", "--output", bundle)
+    assert proc.returncode == 0, proc.stderr
+    return bundle
+
+
+def test_certify_this_machine_writes_every_report(tmp_path):
+    proc = certify("--output", tmp_path)
+    summary = summary_of(tmp_path)
+    [host] = summary["hosts"]
+    assert host["host"] == "local://" and host["source"] == "local"
+    assert proc.returncode == {"certified": 0, "not-certified": 1}[host["verdict"]]
+    ids = set(outcomes(host))
+    for expected in ("host.reachable", "cpu.virtualization", "kvm.device", "kernel.config[CONFIG_VFIO]",
+                     "firmware.iommu_table", "iommu.enabled", "kernel.cmdline", "iommu.irq_remapping",
+                     "iommu.groups", "vfio.module[vfio_pci]", "vfio.device_node"):
+        assert expected in ids
+    junit = ET.parse(tmp_path / "junit.xml").getroot()
+    cases = junit.findall(".//testcase")
+    assert len(cases) >= len(host["checks"]) and all("local://" in c.get("name") for c in cases)
+    page = (tmp_path / "certification.html").read_text()
+    assert host["verdict"].replace("-", " ").upper() in page
+    assert (tmp_path / "report.html").stat().st_size > 10_000
+    assert "vfio-certify verdict" in proc.stdout
+
+
+def test_snapshot_folder_and_bundle_are_judged_like_the_live_host(tmp_path, local_bundle):
+    live = certify("--output", tmp_path / "live")
+    from_bundle = certify("--snapshot", local_bundle, "--output", tmp_path / "bundle")
+    [live_host], [bundle_host] = summary_of(tmp_path / "live")["hosts"], summary_of(tmp_path / "bundle")["hosts"]
+    assert bundle_host["source"] == "snapshot" and bundle_host["host"] == str(local_bundle)
+    assert outcomes(bundle_host) == outcomes(live_host)
+    assert from_bundle.returncode == live.returncode
+    folder = tmp_path / "folder"
+    assert certify("collect", "--output", folder).returncode == 0
+    assert (folder / "meta.json").is_file() and (folder / "root" / "proc" / "cmdline").is_file()
+    certify("--snapshot", folder, "--output", tmp_path / "folder-out")
+    assert outcomes(summary_of(tmp_path / "folder-out")["hosts"][0]) == outcomes(live_host)
+
+
+def test_over_ssh_one_remote_command_per_host(tmp_path, loopback_sshd):
+    loopback_sshd.reset_log()
+    proc = certify("--host", loopback_sshd.url, "--ssh-config", loopback_sshd.ssh_config, "--output", tmp_path / "ssh")
+    [host] = summary_of(tmp_path / "ssh")["hosts"]
+    assert host["source"] == "ssh" and host["verdict"] != "unreachable", proc.stdout[-2000:]
+    assert len(loopback_sshd.remote_commands()) == 1
+    certify("--output", tmp_path / "local")
+    assert outcomes(host) == outcomes(summary_of(tmp_path / "local")["hosts"][0])
+
+
+def test_an_unreachable_host_does_not_stop_the_others(tmp_path, loopback_sshd):
+    dead = "ssh://root@127.0.0.1:9"
+    proc = certify("--host", dead, "--host", loopback_sshd.url, "--ssh-config", loopback_sshd.ssh_config,
+                   "--connect-timeout", "3", "--output", tmp_path)
+    assert proc.returncode == 3
+    hosts = {h["host"]: h for h in summary_of(tmp_path)["hosts"]}
+    assert hosts[dead]["verdict"] == "unreachable"
+    [reach] = hosts[dead]["checks"]
+    assert reach["id"] == "host.reachable" and "Connection refused" in reach["message"]
+    assert hosts[loopback_sshd.url]["verdict"] in ("certified", "not-certified")
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--device", "zz:99"], "--device 'zz:99': not a PCI address"),
+    (["--snapshot", "/nonexistent/snap"], "--snapshot /nonexistent/snap: no such folder or file"),
+])
+def test_usage_errors_are_one_line_exit_2(tmp_path, args, needle):
+    proc = certify(*args, "--output", tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"vfio-certify: {needle}" or needle in proc.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_hostile_bundle_is_refused_and_nothing_is_written_outside(tmp_path):
+    import io
+    import tarfile
+
+    bundle = tmp_path / "evil.tar.gz"
+    with tarfile.open(bundle, "w:gz") as tar:
+        info = tarfile.TarInfo("snap/../../escaped-by-bundle")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"pwned"))
+    proc = certify("--snapshot", bundle, "--output", tmp_path / "out")
+    assert proc.returncode == 3
+    [host] = summary_of(tmp_path / "out")["hosts"]
+    assert host["verdict"] == "unreachable" and "refused" in host["checks"][0]["message"]
+    assert not (tmp_path.parent / "escaped-by-bundle").exists() and not (tmp_path / "escaped-by-bundle").exists()
+
+
+def test_collect_from_an_unreachable_host_is_one_line_exit_3(tmp_path):
+    proc = certify("collect", "--host", "ssh://root@127.0.0.1:9", "--connect-timeout", "3", "--output", tmp_path / "s")
+    assert proc.returncode == 3 and "unreachable" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()

@@ -1,0 +1,253 @@
+"""Rules are pure functions of HostFacts: judged here without pytest plumbing or snapshots."""
+import dataclasses
+
+import pytest
+
+from vfio_certify.devices import parse_device
+from vfio_certify.facts.bootconfig import parse_default_grub
+from vfio_certify.facts.cmdline import parse_cmdline
+from vfio_certify.facts.cpuinfo import CpuInfo
+from vfio_certify.facts.dmesg import parse_dmesg
+from vfio_certify.facts.host import HostFacts, ModuleFacts, NetInterface
+from vfio_certify.facts.interrupts import parse_interrupts
+from vfio_certify.facts.kconfig import parse_kernel_config
+from vfio_certify.facts.osrelease import OsRelease
+from vfio_certify.facts.pci import PciDevice
+from vfio_certify.model import Outcome
+from vfio_certify.rules import cpu, device, iommu, kernel, vfio
+from vfio_certify.snapshot.reader import PathState
+
+GOOD_CONFIG = "\n".join([
+    "CONFIG_IOMMU_SUPPORT=y", "CONFIG_IOMMU_API=y", "CONFIG_INTEL_IOMMU=y", "# CONFIG_INTEL_IOMMU_DEFAULT_ON is not set",
+    "CONFIG_AMD_IOMMU=y", "CONFIG_IRQ_REMAP=y", "CONFIG_VFIO=m", "CONFIG_VFIO_PCI=m", "CONFIG_VFIO_IOMMU_TYPE1=m",
+    "CONFIG_KVM_VFIO=y", "",
+])
+
+
+def pci(address, vendor_device, class_code, driver="", group=None):
+    vendor, dev = vendor_device.split(":")
+    return PciDevice(address, vendor, dev, class_code, driver, group)
+
+
+def intel_host(cmdline="BOOT_IMAGE=/vmlinuz ro intel_iommu=on", release="5.14.0-162.23.1.el9_1.x86_64", **changes):
+    devices = {
+        "0000:00:01.0": pci("0000:00:01.0", "8086:6f02", "060400", "pcieport", 1),
+        "0000:07:00.0": pci("0000:07:00.0", "8086:1521", "020000", "igb", 47),
+        "0000:07:00.1": pci("0000:07:00.1", "8086:1521", "020000", "igb", 48),
+        "0000:00:19.0": pci("0000:00:19.0", "8086:15a1", "020000", "e1000e", 5),
+    }
+    facts = HostFacts(
+        hostname="kvm", kernel_release=release, os=OsRelease("rocky", ("rhel", "centos", "fedora"), "Rocky Linux 9.1"),
+        cpu=CpuInfo("GenuineIntel", "Intel(R) Xeon(R) CPU E5-2680 v4", frozenset({"vmx", "ept"}), 4),
+        kvm_device=PathState.PRESENT, vfio_container=PathState.PRESENT,
+        kernel_config=parse_kernel_config(GOOD_CONFIG, f"/boot/config-{release}"), kernel_config_state=PathState.PRESENT,
+        cmdline=parse_cmdline(cmdline), cmdline_text=cmdline,
+        dmesg=parse_dmesg("[    0.02] DMAR: IOMMU enabled\n[    0.1] DMAR-IR: Enabled IRQ remapping in x2apic mode\n"),
+        acpi_tables={"DMAR": True, "IVRS": False}, iommu_units=["dmar0", "dmar1"],
+        iommu_groups={1: ["0000:00:01.0"], 5: ["0000:00:19.0"], 47: ["0000:07:00.0"], 48: ["0000:07:00.1"]},
+        pci=devices, usb=[], modules=ModuleFacts({"vfio_pci": "Live", "vfio": "Live", "vfio_iommu_type1": "Live"}, set(), {}, None),
+        interrupts=parse_interrupts(" 24: 0 IR-PCI-MSI 512000-edge ahci\n"),
+        net={"eno1": NetInterface("eno1", "0000:00:19.0"), "enp7s0f1": NetInterface("enp7s0f1", "0000:07:00.1")},
+        routes=["default via 192.0.2.1 dev eno1 proto static metric 100", "192.0.2.0/24 dev eno1 proto kernel scope link"],
+    )
+    return dataclasses.replace(facts, **changes)
+
+
+def cmdline_result(text, **changes):
+    return kernel.cmdline(intel_host(cmdline=text, **changes))
+
+
+# -- kernel.cmdline: semantics, not substrings -------------------------------------------------
+
+def test_intel_before_6_8_without_default_on_needs_intel_iommu_on():
+    r = cmdline_result("BOOT_IMAGE=/vmlinuz ro")
+    assert r.outcome is Outcome.FAILED and "intel_iommu=on is missing" in r.message
+    assert 'grubby --update-kernel=ALL --args="intel_iommu=on"' in r.remediation  # RHEL family
+
+
+def test_intel_default_on_config_does_not_need_the_flag():
+    config = parse_kernel_config(GOOD_CONFIG.replace("# CONFIG_INTEL_IOMMU_DEFAULT_ON is not set", "CONFIG_INTEL_IOMMU_DEFAULT_ON=y"))
+    r = cmdline_result("ro quiet", kernel_config=config)
+    assert r.outcome is Outcome.PASSED
+    assert any("intel_iommu=on is not needed" in e for e in r.evidence)
+
+
+def test_kernel_6_8_without_a_config_is_assumed_default_on():
+    r = cmdline_result("ro quiet", kernel_config=None, release="6.8.12-4-pve")
+    assert r.outcome is Outcome.PASSED
+
+
+def test_dashes_count_as_underscores_and_the_last_value_wins():
+    assert cmdline_result("intel_iommu=off intel-iommu=on").outcome is Outcome.PASSED
+    r = cmdline_result("intel_iommu=on intel_iommu=off")
+    assert r.outcome is Outcome.FAILED and "intel_iommu=off disables VT-d" in r.message
+
+
+def test_amd_iommu_on_is_not_a_valid_value():
+    amd = dict(acpi_tables={"DMAR": False, "IVRS": True}, iommu_units=["ivhd0"],
+               os=OsRelease("debian", (), "Debian GNU/Linux 12"))
+    r = cmdline_result("ro amd_iommu=on iommu=pt", **amd)
+    assert r.outcome is Outcome.WARNING
+    assert "amd_iommu=on is not a valid value" in r.message
+    assert "update-grub" in r.remediation  # Debian family
+    assert any("iommu=pt" in e and "enables nothing" in e for e in r.evidence)
+
+
+def test_iommu_prefix_matching_pti_acts_as_pt():
+    r = cmdline_result("intel_iommu=on iommu=pti")
+    assert r.outcome is Outcome.WARNING and "read as iommu=pt" in r.message and "pti=on" in r.message
+
+
+def test_iommu_off_and_acs_override_fail():
+    r = cmdline_result("intel_iommu=on iommu=off pcie_acs_override=downstream,multifunction")
+    assert r.outcome is Outcome.FAILED
+    assert "iommu=off turns the IOMMU off" in r.message and "security finding" in r.message
+    assert 'grubby --update-kernel=ALL --remove-args="iommu=off pcie_acs_override=downstream,multifunction"' in r.remediation
+
+
+def test_reboot_pending_when_grub_has_what_the_running_kernel_lacks():
+    grub = parse_default_grub('GRUB_CMDLINE_LINUX="rhgb quiet intel_iommu=on"\n')
+    r = cmdline_result("BOOT_IMAGE=/vmlinuz ro rhgb quiet", boot_configs=[grub])
+    assert r.outcome is Outcome.FAILED
+    assert "reboot pending: /etc/default/grub has intel_iommu=on but the running kernel booted without it" in r.message
+
+
+def test_cmdline_falls_back_to_dmesg_and_skips_without_either():
+    d = parse_dmesg("[    0.0] Command line: ro intel_iommu=on\n")
+    assert kernel.cmdline(dataclasses.replace(intel_host(), cmdline=None, dmesg=d)).outcome is Outcome.PASSED
+    assert kernel.cmdline(dataclasses.replace(intel_host(), cmdline=None, dmesg=None)).outcome is Outcome.SKIPPED
+
+
+# -- kernel.config ----------------------------------------------------------------------------
+
+def test_config_vendor_option_follows_the_firmware_not_the_cpu():
+    # A TCG guest: the CPU says AMD (svm) but the IOMMU is an Intel vIOMMU (DMAR).
+    facts = intel_host(cpu=CpuInfo("AuthenticAMD", "QEMU TCG", frozenset({"svm", "hypervisor"}), 1))
+    assert kernel.config_option(facts, "CONFIG_INTEL_IOMMU").outcome is Outcome.PASSED
+    skipped = kernel.config_option(facts, "CONFIG_AMD_IOMMU")
+    assert skipped.outcome is Outcome.SKIPPED and "Intel VT-d" in skipped.message
+
+
+def test_config_option_not_set_fails_and_truncated_config_says_so():
+    facts = intel_host(kernel_config=parse_kernel_config("CONFIG_IOMMU_SUPPORT=y\n# CONFIG_VFIO is not set\nCONFIG_VF", "/boot/config-x"))
+    assert "CONFIG_VFIO is not set" in kernel.config_option(facts, "CONFIG_VFIO").message
+    r = kernel.config_option(facts, "CONFIG_KVM_VFIO")
+    assert r.outcome is Outcome.FAILED and "cut short" in r.message
+
+
+# -- iommu.* ----------------------------------------------------------------------------------
+
+def test_iommu_off_explains_the_missing_flag_with_the_distro_fix():
+    facts = intel_host(cmdline="ro", iommu_units=[], iommu_groups={}, dmesg=parse_dmesg(""))
+    r = iommu.enabled(facts)
+    assert r.outcome is Outcome.FAILED and "lacks intel_iommu=on" in r.message
+    assert "grubby" in r.remediation
+
+
+def test_iommu_off_because_firmware_has_no_table():
+    facts = intel_host(acpi_tables={"DMAR": False, "IVRS": False}, iommu_units=[], iommu_groups={}, dmesg=parse_dmesg(""))
+    r = iommu.enabled(facts)
+    assert "no DMAR/IVRS table" in r.message and "firmware setup" in r.remediation
+
+
+def test_iommu_judged_from_dmesg_only_says_so():
+    r = iommu.enabled(intel_host(iommu_units=None, iommu_groups=None))
+    assert r.outcome is Outcome.PASSED and "dmesg only" in r.message
+
+
+def test_irq_remapping_from_proc_interrupts_when_dmesg_rotated():
+    r = iommu.irq_remapping(intel_host(dmesg=parse_dmesg("")))
+    assert r.outcome is Outcome.PASSED and any("IR-PCI-MSI" in e for e in r.evidence)
+
+
+def test_irq_remapping_missing_with_unsafe_interrupts_noted():
+    facts = intel_host(dmesg=parse_dmesg(""), interrupts=parse_interrupts(" 24: 0 PCI-MSI 512000-edge ahci\n"),
+                       allow_unsafe_interrupts="Y")
+    r = iommu.irq_remapping(facts)
+    assert r.outcome is Outcome.FAILED and "allow_unsafe_interrupts is set" in r.message
+
+
+def _with_group(members, named):
+    devices = {a: pci(a, vd, cls, drv, 5) for a, vd, cls, drv in members}
+    facts = intel_host(pci=devices, iommu_groups={5: sorted(devices)})
+    specs = [parse_device(n) for n in named]
+    return facts, specs
+
+
+CEZANNE = [
+    ("0000:00:08.0", "1022:1632", "060000", ""), ("0000:00:08.1", "1022:1635", "060400", "pcieport"),
+    ("0000:04:00.0", "1002:1638", "030000", "amdgpu"), ("0000:04:00.1", "1002:1637", "040300", "snd_hda_intel"),
+    ("0000:04:00.2", "1022:15df", "108000", "ccp"), ("0000:04:00.3", "1022:1639", "0c0330", "xhci_hcd"),
+]
+
+
+def test_group_not_viable_names_every_other_endpoint_and_driver():
+    facts, specs = _with_group(CEZANNE, ["04:00.0"])
+    r = iommu.group_isolated(facts, specs[0], specs)
+    assert r.outcome is Outcome.FAILED and r.id == "iommu.group_isolated[0000:04:00.0]"
+    for needle in ("0000:04:00.1", "snd_hda_intel", "0000:04:00.2", "ccp", "0000:04:00.3", "xhci_hcd"):
+        assert needle in r.message
+    assert "0000:00:08.1" not in r.message  # the bridge does not count
+    assert "0000:00:08.0" not in r.message  # a host bridge with no driver does not block
+    assert "pcie_acs_override is not a fix" in r.remediation
+
+
+def test_group_viable_when_every_endpoint_is_named():
+    facts, specs = _with_group(CEZANNE, ["04:00.0", "04:00.1", "04:00.2", "04:00.3"])
+    assert iommu.group_isolated(facts, specs[0], specs).outcome is Outcome.PASSED
+
+
+def test_group_viable_when_the_other_endpoint_sits_on_vfio_pci():
+    members = [("0000:2d:00.0", "1002:67df", "030000", "vfio-pci"), ("0000:2d:00.1", "1002:aaf0", "040300", "vfio-pci")]
+    facts, specs = _with_group(members, ["2d:00.0"])
+    r = iommu.group_isolated(facts, specs[0], specs)
+    assert r.outcome is Outcome.PASSED and "unbound from host drivers: 0000:2d:00.1" in r.message
+
+
+def test_acs_override_makes_a_viable_group_a_warning():
+    facts, specs = _with_group([("0000:07:00.1", "8086:1521", "020000", "igb")], ["07:00.1"])
+    facts = dataclasses.replace(facts, cmdline=parse_cmdline("intel_iommu=on pcie_acs_override=downstream"))
+    assert iommu.group_isolated(facts, specs[0], specs).outcome is Outcome.WARNING
+
+
+def test_usb_devices_need_no_group():
+    spec = parse_device("004.002")
+    assert iommu.group_isolated(intel_host(), spec, [spec]).outcome is Outcome.SKIPPED
+
+
+# -- device.*, vfio.*, cpu.* -------------------------------------------------------------------
+
+def test_device_present_and_absent():
+    facts = intel_host()
+    assert device.present(facts, parse_device("07:00.1")).outcome is Outcome.PASSED
+    r = device.present(facts, parse_device("07:00.3"))
+    assert r.outcome is Outcome.FAILED and "0000:07:00.0" in "\n".join(r.evidence)  # neighbours on the bus shown
+
+
+def test_named_nic_that_carries_the_default_route_is_flagged():
+    facts = intel_host()
+    r = device.host_network(facts, parse_device("00:19.0"))
+    assert r.outcome is Outcome.FAILED and "eno1 carries the default route" in r.message
+    assert device.host_network(facts, parse_device("07:00.1")).outcome is Outcome.PASSED
+
+
+def test_vfio_module_states():
+    loadable = ModuleFacts({}, set(), {"vfio_pci": "kernel/drivers/vfio/pci/vfio-pci.ko.xz"}, None)
+    assert vfio.module(intel_host(modules=loadable), "vfio_pci").outcome is Outcome.PASSED
+    builtin = ModuleFacts({}, {"vfio"}, {}, None)
+    assert "built into the kernel" in vfio.module(intel_host(modules=builtin), "vfio").message
+    missing = ModuleFacts({}, set(), {}, None)
+    r = vfio.module(intel_host(modules=missing), "vfio_iommu_type1")
+    assert r.outcome is Outcome.FAILED and "file is missing" in r.message and "dnf reinstall" in r.remediation
+
+
+def test_nested_host_is_said_not_failed():
+    facts = intel_host(cpu=CpuInfo("GenuineIntel", "Intel Xeon", frozenset({"vmx", "hypervisor"}), 2))
+    r = cpu.virtualization(facts)
+    assert r.outcome is Outcome.PASSED and "nested" in r.message
+
+
+@pytest.mark.parametrize("flags, outcome", [({"svm"}, Outcome.PASSED), ({"fpu"}, Outcome.FAILED)])
+def test_cpu_virtualization(flags, outcome):
+    facts = intel_host(cpu=CpuInfo("AuthenticAMD", "AMD EPYC", frozenset(flags), 2))
+    assert cpu.virtualization(facts).outcome is outcome
