@@ -104,7 +104,8 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
     output = Path(args.output)
     argv = [
         str(CHECKS_DIR), f"--rootdir={REPO_ROOT}", "-c", str(REPO_ROOT / "pyproject.toml"),
-        "-p", "no:cacheprovider", "-q", "-rN",
+        # Checks judge through certify(), never `assert`: no rewriting, and no test-only plugins.
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--assert=plain", "-q", "-rN",
         f"--certify-output={output}", f"--junitxml={output / 'junit.xml'}",
         f"--html={output / 'report.html'}", "--self-contained-html",
         f"--connect-timeout={args.connect_timeout}",
