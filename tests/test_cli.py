@@ -124,3 +124,30 @@ def test_collect_from_an_unreachable_host_is_one_line_exit_3(tmp_path):
     proc = certify("collect", "--host", "ssh://root@127.0.0.1:9", "--connect-timeout", "3", "--output", tmp_path / "s")
     assert proc.returncode == 3 and "unreachable" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
+
+
+def test_hostile_host_text_stays_inert_in_both_reports(tmp_path):
+    evil = "<script>alert(1)</script>"
+    snap = tmp_path / "snap"
+    files = {
+        "meta.json": json.dumps({"format": "host-snapshot/1", "hostname": evil, "kernel_release": "6.1.0-9-amd64"}).encode(),
+        "root/proc/cmdline": f"ro quiet intel_iommu=on x={evil}\r\n".encode(),
+        "root/proc/cpuinfo": f"vendor_id\t: GenuineIntel\nmodel name\t: {evil}\nflags\t: vmx\n".encode(),
+        "commands/dmesg": b"[    0.0] ACPI: DMAR 0x0 \xff\xfe" + evil.encode() + b"\x00\n[    0.1] DMAR: IOMMU enabled\n",
+        "root/sys/bus/pci/devices/0000:07:00.1/vendor": b"0x8086\n",
+        "root/sys/bus/pci/devices/0000:07:00.1/device": b"0x1521\n",
+        "root/sys/bus/pci/devices/0000:07:00.1/class": b"0x020000\n",
+        "commands/lspci_-nnk": f"07:00.1 Ethernet controller [0200]: {evil} [8086:1521]\n".encode(),
+    }
+    for rel, data in files.items():
+        (snap / rel).parent.mkdir(parents=True, exist_ok=True)
+        (snap / rel).write_bytes(data)
+    proc = certify("--snapshot", snap, "--device", "07:00.1", "--output", tmp_path / "out")
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    page = (tmp_path / "out" / "certification.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and evil not in page and "<script" not in page
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert evil not in report  # pytest-html keeps its own scripts, but host text is escaped
+    summary = summary_of(tmp_path / "out")
+    present = next(c for c in summary["hosts"][0]["checks"] if c["id"] == "device.present[0000:07:00.1]")
+    assert present["outcome"] == "passed" and evil in present["message"]  # JSON carries it as data, unchanged
