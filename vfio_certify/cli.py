@@ -20,6 +20,7 @@ from typing import Optional
 from .collect import CollectError, Target, collect_snapshot
 from .devices import DeviceSpecError, parse_devices
 from .snapshot import pack_bundle
+from .waivers import WaiverError, load_waivers
 
 EXIT_CERTIFIED, EXIT_NOT_CERTIFIED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +53,8 @@ def _certify_parser() -> argparse.ArgumentParser:
                         help="judge a collected snapshot or customer bundle (repeatable)")
     parser.add_argument("--device", action="append", default=[], metavar="ADDR",
                         help="a device to be assigned: PCI 0000:07:00.1 or 07:00.1; USB 004.002 or 152d:9561 (repeatable)")
+    parser.add_argument("--waivers", metavar="FILE.toml",
+                        help="known exceptions (check id and host globs, reason, owner, expiry): waived failures do not fail a host")
     parser.add_argument("--output", default="reports", metavar="DIR",
                         help="where report.html, certification.html, summary.json and junit.xml go (default ./reports)")
     _connection_options(parser)
@@ -120,6 +123,8 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
             argv.append(f"{flag}={value}")
     if args.sudo:
         argv.append("--sudo")
+    if args.waivers:
+        argv.append(f"--waivers={args.waivers}")
     for path in args.snapshot:
         argv.append(f"--snapshot={path}")
     for device in args.device:
@@ -129,6 +134,8 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
 
 def _validate(args: argparse.Namespace) -> None:
     parse_devices(args.device)  # raises DeviceSpecError with the one-line message
+    if args.waivers:
+        load_waivers(args.waivers)  # raises WaiverError naming the file and line, before anything runs
     for path in args.snapshot:
         p = Path(path)
         if not p.exists():
@@ -184,7 +191,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if argv[:1] == ["collect"]:
             return run_collect(argv[1:])
         return run_certify(argv)
-    except (UsageError, DeviceSpecError) as exc:
+    except (UsageError, DeviceSpecError, WaiverError) as exc:
         print(f"vfio-certify: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

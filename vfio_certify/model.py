@@ -6,6 +6,7 @@ pytest-html columns and the CLI exit status are all derived from these objects.
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from typing import Optional
@@ -53,6 +54,15 @@ class CheckResult:
     @property
     def blocks_certification(self) -> bool:
         return self.severity is Severity.REQUIRED and self.outcome in (Outcome.FAILED, Outcome.ERROR)
+
+    @classmethod
+    def from_summary(cls, data: dict) -> "CheckResult":
+        return cls(
+            id=data["id"], outcome=Outcome(data["outcome"]), severity=Severity(data["severity"]),
+            message=data.get("message", ""), evidence=list(data.get("evidence", [])),
+            remediation=data.get("remediation", ""), duration_s=float(data.get("duration_s", 0.0)),
+            waiver=data.get("waiver"),
+        )
 
     def to_summary(self) -> dict:
         out = {
@@ -107,6 +117,15 @@ class HostOverview:
     cmdline: str = ""
     collected_at: str = ""
     groups: list[GroupView] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "HostOverview":
+        groups = [GroupView(g["number"], [DeviceView(**d) for d in g["devices"]], g["viable"]) for g in data.get("groups", [])]
+        fields = {k: v for k, v in data.items() if k != "groups" and k in cls.__dataclass_fields__}
+        return cls(**fields, groups=groups)
 
 
 @dataclass

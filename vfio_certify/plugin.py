@@ -23,12 +23,16 @@ import pytest
 from .collect import CollectError, Target, collect_snapshot
 from .devices import DeviceSpec, DeviceSpecError, parse_devices
 from .facts import HostFacts, read_host_facts
-from .model import CheckResult, HostResult, Outcome, RunResult, Severity
+from .model import CheckResult, HostOverview, HostResult, Outcome, RunResult
 from .report.overview import overview_from_facts
 from .snapshot import BundleError, Snapshot, SnapshotError, unpack_bundle
+from .waivers import Waiver, WaiverError, apply_waivers, load_waivers
 
 RESULT_KEY = pytest.StashKey[CheckResult]()
 TARGET_KEY = pytest.StashKey[str]()
+# A check's result travels in its report under this user property, so that results judged in
+# pytest-xdist workers reach the controller the same way as in a single process.
+REPORT_PROPERTY = "vfio_certify"
 
 
 class CertifyWarning(UserWarning):
@@ -55,6 +59,7 @@ class CertifySession:
     targets: list[CertifyTarget]
     devices: list[DeviceSpec]
     output: Optional[Path]
+    waivers: list[Waiver] = field(default_factory=list)
     started_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     started: float = field(default_factory=time.monotonic)
     hosts: dict[str, HostResult] = field(default_factory=dict)
@@ -86,21 +91,25 @@ class CertifySession:
             return Collected(error=str(exc), seconds=time.monotonic() - begin)
         return Collected(facts=facts, seconds=time.monotonic() - begin)
 
-    def host_result(self, target: CertifyTarget) -> HostResult:
-        if target.name not in self.hosts:
-            self.hosts[target.name] = HostResult(host=target.name, source=target.source)
-        return self.hosts[target.name]
+    def host_result(self, name: str, source: str) -> HostResult:
+        if name not in self.hosts:
+            self.hosts[name] = HostResult(host=name, source=source)
+        return self.hosts[name]
+
+    def add_from_report(self, payload: dict) -> None:
+        host = self.host_result(payload["host"], payload["source"])
+        host.checks.append(CheckResult.from_summary(payload["result"]))
+        if payload.get("overview") is not None:
+            host.overview = HostOverview.from_dict(payload["overview"])
+        if payload.get("unreachable"):
+            host.unreachable_reason = payload["unreachable"]
 
     def run_result(self) -> RunResult:
+        """Hosts in command-line order; a host none of whose checks ran is left out."""
         run = RunResult(started_at=self.started_at, duration_s=time.monotonic() - self.started)
-        for target in self.targets:
-            host = self.host_result(target)
-            collected = self._collected.get(target.name)
-            if collected is not None and collected.facts is not None:
-                host.overview = overview_from_facts(collected.facts, self.devices, target.source)
-            elif collected is not None:
-                host.unreachable_reason = collected.error
-            run.hosts.append(host)
+        run.hosts = [self.hosts[t.name] for t in self.targets if t.name in self.hosts]
+        for host in run.hosts:  # checklist order, whatever order parallel workers reported in
+            host.checks.sort(key=lambda c: (AREA_ORDER.index(c.area) if c.area in AREA_ORDER else len(AREA_ORDER), c.id))
         return run
 
     def close(self) -> None:
@@ -120,6 +129,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="a device to be assigned: PCI 0000:07:00.1 / 07:00.1, USB 004.002 or 152d:9561 (repeatable)")
     group.addoption("--certify-output", default=None, metavar="DIR",
                     help="write summary.json and certification.html to DIR")
+    group.addoption("--waivers", default=None, metavar="FILE.toml",
+                    help="known exceptions: check id and host globs, reason, owner, expiry date")
     group.addoption("--connect-timeout", type=int, default=10, metavar="S",
                     help="seconds to wait for an SSH connection to a host (default 10)")
 
@@ -151,8 +162,14 @@ def pytest_configure(config: pytest.Config) -> None:
         devices = parse_devices(config.option.device)
     except DeviceSpecError as exc:
         raise pytest.UsageError(str(exc)) from None
+    try:
+        waivers = load_waivers(config.option.waivers) if config.option.waivers else []
+    except WaiverError as exc:
+        raise pytest.UsageError(str(exc)) from None
     output = Path(config.option.certify_output) if config.option.certify_output else None
-    config.stash[SESSION_KEY] = CertifySession(targets=_targets(config), devices=devices, output=output)
+    certify_session = CertifySession(targets=_targets(config), devices=devices, output=output, waivers=waivers)
+    config.stash[SESSION_KEY] = certify_session
+    config.pluginmanager.register(_ResultGatherer(certify_session), "vfio-certify-results")
     config.addinivalue_line("markers", "check(id): the check id a test in checks/ reports under")
     config.addinivalue_line("markers", "device_kind(kind): only devices of this kind (pci, usb) parametrize the test")
     if config.pluginmanager.hasplugin("html"):
@@ -184,6 +201,13 @@ def _area_rank(item: pytest.Item) -> int:
     return AREA_ORDER.index(area) if area in AREA_ORDER else len(AREA_ORDER)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """With pytest-xdist, keep each host's checks on one worker: one collection per host."""
+    if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "no") in ("no", "load"):
+        config.option.dist = "loadgroup"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     items.sort(key=_area_rank)  # stable: file order within an area
     keep, drop = [], []
@@ -191,8 +215,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "device" in callspec.params and callspec.params["device"] is None:
             drop.append(item)
-        else:
-            keep.append(item)
+            continue
+        if callspec is not None and "certify_target" in callspec.params:
+            item.add_marker(pytest.mark.xdist_group(name=callspec.params["certify_target"].name))
+        keep.append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
@@ -224,7 +250,10 @@ def host_facts(collected: Collected, certify_target: CertifyTarget) -> HostFacts
 def certify(request: pytest.FixtureRequest, certify_target: CertifyTarget):
     """certify(result): record a CheckResult for this test and turn its outcome into pytest's."""
 
+    waivers = _session(request.config).waivers
+
     def judge(result: CheckResult) -> CheckResult:
+        result = apply_waivers(result, certify_target.name, waivers)
         request.node.stash[RESULT_KEY] = result
         request.node.stash[TARGET_KEY] = certify_target.name
         text = _describe(result)
@@ -252,41 +281,71 @@ def _describe(result: CheckResult) -> str:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
-    result = item.stash.get(RESULT_KEY, None)
-    if result is None or call.when != "call":
-        if call.when == "call" and report.failed and item.stash.get(TARGET_KEY, None) is None:
-            _record_crash(item, report)
+    if call.when != "call":
         return
-    result.duration_s = report.duration
-    target_name = item.stash[TARGET_KEY]
-    session = _session(item.config)
-    target = next(t for t in session.targets if t.name == target_name)
-    session.host_result(target).checks.append(result)
-    report.user_properties += [("host", target_name), ("check_id", result.id),
-                               ("severity", result.severity.value), ("certify_outcome", result.outcome.value)]
-    report.certify_result = result  # type: ignore[attr-defined]
-
-
-def _record_crash(item: pytest.Item, report: pytest.TestReport) -> None:
-    """A check that raised instead of judging: an `error` with the exception, never lost."""
     callspec = getattr(item, "callspec", None)
-    target = callspec.params.get("certify_target") if callspec else None
-    marker = item.get_closest_marker("check")
-    if target is None or marker is None:
+    target: Optional[CertifyTarget] = callspec.params.get("certify_target") if callspec else None
+    if target is None:
         return
-    param = callspec.id.split("-", 1)[1] if callspec and "-" in callspec.id else ""
-    check_id = marker.args[0] + (f"[{param}]" if "[" not in marker.args[0] and param and param != target.name else "")
-    message = str(report.longrepr).strip().splitlines()[-1][:300] if report.longrepr else "the check raised"
+    result = item.stash.get(RESULT_KEY, None)
+    if result is None:
+        if not report.failed or item.get_closest_marker("check") is None:
+            return
+        result = _crash_result(item, report, target)
+    result.duration_s = report.duration
+    payload: dict = {"host": target.name, "source": target.source, "result": result.to_summary()}
+    if item.get_closest_marker("check").args[0] == "host.reachable":
+        collected: Optional[Collected] = item.funcargs.get("collected")  # type: ignore[attr-defined]
+        if collected is not None and collected.facts is not None:
+            session = _session(item.config)
+            payload["overview"] = overview_from_facts(collected.facts, session.devices, target.source).to_dict()
+        elif collected is not None:
+            payload["unreachable"] = collected.error
+    report.user_properties += [("host", target.name), ("check_id", result.id), ("severity", result.severity.value),
+                               ("certify_outcome", result.outcome.value), (REPORT_PROPERTY, json.dumps(payload))]
+
+
+def result_of(report: pytest.TestReport) -> Optional[CheckResult]:
+    for name, value in getattr(report, "user_properties", []):
+        if name == REPORT_PROPERTY:
+            return CheckResult.from_summary(json.loads(value)["result"])
+    return None
+
+
+def _crash_result(item: pytest.Item, report: pytest.TestReport, target: CertifyTarget) -> CheckResult:
+    """A check that raised instead of judging: an `error` naming the exception, never lost."""
     from .rules.catalog import severity_of
 
-    result = CheckResult(check_id, Outcome.ERROR, severity_of(marker.args[0]), f"the check itself failed: {message}",
-                         duration_s=report.duration)
-    _session(item.config).host_result(target).checks.append(result)
+    base = item.get_closest_marker("check").args[0]
+    param = item.callspec.id.split("-", 1)[1] if "-" in item.callspec.id else ""  # type: ignore[attr-defined]
+    check_id = base + (f"[{param}]" if param else "")
+    lines = str(report.longrepr).strip().splitlines() if report.longrepr else []
+    message = lines[-1][:300] if lines else "the check raised"
+    return CheckResult(check_id, Outcome.ERROR, severity_of(base), f"the check itself failed: {message}",
+                       remediation="A bug in vfio-certify: please report it with the pytest output above.")
+
+
+class _ResultGatherer:
+    """Reads every report where reports arrive (the controller under xdist): results are gathered here only."""
+
+    def __init__(self, session: CertifySession):
+        self.session = session
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for name, value in report.user_properties:
+            if name == REPORT_PROPERTY:
+                self.session.add_from_report(json.loads(value))
+                return
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: Union[int, pytest.ExitCode]) -> None:
     certify = session.config.stash.get(SESSION_KEY, None)
-    if certify is None or not any(certify._collected.values()) and not certify.hosts:
+    if certify is None or hasattr(session.config, "workerinput"):  # an xdist worker: the controller reports
+        if certify is not None:
+            certify.close()
+        return
+    if not certify.hosts:
+        certify.close()
         return
     run = certify.run_result()
     session.config.stash[RUN_KEY] = run
@@ -343,7 +402,7 @@ class _HtmlColumns:
     def pytest_runtest_makereport(self, item, call):
         outcome = yield
         report = outcome.get_result()
-        result = getattr(report, "certify_result", None)
+        result = result_of(report)
         if result is None:
             return
         from markupsafe import escape
