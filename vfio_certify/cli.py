@@ -19,6 +19,7 @@ from typing import Optional
 
 from .collect import CollectError, Target, collect_snapshot
 from .devices import DeviceSpecError, parse_devices
+from .diff import DiffInputError, diff_runs, load_run
 from .snapshot import pack_bundle
 from .waivers import WaiverError, load_waivers
 
@@ -53,6 +54,8 @@ def _certify_parser() -> argparse.ArgumentParser:
                         help="judge a collected snapshot or customer bundle (repeatable)")
     parser.add_argument("--device", action="append", default=[], metavar="ADDR",
                         help="a device to be assigned: PCI 0000:07:00.1 or 07:00.1; USB 004.002 or 152d:9561 (repeatable)")
+    parser.add_argument("--baseline", metavar="DIR|summary.json",
+                        help="an earlier run's output folder: report regressions since then (exit 1 on one)")
     parser.add_argument("--waivers", metavar="FILE.toml",
                         help="known exceptions (check id and host globs, reason, owner, expiry): waived failures do not fail a host")
     parser.add_argument("--output", default="reports", metavar="DIR",
@@ -125,6 +128,8 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
         argv.append("--sudo")
     if args.waivers:
         argv.append(f"--waivers={args.waivers}")
+    if args.baseline:
+        argv.append(f"--baseline={args.baseline}")
     for path in args.snapshot:
         argv.append(f"--snapshot={path}")
     for device in args.device:
@@ -136,6 +141,8 @@ def _validate(args: argparse.Namespace) -> None:
     parse_devices(args.device)  # raises DeviceSpecError with the one-line message
     if args.waivers:
         load_waivers(args.waivers)  # raises WaiverError naming the file and line, before anything runs
+    if args.baseline:
+        load_run(args.baseline)  # raises DiffInputError
     for path in args.snapshot:
         p = Path(path)
         if not p.exists():
@@ -182,7 +189,29 @@ def run_certify(argv: list[str]) -> int:
     if status is None:
         print("vfio-certify: no check ran (see the pytest output above)", file=sys.stderr)
         return EXIT_USAGE
+    if args.baseline and status == EXIT_CERTIFIED and _regressed(Path(args.output) / "diff.json"):
+        return EXIT_NOT_CERTIFIED
     return status
+
+
+def _regressed(diff_path: Path) -> bool:
+    try:
+        return bool(json.loads(diff_path.read_text()).get("regression"))
+    except (OSError, ValueError):
+        return True  # a baseline was asked for and no diff came out: do not report success
+
+
+def run_diff(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="vfio-certify diff",
+                                     description="What changed between two runs (output folders or summary.json files). "
+                                                 "Exit 1 on a regression.")
+    parser.add_argument("old", help="the earlier run")
+    parser.add_argument("new", help="the later run")
+    parser.add_argument("--json", action="store_true", help="print the diff as JSON")
+    args = parser.parse_args(argv)
+    diff = diff_runs(load_run(args.old), load_run(args.new))
+    print(json.dumps(diff.to_dict(), indent=2) if args.json else diff.text())
+    return EXIT_NOT_CERTIFIED if diff.regression else EXIT_CERTIFIED
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -190,8 +219,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if argv[:1] == ["collect"]:
             return run_collect(argv[1:])
+        if argv[:1] == ["diff"]:
+            return run_diff(argv[1:])
         return run_certify(argv)
-    except (UsageError, DeviceSpecError, WaiverError) as exc:
+    except (UsageError, DeviceSpecError, WaiverError, DiffInputError) as exc:
         print(f"vfio-certify: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

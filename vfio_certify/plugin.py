@@ -26,6 +26,7 @@ from .facts import HostFacts, read_host_facts
 from .model import CheckResult, HostOverview, HostResult, Outcome, RunResult
 from .report.overview import overview_from_facts
 from .snapshot import BundleError, Snapshot, SnapshotError, unpack_bundle
+from .diff import DiffInputError, RunDiff, RunRecord, diff_runs, load_run, write_overview
 from .waivers import Waiver, WaiverError, apply_waivers, load_waivers
 
 RESULT_KEY = pytest.StashKey[CheckResult]()
@@ -60,6 +61,8 @@ class CertifySession:
     devices: list[DeviceSpec]
     output: Optional[Path]
     waivers: list[Waiver] = field(default_factory=list)
+    baseline: Optional[RunRecord] = None
+    diff: Optional[RunDiff] = None
     started_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     started: float = field(default_factory=time.monotonic)
     hosts: dict[str, HostResult] = field(default_factory=dict)
@@ -129,6 +132,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="a device to be assigned: PCI 0000:07:00.1 / 07:00.1, USB 004.002 or 152d:9561 (repeatable)")
     group.addoption("--certify-output", default=None, metavar="DIR",
                     help="write summary.json and certification.html to DIR")
+    group.addoption("--baseline", default=None, metavar="DIR|summary.json",
+                    help="an earlier run's output: report what regressed since (diff.json, the terminal, the page)")
     group.addoption("--waivers", default=None, metavar="FILE.toml",
                     help="known exceptions: check id and host globs, reason, owner, expiry date")
     group.addoption("--connect-timeout", type=int, default=10, metavar="S",
@@ -166,8 +171,13 @@ def pytest_configure(config: pytest.Config) -> None:
         waivers = load_waivers(config.option.waivers) if config.option.waivers else []
     except WaiverError as exc:
         raise pytest.UsageError(str(exc)) from None
+    try:
+        baseline = load_run(config.option.baseline) if config.option.baseline else None
+    except DiffInputError as exc:
+        raise pytest.UsageError(f"--baseline: {exc}") from None
     output = Path(config.option.certify_output) if config.option.certify_output else None
-    certify_session = CertifySession(targets=_targets(config), devices=devices, output=output, waivers=waivers)
+    certify_session = CertifySession(targets=_targets(config), devices=devices, output=output, waivers=waivers,
+                                     baseline=baseline)
     config.stash[SESSION_KEY] = certify_session
     config.pluginmanager.register(_ResultGatherer(certify_session), "vfio-certify-results")
     config.addinivalue_line("markers", "check(id): the check id a test in checks/ reports under")
@@ -349,19 +359,30 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: Union[int, pytest.
         return
     run = certify.run_result()
     session.config.stash[RUN_KEY] = run
+    if certify.baseline is not None:
+        current = RunRecord(str(certify.output or "this run"), run.to_summary(), overviews_of(run))
+        certify.diff = diff_runs(certify.baseline, current)
     if certify.output is not None:
-        write_outputs(run, certify.output)
+        write_outputs(run, certify.output, certify.diff)
     certify.close()
 
 
 RUN_KEY = pytest.StashKey[RunResult]()
 
 
-def write_outputs(run: RunResult, output: Path) -> None:
+def overviews_of(run: RunResult) -> dict[str, dict]:
+    """What a later diff needs beyond summary.json: kernel, command line, groups and drivers per host."""
+    return {h.host: h.overview.to_dict() for h in run.hosts if not h.unreachable_reason}
+
+
+def write_outputs(run: RunResult, output: Path, diff: Optional[RunDiff] = None) -> None:
     from .report.html import write_certification_page
 
     output.mkdir(parents=True, exist_ok=True)
     (output / "summary.json").write_text(json.dumps(run.to_summary(), indent=2, ensure_ascii=False) + "\n")
+    write_overview(output / "overview.json", overviews_of(run))
+    if diff is not None:
+        (output / "diff.json").write_text(json.dumps(diff.to_dict(), indent=2, ensure_ascii=False) + "\n")
     write_certification_page(run, output / "certification.html")
 
 
@@ -380,6 +401,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
             line += f" - required checks failed: {', '.join(blocking)}"
         tr.write_line(line, red=bool(blocking or host.unreachable_reason), green=not (blocking or host.unreachable_reason))
     session = config.stash.get(SESSION_KEY, None)
+    if session is not None and session.diff is not None:
+        tr.section("vfio-certify diff against the baseline")
+        for line in session.diff.text().splitlines():
+            tr.write_line(line, red=line.endswith("REGRESSION") or line == "regression")
     if session is not None and session.output is not None:
         tr.write_line(f"summary: {session.output / 'summary.json'}  page: {session.output / 'certification.html'}")
 
