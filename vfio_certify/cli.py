@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from .collect import CollectError, Target, collect_snapshot
+from .collect.script import render_script
 from .devices import DeviceSpecError, parse_devices
 from .diff import DiffInputError, diff_runs, load_run
 from .snapshot import pack_bundle
@@ -221,6 +222,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             return run_collect(argv[1:])
         if argv[:1] == ["diff"]:
             return run_diff(argv[1:])
+        if argv[:1] == ["script"]:
+            argparse.ArgumentParser(prog="vfio-certify script",
+                                    description="Print the collection script (POSIX sh). 'sh collect.sh FILE' "
+                                                "writes a bundle to FILE; without FILE it prints it as base64.").parse_args(argv[1:])
+            print(render_script(), end="")
+            return EXIT_CERTIFIED
         return run_certify(argv)
     except (UsageError, DeviceSpecError, WaiverError, DiffInputError) as exc:
         print(f"vfio-certify: {exc}", file=sys.stderr)

@@ -11,6 +11,10 @@ import base64
 import binascii
 import json
 import os
+import re
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,6 +28,13 @@ from .script import BEGIN_MARK, END_MARK, render_script
 # Options that keep one dead or hung host from stalling a run; a user's
 # --ssh-extra-args replaces them.
 DEFAULT_SSH_EXTRA_ARGS = "-o BatchMode=yes -o ServerAliveInterval=5 -o ServerAliveCountMax=3"
+
+
+# The whole collection is bounded on the host (when it has `timeout`); the script comes in as $0,
+# so this stays one remote command.
+COLLECT_TIMEOUT_S = 120
+_BOUNDED = ('if command -v timeout >/dev/null 2>&1; then exec timeout {t} sh -c "$0"; '
+            'else exec sh -c "$0"; fi')
 
 
 class CollectError(Exception):
@@ -41,6 +52,7 @@ class Target:
     ansible_inventory: str | None = None
     sudo: bool = False
     connect_timeout_s: int = 10
+    collect_timeout_s: int = COLLECT_TIMEOUT_S
 
     @property
     def source(self) -> str:
@@ -49,6 +61,12 @@ class Target:
 
     def testinfra_host(self) -> Any:
         import testinfra  # imported late: plain snapshot judging does not need it
+
+        # Tools installed beside this Python (ansible-inventory, ansible) must be found by
+        # testinfra even when the venv is not activated.
+        venv_bin = os.path.dirname(sys.executable)
+        if venv_bin not in os.environ.get("PATH", "").split(os.pathsep):
+            os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
 
         kwargs: dict[str, Any] = {}
         if self.source in ("ssh", "paramiko", "safe-ssh"):
@@ -72,6 +90,17 @@ def _one_line(text: str, limit: int = 300) -> str:
     return line[:limit]
 
 
+def _backend_failure(exc: Exception) -> str:
+    """One readable line for a testinfra backend's failure (they raise with whole reprs)."""
+    text = str(exc)
+    missing = re.search(r"(\S+): (?:command )?not found", text)
+    if missing:
+        return f"{missing.group(1)} not found on this machine (ansible:// hosts need ansible-core: pip install ansible-core)"
+    stderr = re.search(r"_stderr=b['\"](.*?)['\"]\)", text)
+    detail = stderr.group(1).encode().decode("unicode_escape") if stderr else text
+    return f"{type(exc).__name__}: {_one_line(detail, 200) or 'connection failed'}"
+
+
 def _payload(stdout: bytes) -> bytes:
     text = stdout.decode("ascii", errors="replace")
     begin = text.find(BEGIN_MARK)
@@ -84,23 +113,65 @@ def _payload(stdout: bytes) -> bytes:
         raise CollectError("the collection script's output is not valid base64") from None
 
 
+@dataclass
+class _Ran:
+    rc: int
+    stdout: bytes
+    stderr: bytes
+
+
+def _run_bounded(host: Any, target: Target, command: str, *args: str) -> _Ran:
+    """host.run with a wall-clock bound on this side, for the backends that run a local process.
+
+    testinfra's run has no timeout: a host that accepts the connection and then stalls would
+    hang the run. For local:// and ssh:// we start testinfra's own command line ourselves,
+    in its own process group, and kill the group when the bound passes.
+    """
+    backend = host.backend
+    limit = target.connect_timeout_s + target.collect_timeout_s + 15
+    if backend.NAME == "local":
+        shell_command = backend.get_command(command, *args)
+    elif backend.NAME == "ssh":
+        cmd, cmd_args = backend._build_ssh_command(backend.get_command(command, *args))
+        shell_command = backend.quote(" ".join(cmd), *cmd_args)
+    else:
+        result = host.run(command, *args)
+        return _Ran(result.rc, result.stdout_bytes, result.stderr_bytes)
+    proc = subprocess.Popen(shell_command, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise CollectError(f"no complete answer within {limit} s (host stalled)") from None
+    if backend.NAME == "ssh" and proc.returncode == 255:
+        raise CollectError(_one_line(decode(stderr)) or f"cannot connect to {target.spec}")
+    return _Ran(proc.returncode, stdout, stderr)
+
+
 def collect_snapshot(target: Target, dest: os.PathLike | str) -> Snapshot:
     """Collect `target` into the folder `dest` (created); return the snapshot."""
     dest = Path(dest)
     try:
         host = target.testinfra_host()
-        result = host.run("sh -c %s", render_script())
-    except RuntimeError as exc:  # testinfra's ssh backend: ssh itself failed (rc 255)
-        result = exc.args[0] if exc.args else None
-        detail = _one_line(decode(getattr(result, "stderr_bytes", b"") or b"")) if result else ""
+        result = _run_bounded(host, target, "sh -c %s %s", _BOUNDED.format(t=int(target.collect_timeout_s)),
+                              render_script())
+    except CollectError:
+        raise
+    except RuntimeError as exc:  # testinfra's ssh backends: ssh itself failed (rc 255)
+        failed = exc.args[0] if exc.args else None
+        detail = _one_line(decode(getattr(failed, "stderr_bytes", b"") or b"")) if failed else ""
         raise CollectError(detail or f"cannot connect to {target.spec}") from None
     except Exception as exc:  # any backend's connection failure, reported in one line
-        raise CollectError(f"{type(exc).__name__}: {_one_line(str(exc)) or 'connection failed'}") from None
+        raise CollectError(_backend_failure(exc)) from None
 
+    if result.rc == 124:
+        raise CollectError(f"collection took longer than {target.collect_timeout_s} s on the host and was stopped")
     if result.rc != 0:
-        detail = _one_line(decode(result.stderr_bytes or b""))
+        detail = _one_line(decode(result.stderr or b""))
         raise CollectError(f"collection script exited {result.rc}" + (f": {detail}" if detail else ""))
-    archive = _payload(result.stdout_bytes)
+    archive = _payload(result.stdout)
 
     with tempfile.NamedTemporaryFile(suffix=".tar.gz") as tmp:
         tmp.write(archive)

@@ -2,7 +2,8 @@
 
 The script only reads the host. It builds the snapshot in a private temporary folder
 (removed on exit), then prints it as base64 of a .tar.gz between two marker lines, so
-that whatever a login shell prints around it is ignored. It runs unchanged under
+that whatever a login shell prints around it is ignored; run as `sh collect.sh FILE`
+(as the Ansible playbook does) it writes the .tar.gz bundle to FILE instead. It runs unchanged under
 dash, bash and busybox sh: no bashisms, only cat, mkdir, ln, readlink, tar, gzip,
 base64, and `timeout` when the host has it.
 """
@@ -71,9 +72,14 @@ vc_run() {
 """
 
 _EPILOGUE = r"""
-echo "@BEGIN@"
-( cd "$T" && tar -cf - root commands $( [ -f notes ] && echo notes ) | gzip -c | base64 )
-echo "@END@"
+if [ -n "${1:-}" ]; then
+  ( cd "$T" && tar -cf - root commands $( [ -f notes ] && echo notes ) | gzip -c ) > "$1" || exit 74
+  echo "$1"
+else
+  echo "@BEGIN@"
+  ( cd "$T" && tar -cf - root commands $( [ -f notes ] && echo notes ) | gzip -c | base64 )
+  echo "@END@"
+fi
 """
 
 
