@@ -64,3 +64,12 @@ def test_playbook_collects_bundles_that_vfio_certify_judges(tmp_path, loopback_s
     certify("--output", tmp_path / "local")
     local = outcomes(tmp_path / "local")[1]
     assert all({c["id"]: c["outcome"] for c in h["checks"]} == local for h in hosts)
+
+
+def test_an_inventory_group_expands_to_its_hosts(tmp_path, loopback_sshd):
+    inv = inventory(tmp_path, {"kvm-a": loopback_sshd, "kvm-b": loopback_sshd})
+    loopback_sshd.reset_log()
+    certify("--host", "ansible://all", "--ansible-inventory", inv, "--output", tmp_path / "o")
+    hosts = json.loads((tmp_path / "o" / "summary.json").read_text())["hosts"]
+    assert sorted(h["host"] for h in hosts) == ["ansible://kvm-a", "ansible://kvm-b"]
+    assert len(loopback_sshd.remote_commands()) == 2

@@ -21,6 +21,7 @@ from typing import Optional, Union
 import pytest
 
 from .collect import CollectError, Target, collect_snapshot
+from .collect.runner import put_venv_on_path
 from .devices import DeviceSpec, DeviceSpecError, parse_devices
 from .facts import HostFacts, read_host_facts
 from .model import CheckResult, HostOverview, HostResult, Outcome, RunResult
@@ -140,11 +141,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seconds to wait for an SSH connection to a host (default 10)")
 
 
+def _expand_ansible(hosts: list[str], inventory: Optional[str]) -> list[str]:
+    """ansible://GROUP or ansible://all becomes one ansible://HOST target per inventory host."""
+    expanded: list[str] = []
+    for spec in hosts:
+        if not spec.startswith("ansible://"):
+            expanded.append(spec)
+            continue
+        try:
+            from testinfra.backend.ansible import AnsibleBackend
+
+            put_venv_on_path()
+            names = AnsibleBackend.get_hosts(spec[len("ansible://"):] or "all", ansible_inventory=inventory)
+        except Exception:  # no ansible, bad inventory: the collection will say why, per host
+            names = []
+        expanded += [f"ansible://{n}" for n in names] or [spec]
+    return list(dict.fromkeys(expanded))
+
+
 def _targets(config: pytest.Config) -> list[CertifyTarget]:
     opt = config.option
     targets: list[CertifyTarget] = []
     hosts = [h.strip() for h in (getattr(opt, "hosts", None) or "").split(",") if h.strip()]
-    for name in hosts:
+    for name in _expand_ansible(hosts, getattr(opt, "ansible_inventory", None)):
         spec = Target(
             spec=name if "://" in name else f"ssh://{name}",
             ssh_config=getattr(opt, "ssh_config", None),

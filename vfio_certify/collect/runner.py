@@ -62,11 +62,7 @@ class Target:
     def testinfra_host(self) -> Any:
         import testinfra  # imported late: plain snapshot judging does not need it
 
-        # Tools installed beside this Python (ansible-inventory, ansible) must be found by
-        # testinfra even when the venv is not activated.
-        venv_bin = os.path.dirname(sys.executable)
-        if venv_bin not in os.environ.get("PATH", "").split(os.pathsep):
-            os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
+        put_venv_on_path()
 
         kwargs: dict[str, Any] = {}
         if self.source in ("ssh", "paramiko", "safe-ssh"):
@@ -82,6 +78,14 @@ class Target:
             kwargs["sudo"] = True
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         return testinfra.get_host(self.spec, **kwargs)
+
+
+def put_venv_on_path() -> None:
+    """Tools installed beside this Python (ansible-inventory, ansible) must be found by
+    testinfra even when the venv is not activated."""
+    venv_bin = os.path.dirname(sys.executable)
+    if venv_bin not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
 
 
 def _one_line(text: str, limit: int = 300) -> str:
