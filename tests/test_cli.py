@@ -52,7 +52,10 @@ def test_certify_this_machine_writes_every_report(tmp_path):
     assert len(cases) >= len(host["checks"]) and all("local://" in c.get("name") for c in cases)
     page = (tmp_path / "certification.html").read_text()
     assert host["verdict"].replace("-", " ").upper() in page
-    assert (tmp_path / "report.html").stat().st_size > 10_000
+    report = (tmp_path / "report.html").read_text()
+    assert "<th>Host</th>" in report or "&lt;th&gt;Host&lt;/th&gt;" in report  # our column, in pytest-html's data
+    assert "&lt;p&gt;Evidence:&lt;/p&gt;&lt;pre&gt;" in report  # evidence rendered as HTML once escaped for the
+    assert "&amp;lt;p&amp;gt;Evidence" not in report           # data attribute, not escaped twice into text
     assert "vfio-certify verdict" in proc.stdout
 
 

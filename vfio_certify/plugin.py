@@ -452,9 +452,12 @@ class _HtmlColumns:
         from markupsafe import escape
         from pytest_html import extras
 
-        parts = [f"<p><b>{escape(result.outcome.value)}</b> ({escape(result.severity.value)}): {escape(result.message)}</p>"]
+        def text(value: str) -> str:  # str(), not Markup: Markup + str would escape our own tags
+            return str(escape(value))
+
+        parts = [f"<p><b>{text(result.outcome.value)}</b> ({text(result.severity.value)}): {text(result.message)}</p>"]
         if result.evidence:
-            parts.append("<p>Evidence:</p><pre>" + escape("\n".join(result.evidence)) + "</pre>")
+            parts.append("<p>Evidence:</p><pre>" + text("\n".join(result.evidence)) + "</pre>")
         if result.remediation:
-            parts.append("<p>Fix:</p><pre>" + escape(result.remediation) + "</pre>")
+            parts.append("<p>Fix:</p><pre>" + text(result.remediation) + "</pre>")
         report.extras = getattr(report, "extras", []) + [extras.html("".join(parts))]
