@@ -59,6 +59,8 @@ def _certify_parser() -> argparse.ArgumentParser:
                         help="an earlier run's output folder: report regressions since then (exit 1 on one)")
     parser.add_argument("--waivers", metavar="FILE.toml",
                         help="known exceptions (check id and host globs, reason, owner, expiry): waived failures do not fail a host")
+    parser.add_argument("-j", "--jobs", metavar="N",
+                        help="hosts judged in parallel by N worker processes (pytest-xdist; 'auto' = one per core)")
     parser.add_argument("--output", default="reports", metavar="DIR",
                         help="where report.html, certification.html, summary.json and junit.xml go (default ./reports)")
     _connection_options(parser)
@@ -135,6 +137,8 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
         argv.append(f"--snapshot={path}")
     for device in args.device:
         argv.append(f"--device={device}")
+    if args.jobs:
+        argv += ["-n", str(args.jobs)]  # the plugin keeps each host on one worker (--dist loadgroup)
     return argv + extra
 
 
