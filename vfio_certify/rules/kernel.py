@@ -108,28 +108,23 @@ def cmdline(facts: HostFacts) -> CheckResult:
     remove: list[str] = []
     vendor = facts.iommu_vendor
 
-    intel = _last(params, "intel_iommu")
-    if intel is not None:
-        options = [o for o in intel.split(",") if o]
-        unknown = [o for o in options if o not in INTEL_IOMMU_VALUES]
+    for name, valid, label in (("intel_iommu", INTEL_IOMMU_VALUES, "VT-d"), ("amd_iommu", AMD_IOMMU_VALUES, "AMD-Vi")):
+        value = _last(params, name)
+        if value is None:
+            continue
+        options = [o for o in value.split(",") if o]
+        unknown = [o for o in options if o not in valid]
         if "off" in options:
-            failures.append("intel_iommu=off disables VT-d")
-            remove.append(f"intel_iommu={intel}")
-        if unknown:
-            warnings.append(f"intel_iommu={intel}: the kernel ignores unknown option(s) {', '.join(unknown)}")
-    amd = _last(params, "amd_iommu")
-    if amd is not None:
-        options = [o for o in amd.split(",") if o]
-        unknown = [o for o in options if o not in AMD_IOMMU_VALUES]
-        if "off" in options:
-            failures.append("amd_iommu=off disables AMD-Vi")
-            remove.append(f"amd_iommu={amd}")
-        if "on" in unknown:
+            failures.append(f"{name}=off disables {label}")
+            remove.append(f"{name}={value}")
+        if name == "amd_iommu" and "on" in unknown:
             warnings.append("amd_iommu=on is not a valid value (the kernel ignores it): AMD-Vi is on by default "
                             "when the firmware has an IVRS table")
             remove.append("amd_iommu=on")
-        elif unknown:
-            warnings.append(f"amd_iommu={amd}: the kernel ignores unknown option(s) {', '.join(unknown)}")
+            unknown.remove("on")
+        if unknown:
+            warnings.append(f"{name}={value}: the kernel ignores unknown option(s) {', '.join(unknown)}")
+    intel = _last(params, "intel_iommu")
     for value in values_of(params, "iommu"):
         matched = next((p for p in sorted(IOMMU_PREFIXES, key=len, reverse=True) if value.startswith(p)), None)
         if matched == "off":
