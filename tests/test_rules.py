@@ -251,3 +251,25 @@ def test_nested_host_is_said_not_failed():
 def test_cpu_virtualization(flags, outcome):
     facts = intel_host(cpu=CpuInfo("AuthenticAMD", "AMD EPYC", frozenset(flags), 2))
     assert cpu.virtualization(facts).outcome is outcome
+
+
+def test_named_nic_that_carries_this_ssh_session_is_flagged():
+    facts = intel_host(routes=[], addresses={"enp7s0f1": ["198.51.100.7"]}, ssh_session_address="198.51.100.7")
+    r = device.host_network(facts, parse_device("07:00.1"))
+    assert r.outcome is Outcome.FAILED and "carries the SSH session this certification runs over" in r.message
+
+
+def test_ip_addr_parsing():
+    from vfio_certify.facts.host import parse_ip_addr
+
+    text = ("1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n"
+            "2: eno1    inet6 fe80::1/64 scope link \\       valid_lft forever preferred_lft forever\n"
+            "5: vlan10@eno1    inet 192.0.2.5/24 brd 192.0.2.255 scope global vlan10\n")
+    assert parse_ip_addr(text) == {"lo": ["127.0.0.1"], "eno1": ["fe80::1"], "vlan10": ["192.0.2.5"]}
+
+
+def test_named_nic_under_a_vlan_is_flagged():
+    net = {"eno1": NetInterface("eno1", "0000:00:19.0"), "enp7s0f1": NetInterface("enp7s0f1", "0000:07:00.1"),
+           "vlan20": NetInterface("vlan20", "", "", ("enp7s0f1",))}
+    r = device.host_network(intel_host(net=net), parse_device("07:00.1"))
+    assert r.outcome is Outcome.FAILED and "enp7s0f1 carries vlan20" in r.message

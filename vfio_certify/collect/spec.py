@@ -51,6 +51,7 @@ MARK_EXISTS = [
     "/sys/module/kvm_intel",
     "/sys/module/kvm_amd",
     "/sys/module/vhost_net",
+    "/sys/class/net/*/lower_*",  # VLAN, macvlan, bond and bridge uppers name their lower devices
 ]
 
 # Per-device sysfs attributes (one small file each).
@@ -102,4 +103,5 @@ COMMANDS = [
     "ip -o -6 route",
     "ip -o addr",
     "grubby --info=DEFAULT",
+    "printenv SSH_CONNECTION",  # the session this collection runs over: its NIC must not be assigned
 ]

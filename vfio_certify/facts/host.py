@@ -34,6 +34,7 @@ class NetInterface:
     name: str
     device: str = ""  # PCI address or USB interface id the netdev sits on
     master: str = ""  # bond or bridge it is enslaved to
+    lowers: tuple[str, ...] = ()  # devices this one sits on (a VLAN's parent NIC)
 
 
 @dataclass
@@ -69,6 +70,8 @@ class HostFacts:
     allow_unsafe_interrupts: Optional[str] = None  # the vfio_iommu_type1 parameter, "Y"/"N"
     net: Optional[dict[str, NetInterface]] = None
     routes: Optional[list[str]] = None  # `ip -o route` and `ip -o -6 route` lines
+    addresses: Optional[dict[str, list[str]]] = None  # interface -> its IPv4/IPv6 addresses (`ip -o addr`)
+    ssh_session_address: str = ""  # this host's address of the SSH session the collection ran over
     notes: list[str] = field(default_factory=list)  # sources that could not be read, and why
 
     @property
@@ -240,7 +243,10 @@ def _read_net(snap: Snapshot, facts: HostFacts) -> None:
     names = snap.listdir("/sys/class/net")
     if names is not None:
         facts.net = {
-            n: NetInterface(n, snap.link_name(f"/sys/class/net/{n}/device") or "", snap.link_name(f"/sys/class/net/{n}/master") or "")
+            n: NetInterface(
+                n, snap.link_name(f"/sys/class/net/{n}/device") or "", snap.link_name(f"/sys/class/net/{n}/master") or "",
+                tuple(e[len("lower_"):] for e in snap.listdir(f"/sys/class/net/{n}") or [] if e.startswith("lower_")),
+            )
             for n in names
         }
     routes = []
@@ -251,6 +257,24 @@ def _read_net(snap: Snapshot, facts: HostFacts) -> None:
             collected = True
             routes.extend(line.strip() for line in out.stdout.splitlines() if line.strip())
     facts.routes = routes if collected else None
+    out = snap.command("ip -o addr")
+    if out is not None and out.ok:
+        facts.addresses = parse_ip_addr(out.stdout)
+    out = snap.command("printenv SSH_CONNECTION")
+    if out is not None and out.ok:
+        fields = out.stdout.split()
+        facts.ssh_session_address = fields[2] if len(fields) == 4 else ""
+
+
+def parse_ip_addr(text: str) -> dict[str, list[str]]:
+    """`ip -o addr` -> interface: addresses (without prefix length)."""
+    addresses: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[2] in ("inet", "inet6"):
+            name = fields[1].split("@", 1)[0]
+            addresses.setdefault(name, []).append(fields[3].split("/", 1)[0])
+    return addresses
 
 
 def read_host_facts(snap: Snapshot) -> HostFacts:

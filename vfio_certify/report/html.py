@@ -1,4 +1,8 @@
-"""The certification page: one self-contained HTML file rendered from a RunResult.
+"""The certification page and the fleet index: self-contained HTML files rendered from a RunResult.
+
+certification.html has one section per host (anchors host-1, host-2, ... in run order);
+index.html is the fleet view: one row per host, one cell per check area, regressions
+against a baseline (a RunDiff) first.
 
 Templates live in <repo root>/reports/templates/. Every value from a host (hostname,
 dmesg lines, the kernel command line) is untrusted, so autoescaping is always on,
@@ -7,16 +11,19 @@ whatever the template's file extension.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import jinja2
 
-from vfio_certify.model import CheckResult, Outcome, RunResult, Severity, Verdict
+from vfio_certify.diff import HostDiff, RunDiff
+from vfio_certify.model import CheckResult, HostResult, Outcome, RunResult, Severity, Verdict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 TEMPLATE_DIR = REPO_ROOT / "reports" / "templates"
 CERTIFICATION_TEMPLATE = "certification.html.j2"
+INDEX_TEMPLATE = "index.html.j2"
 
 # Within an area: what blocks certification first, then other failures, ... passed last.
 _RANK = {
@@ -56,4 +63,131 @@ def write_certification_page(run: RunResult, path: Union[str, Path]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_certification_page(run), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# The fleet index page (index.html)
+
+# Checklist order, as in vfio_certify.plugin.AREA_ORDER; areas not listed come after, by name.
+AREA_ORDER = ("host", "cpu", "kvm", "kernel", "firmware", "iommu", "vfio", "device")
+# A cell shows the worst of its checks: the first of these that occurs.
+WORST_FIRST = (Outcome.FAILED, Outcome.ERROR, Outcome.WARNING, Outcome.WAIVED, Outcome.PASSED, Outcome.SKIPPED)
+# How many change lines a matrix row shows before pointing to the changes section.
+ROW_CHANGE_LINES = 3
+
+_CHANGE_KINDS = (  # HostDiff.lines() prefix -> kind (a CSS class)
+    ("verdict:", "verdict"), ("newly failing:", "failing"), ("newly passing:", "passing"),
+    ("kernel:", "kernel"), ("command line", "cmdline"), ("IOMMU group:", "group"), ("driver:", "driver"),
+)
+
+
+@dataclass
+class AreaCell:
+    """One host's checks in one area, as a matrix cell."""
+
+    area: str
+    worst: Optional[Outcome] = None  # None: no check of this area ran on the host
+    counts: list[tuple[Outcome, int]] = field(default_factory=list)  # in WORST_FIRST order, non-zero only
+    blocking: int = 0  # required checks failed or errored: they block certification
+
+
+@dataclass
+class ChangeLine:
+    kind: str  # verdict, failing, passing, kernel, cmdline, group, driver, other
+    text: str
+
+
+@dataclass
+class IndexRow:
+    """One host of the run, as a matrix row."""
+
+    position: int  # 1-based position in run.hosts: certification.html#host-<position>
+    host: HostResult
+    cells: list[AreaCell]
+    since: str  # "regression", "changed", "new", "unchanged"; "" when there is no baseline
+    changes: list[ChangeLine] = field(default_factory=list)
+    diff: Optional[HostDiff] = None
+
+    @property
+    def group(self) -> int:
+        """Sort group: regressions, not certified, unreachable, certified."""
+        if self.since == "regression":
+            return 0
+        return {Verdict.NOT_CERTIFIED: 1, Verdict.UNREACHABLE: 2}.get(self.host.verdict, 3)
+
+
+def run_areas(run: RunResult) -> list[str]:
+    """The areas any host's checks belong to, in checklist order."""
+    seen = {c.area for h in run.hosts for c in h.checks}
+    known = [a for a in AREA_ORDER if a in seen]
+    return known + sorted(seen - set(AREA_ORDER))
+
+
+def area_cell(area: str, checks: list[CheckResult]) -> AreaCell:
+    cell = AreaCell(area)
+    for outcome in WORST_FIRST:
+        n = sum(1 for c in checks if c.outcome is outcome)
+        if n:
+            cell.counts.append((outcome, n))
+            if cell.worst is None:
+                cell.worst = outcome
+    cell.blocking = sum(1 for c in checks if c.blocks_certification)
+    return cell
+
+
+def change_lines(host_diff: HostDiff) -> list[ChangeLine]:
+    out = []
+    for line in host_diff.lines():
+        kind = next((k for prefix, k in _CHANGE_KINDS if line.startswith(prefix)), "other")
+        out.append(ChangeLine(kind, line))
+    return out
+
+
+def index_rows(run: RunResult, diff: Optional[RunDiff] = None) -> list[IndexRow]:
+    """The matrix rows: regressions first, then not certified, unreachable, certified; by host name within."""
+    areas = run_areas(run)
+    diffs = {d.host: d for d in diff.hosts} if diff is not None else {}
+    added = set(diff.added_hosts) if diff is not None else set()
+    rows = []
+    for position, host in enumerate(run.hosts, 1):
+        by_area = host.checks_by_area()
+        cells = [area_cell(area, by_area.get(area, [])) for area in areas]
+        host_diff = diffs.get(host.host)
+        if diff is None:
+            since = ""
+        elif host_diff is not None and host_diff.regression:
+            since = "regression"
+        elif host_diff is not None and host_diff.changed:
+            since = "changed"
+        elif host.host in added:
+            since = "new"
+        else:
+            since = "unchanged"
+        changes = change_lines(host_diff) if since in ("regression", "changed") else []
+        rows.append(IndexRow(position, host, cells, since, changes, host_diff))
+    rows.sort(key=lambda r: (r.group, r.host.host.casefold(), r.host.host, r.position))
+    return rows
+
+
+def render_index_page(run: RunResult, diff: Optional[RunDiff] = None) -> str:
+    """index.html: the fleet at a glance, one row per host, linking into certification.html."""
+    rows = index_rows(run, diff)
+    positions = {h.host: i for i, h in reversed(list(enumerate(run.hosts, 1)))}
+    changed = []  # (HostDiff, its change lines, its position in run.hosts or None): regressions first, by name
+    if diff is not None:
+        for host_diff in sorted((d for d in diff.hosts if d.changed),
+                                key=lambda d: (not d.regression, d.host.casefold(), d.host)):
+            changed.append((host_diff, change_lines(host_diff), positions.get(host_diff.host)))
+    return _environment().get_template(INDEX_TEMPLATE).render(
+        run=run, diff=diff, areas=run_areas(run), rows=rows, changed=changed, positions=positions,
+        regressed=sum(1 for d in diff.hosts if d.regression) if diff is not None else 0,
+        row_change_lines=ROW_CHANGE_LINES,
+    )
+
+
+def write_index_page(run: RunResult, diff: Optional[RunDiff], path: Union[str, Path]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_index_page(run, diff), encoding="utf-8")
     return path

@@ -101,11 +101,13 @@ def host_network(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
         elif routes:
             findings.append(f"{name} carries {len(routes)} route(s)")
         evidence += routes[:3]
+        if facts.ssh_session_address and facts.ssh_session_address in (facts.addresses or {}).get(name, []):
+            findings.append(f"{name} carries the SSH session this certification runs over ({facts.ssh_session_address})")
         if iface.master:
             findings.append(f"{name} is a member of {iface.master} (bond or bridge)")
-        uppers = sorted(n for n, i in facts.net.items() if i.master == "" and n.startswith(f"{name}."))
+        uppers = sorted(n for n, i in facts.net.items() if name in i.lowers and n != iface.master)
         if uppers:
-            findings.append(f"{name} carries VLAN(s) {', '.join(uppers)}")
+            findings.append(f"{name} carries {', '.join(uppers)} (VLAN or macvlan on top of it)")
     evidence.insert(0, f"{spec.key} is the host's {', '.join(names)}")
     if findings:
         return result(check_id, Outcome.FAILED,
