@@ -1,0 +1,353 @@
+"""The emulated stand-in for the end-to-end hot-plug flow.
+
+For each device (an e1000e ``<interface type='user'>`` for the I350 port, a
+``<disk bus='usb'>`` for the USB disk):
+
+1. look in the guest: the device is not there yet;
+2. ``attachDeviceFlags(xml, VIR_DOMAIN_AFFECT_LIVE)``;
+3. prove it in the guest over SSH (one SSH command that polls in the guest,
+   so the timing is not a multiple of an SSH round trip):
+   NIC -- a PCI function 8086:10d3 bound to e1000e with a netdev, and that
+   link in ``ip -o link``; disk -- a block device whose USB parent is
+   46f4:0001 with our serial, mounted READ-ONLY, the known file's sha256 read
+   back and compared, unmounted;
+4. ``detachDeviceFlags(xml, VIR_DOMAIN_AFFECT_LIVE)`` and wait (bounded) for
+   libvirt's DEVICE_REMOVED event for the device alias -- or, failing that,
+   for the alias to leave the live XML;
+5. prove it is gone in the guest.
+
+Every step is timed and journalled; the attach registers an undo (detach) in
+the :class:`~vfio_certify.lab.journal.Journal`, so a failure anywhere leaves
+no device behind. The device is never written to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Callable, Dict, List, Optional
+
+from . import templates
+from .guest import GuestError, LabGuest
+from .guest_image import DiskImage
+from .journal import Journal
+
+NIC_VENDOR, NIC_DEVICE = "8086", "10d3"      # QEMU e1000e = Intel 82574L
+USB_VENDOR, USB_PRODUCT = "46f4", "0001"     # QEMU usb-storage
+USB_SERIAL = "VFIOLAB0001"
+MOUNT_POINT = "/mnt/lab-usb"
+
+
+class HotplugError(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass
+class Step:
+    name: str
+    seconds: float
+    ok: bool
+    evidence: List[str] = dataclasses.field(default_factory=list)
+    detail: str = ""
+
+
+@dataclasses.dataclass
+class HotplugResult:
+    device: str                      # "nic" | "usb-disk"
+    alias: str
+    xml: str
+    steps: List[Step] = dataclasses.field(default_factory=list)
+    removal_via: Optional[str] = None   # "event" | "live-xml"
+    error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.steps) and all(s.ok for s in self.steps)
+
+    def step(self, name: str) -> Step:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def durations(self) -> Dict[str, float]:
+        return {s.name: round(s.seconds, 3) for s in self.steps}
+
+    def summary(self) -> str:
+        lines = [f"{self.device} ({self.alias}): {'OK' if self.ok else 'FAILED'}"
+                 + (f" removal via {self.removal_via}" if self.removal_via else "")]
+        for s in self.steps:
+            lines.append(f"  {s.name:<22} {s.seconds:7.3f}s {'ok' if s.ok else 'FAIL'}"
+                         + (f"  {s.detail}" if s.detail else ""))
+            lines += [f"      | {e}" for e in s.evidence]
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# guest-side probes (busybox sh). Each prints evidence lines and exits
+#   0 -- fully present (NIC: PCI function bound to its driver, with a netdev
+#        that `ip -o link` shows; disk: USB device + block device node),
+#   1 -- entirely absent (no trace in sysfs or `ip -o link`),
+#   2 -- partly there (e.g. PCI function without driver, USB device without
+#        its block device yet): neither "visible" nor "gone".
+
+NIC_PROBE = r"""
+full=0; any=0
+for d in /sys/bus/pci/devices/*; do
+  [ "$(cat $d/vendor)" = "0x@V@" ] && [ "$(cat $d/device)" = "0x@D@" ] || continue
+  any=1
+  drv=$(readlink $d/driver); drv=${drv##*/}
+  ifs=$(ls $d/net 2>/dev/null | tr '\n' ' ')
+  echo "pci ${d##*/} @V@:@D@ driver=${drv:-none} net=${ifs% }"
+  for i in $ifs; do ip -o link show dev $i | sed 's/\\\s*/ /; s/^/link /'; done
+  [ -n "$drv" ] && [ -n "$ifs" ] && ip -o link show dev ${ifs%% *} >/dev/null 2>&1 && full=1
+done
+if ip -o link | grep -qi "@MAC@"; then any=1; fi
+[ $full = 1 ] && exit 0
+[ $any = 0 ] && exit 1
+exit 2
+""".replace("@V@", NIC_VENDOR).replace("@D@", NIC_DEVICE)
+
+USB_PROBE = r"""
+full=0; any=0
+for u in /sys/bus/usb/devices/*; do
+  [ -f $u/idVendor ] || continue
+  [ "$(cat $u/idVendor):$(cat $u/idProduct)" = "@V@:@P@" ] || continue
+  any=1
+  echo "usb ${u##*/} @V@:@P@ serial=$(cat $u/serial 2>/dev/null) product=$(cat $u/product 2>/dev/null)"
+done
+for b in /sys/block/sd*; do
+  [ -e "$b" ] || continue
+  d=$(readlink -f $b/device)
+  while [ -n "$d" ] && [ ! -f "$d/idVendor" ]; do d=${d%/*}; done
+  [ -n "$d" ] || continue
+  v=$(cat $d/idVendor); p=$(cat $d/idProduct); s=$(cat $d/serial 2>/dev/null)
+  echo "block ${b##*/} usb=${d##*/} $v:$p serial=$s ro=$(cat $b/ro) sectors=$(cat $b/size)"
+  if [ "$v:$p" = "@V@:@P@" ]; then
+    any=1
+    [ "$s" = "@S@" ] && [ -b /dev/${b##*/} ] && full=1
+  fi
+done
+[ $full = 1 ] && exit 0
+[ $any = 0 ] && exit 1
+exit 2
+""".replace("@V@", USB_VENDOR).replace("@P@", USB_PRODUCT).replace("@S@", USB_SERIAL)
+
+
+def _wait_script(probe: str, present: bool, timeout: float) -> str:
+    """Poll probe in the guest until it reports fully present (exit 0) or
+    entirely absent (exit 1); bounded by timeout seconds of guest uptime."""
+    want = "0" if present else "1"
+    return (
+        f"probe() {{ {probe}\n}}\n"
+        "t0=$(cut -d' ' -f1 /proc/uptime); n=0\n"
+        f"end=$(( ${{t0%.*}} + {max(1, int(round(timeout)))} ))\n"
+        "while :; do\n"
+        "  out=$(probe); rc=$?\n"
+        f"  if [ $rc = {want} ]; then echo \"$out\"; "
+        "echo \"guest-uptime $t0 -> $(cut -d' ' -f1 /proc/uptime) polls=$n\"; exit 0; fi\n"
+        "  now=$(cut -d' ' -f1 /proc/uptime)\n"
+        "  if [ ${now%.*} -ge $end ]; then echo \"$out\"; echo \"timeout (probe exit $rc)\"; exit 3; fi\n"
+        "  n=$((n+1)); sleep 0.05\n"
+        "done\n")
+
+
+class _RemovalWatch:
+    """DEVICE_REMOVED events of one domain, by alias."""
+
+    def __init__(self, conn, dom):
+        import libvirt
+
+        self.conn = conn
+        self._events: Dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self.cb_id = None
+        try:
+            self.cb_id = conn.domainEventRegisterAny(
+                dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, self._cb, None)
+        except libvirt.libvirtError:
+            self.cb_id = None  # no event loop: fall back to the live XML
+
+    def _cb(self, _conn, _dom, alias, _opaque) -> None:
+        self.event(alias).set()
+
+    def event(self, alias: str) -> threading.Event:
+        with self._lock:
+            return self._events.setdefault(alias, threading.Event())
+
+    def close(self) -> None:
+        if self.cb_id is not None:
+            try:
+                self.conn.domainEventDeregisterAny(self.cb_id)
+            except Exception:
+                pass
+            self.cb_id = None
+
+
+class Hotplugger:
+    """Runs the flows against one booted :class:`LabGuest`."""
+
+    def __init__(self, guest: LabGuest, journal: Optional[Journal] = None,
+                 visible_timeout: float = 30.0, removal_timeout: float = 30.0):
+        self.guest = guest
+        self.journal = journal or guest.journal
+        self.visible_timeout = visible_timeout
+        self.removal_timeout = removal_timeout
+        self.watch = _RemovalWatch(guest.conn, guest.dom)
+
+    def close(self) -> None:
+        self.watch.close()
+
+    # -- building blocks -------------------------------------------------------
+    def _guest_wait(self, probe: str, present: bool, timeout: float):
+        t = time.monotonic()
+        p = self.guest.run(_wait_script(probe, present, timeout),
+                           timeout=timeout + 20, check=False)
+        lines = [l for l in p.stdout.splitlines() if l.strip()]
+        return p.returncode == 0, lines, time.monotonic() - t
+
+    def _in_live_xml(self, alias: str) -> bool:
+        xml = self.guest.live_xml()
+        return f"'{alias}'" in xml or f'"{alias}"' in xml
+
+    def _attach(self, res: HotplugResult, key: str) -> float:
+        import libvirt
+
+        t0 = time.monotonic()
+        self.guest.dom.attachDeviceFlags(res.xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        dt = time.monotonic() - t0
+        self.journal.record("attach", f"{res.device} {res.alias} ({dt:.3f}s)")
+        self.journal.push_undo(key, f"detach {res.device} {res.alias}",
+                               lambda: self._detach_for_undo(res))
+        res.steps.append(Step("attach-call", dt, True,
+                              detail="attachDeviceFlags(AFFECT_LIVE)"))
+        return t0
+
+    def _detach_for_undo(self, res: HotplugResult) -> None:
+        import libvirt
+
+        if self.guest.dom is None or not self.guest.is_running():
+            return  # domain gone (or libvirt unreachable): nothing to detach
+        if not self._in_live_xml(res.alias):
+            return
+        self.guest.dom.detachDeviceFlags(res.xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        self._wait_removed(res.alias, time.monotonic() + self.removal_timeout)
+
+    def _wait_removed(self, alias: str, deadline: float) -> str:
+        ev = self.watch.event(alias)
+        while time.monotonic() < deadline:
+            if ev.wait(0.05):
+                return "event"
+            if not self._in_live_xml(alias):
+                # the event may be a hair behind the XML; prefer reporting it
+                return "event" if ev.wait(0.05) else "live-xml"
+        raise HotplugError(f"{alias} still in the live XML after the detach timeout")
+
+    def _detach(self, res: HotplugResult, key: str, gone_probe: str) -> None:
+        import libvirt
+
+        ev = self.watch.event(res.alias)
+        ev.clear()
+        t0 = time.monotonic()
+        self.guest.dom.detachDeviceFlags(res.xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        res.steps.append(Step("detach-call", time.monotonic() - t0, True,
+                              detail="detachDeviceFlags(AFFECT_LIVE)"))
+        res.removal_via = self._wait_removed(res.alias, t0 + self.removal_timeout)
+        t_removed = time.monotonic()
+        res.steps.append(Step("detach->removed", t_removed - t0, True,
+                              detail=f"libvirt ({res.removal_via})"))
+        self.journal.discard_undo(key)
+        self.journal.record("detached", f"{res.device} {res.alias} via {res.removal_via}"
+                            f" ({t_removed - t0:.3f}s)")
+        ok, lines, _ = self._guest_wait(gone_probe, present=False,
+                                        timeout=self.visible_timeout)
+        res.steps.append(Step("detach->gone-in-guest", time.monotonic() - t0, ok, lines))
+        if not ok:
+            raise HotplugError(f"{res.device} still visible in the guest after detach")
+
+    def _run(self, res: HotplugResult, key: str, probe: str,
+             prove: Optional[Callable[[HotplugResult], None]] = None) -> HotplugResult:
+        try:
+            ok, lines, dt = self._guest_wait(probe, present=False, timeout=1)
+            res.steps.append(Step("absent-before", dt, ok, lines))
+            if not ok:
+                raise HotplugError(f"a matching {res.device} is already in the guest")
+            if self._in_live_xml(res.alias):
+                raise HotplugError(f"alias {res.alias} already in the live XML")
+            t0 = self._attach(res, key)
+            ok, lines, _ = self._guest_wait(probe, present=True,
+                                            timeout=self.visible_timeout)
+            res.steps.append(Step("attach->visible", time.monotonic() - t0, ok, lines))
+            self.journal.record("visible", f"{res.device} ok={ok}")
+            if not ok:
+                raise HotplugError(f"{res.device} not visible in the guest within "
+                                   f"{self.visible_timeout:.0f}s")
+            if prove:
+                prove(res)
+            self._detach(res, key, probe)
+        except (HotplugError, GuestError, Exception) as exc:
+            res.error = f"{type(exc).__name__}: {exc}"
+            self.journal.record("hotplug-failed", f"{res.device}: {res.error}", ok=False)
+        finally:
+            if key in self.journal.pending:  # still attached: undo now
+                for err in self._undo_one(key):
+                    res.error = (res.error or "") + f"; undo failed: {err}"
+        return res
+
+    def _undo_one(self, key: str) -> List[str]:
+        # run only this key's undo, leaving the others (domain, daemons) pending
+        pending = [u for u in self.journal._undo if u.key == key]
+        errors = []
+        for u in pending:
+            self.journal.discard_undo(key)
+            try:
+                u.fn()
+                self.journal.record("undo", f"{key}: {u.description}", ok=True)
+            except Exception as exc:
+                errors.append(repr(exc))
+                self.journal.record("undo", f"{key}: {exc!r}", ok=False)
+        return errors
+
+    # -- the two flows -----------------------------------------------------------
+    def nic(self, mac: str = "52:54:00:e1:00:0e", alias: str = "ua-labnic0") -> HotplugResult:
+        res = HotplugResult("nic", alias, templates.nic_xml(mac=mac, alias=alias))
+        return self._run(res, f"hotplug:{alias}", NIC_PROBE.replace("@MAC@", mac))
+
+    def usb_disk(self, disk: DiskImage, alias: str = "ua-labusbdisk0",
+                 target: str = "sda") -> HotplugResult:
+        res = HotplugResult("usb-disk", alias, templates.usb_disk_xml(
+            source=disk.path, target=target, serial=USB_SERIAL, alias=alias,
+            readonly=True))
+
+        def prove(r: HotplugResult) -> None:
+            t = time.monotonic()
+            block = next((l.split()[1] for l in r.step("attach->visible").evidence
+                          if l.startswith("block ") and f"serial={USB_SERIAL}" in l), None)
+            if not block:
+                raise HotplugError("no block device line in the evidence")
+            script = (
+                f"set -e; mkdir -p {MOUNT_POINT}; "
+                f"mount -t ext2 -o ro /dev/{block} {MOUNT_POINT}; "
+                f"trap 'umount {MOUNT_POINT}' EXIT; "
+                f"grep ' {MOUNT_POINT} ' /proc/mounts; "
+                f"echo \"blockdev-ro $(cat /sys/block/{block}/ro)\"; "
+                f"sha256sum {MOUNT_POINT}/{disk.known_file}")
+            p = self.guest.run(script, timeout=30, check=False)
+            lines = [l for l in p.stdout.splitlines() if l.strip()]
+            mount_line = next((l for l in lines if f" {MOUNT_POINT} " in l), "")
+            opts = mount_line.split()[3].split(",") if len(mount_line.split()) > 3 else []
+            sums = [l.split()[0] for l in lines if l.endswith(disk.known_file)]
+            ok = (p.returncode == 0 and "ro" in opts and sums == [disk.sha256])
+            detail = f"mounted ro={'ro' in opts}, sha256 {'matches' if sums == [disk.sha256] else 'MISMATCH'}"
+            if p.stderr.strip():
+                lines.append("stderr: " + p.stderr.strip())
+            r.steps.append(Step("read-only-checksum", time.monotonic() - t, ok, lines, detail))
+            # unmounted by the trap; make sure before detaching
+            self.guest.run(f"! grep -q ' {MOUNT_POINT} ' /proc/mounts", check=False)
+            if not ok:
+                raise HotplugError(f"USB disk read-back failed: {detail}")
+
+        return self._run(res, f"hotplug:{alias}", USB_PROBE, prove)
