@@ -50,6 +50,7 @@ def test_certify_this_machine_writes_every_report(tmp_path):
     junit = ET.parse(tmp_path / "junit.xml").getroot()
     cases = junit.findall(".//testcase")
     assert len(cases) >= len(host["checks"]) and all("local://" in c.get("name") for c in cases)
+    assert "certification.html#host-1" in (tmp_path / "index.html").read_text()
     page = (tmp_path / "certification.html").read_text()
     assert host["verdict"].replace("-", " ").upper() in page
     report = (tmp_path / "report.html").read_text()

@@ -395,7 +395,7 @@ def overviews_of(run: RunResult) -> dict[str, dict]:
 
 
 def write_outputs(run: RunResult, output: Path, diff: Optional[RunDiff] = None) -> None:
-    from .report.html import write_certification_page
+    from .report.html import write_certification_page, write_index_page
 
     output.mkdir(parents=True, exist_ok=True)
     (output / "summary.json").write_text(json.dumps(run.to_summary(), indent=2, ensure_ascii=False) + "\n")
@@ -403,6 +403,7 @@ def write_outputs(run: RunResult, output: Path, diff: Optional[RunDiff] = None) 
     if diff is not None:
         (output / "diff.json").write_text(json.dumps(diff.to_dict(), indent=2, ensure_ascii=False) + "\n")
     write_certification_page(run, output / "certification.html")
+    write_index_page(run, diff, output / "index.html")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
@@ -425,7 +426,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         for line in session.diff.text().splitlines():
             tr.write_line(line, red=line.endswith("REGRESSION") or line == "regression")
     if session is not None and session.output is not None:
-        tr.write_line(f"summary: {session.output / 'summary.json'}  page: {session.output / 'certification.html'}")
+        tr.write_line(f"summary: {session.output / 'summary.json'}  pages: {session.output / 'index.html'}, "
+                      f"{session.output / 'certification.html'}")
 
 
 class _HtmlColumns:

@@ -73,8 +73,8 @@ def write_certification_page(run: RunResult, path: Union[str, Path]) -> Path:
 AREA_ORDER = ("host", "cpu", "kvm", "kernel", "firmware", "iommu", "vfio", "device")
 # A cell shows the worst of its checks: the first of these that occurs.
 WORST_FIRST = (Outcome.FAILED, Outcome.ERROR, Outcome.WARNING, Outcome.WAIVED, Outcome.PASSED, Outcome.SKIPPED)
-# How many change lines a matrix row shows before pointing to the changes section.
-ROW_CHANGE_LINES = 3
+# How many change lines a matrix row shows (besides the verdict change) before pointing to the changes section.
+ROW_CHANGE_LINES = 2
 
 _CHANGE_KINDS = (  # HostDiff.lines() prefix -> kind (a CSS class)
     ("verdict:", "verdict"), ("newly failing:", "failing"), ("newly passing:", "passing"),
@@ -170,6 +170,16 @@ def index_rows(run: RunResult, diff: Optional[RunDiff] = None) -> list[IndexRow]
     return rows
 
 
+def _area_failing(rows: list[IndexRow]) -> dict[str, int]:
+    """area -> how many reachable hosts fail (or error) in it."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        for cell in row.cells:
+            bad = cell.worst in (Outcome.FAILED, Outcome.ERROR) and row.host.verdict is not Verdict.UNREACHABLE
+            counts[cell.area] = counts.get(cell.area, 0) + int(bad)
+    return counts
+
+
 def render_index_page(run: RunResult, diff: Optional[RunDiff] = None) -> str:
     """index.html: the fleet at a glance, one row per host, linking into certification.html."""
     rows = index_rows(run, diff)
@@ -181,6 +191,7 @@ def render_index_page(run: RunResult, diff: Optional[RunDiff] = None) -> str:
             changed.append((host_diff, change_lines(host_diff), positions.get(host_diff.host)))
     return _environment().get_template(INDEX_TEMPLATE).render(
         run=run, diff=diff, areas=run_areas(run), rows=rows, changed=changed, positions=positions,
+        area_failing=_area_failing(rows),
         regressed=sum(1 for d in diff.hosts if d.regression) if diff is not None else 0,
         row_change_lines=ROW_CHANGE_LINES,
     )

@@ -1,0 +1,296 @@
+"""The fleet index page (index.html): a host x area matrix with regressions against a baseline first."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from vfio_certify.diff import HostDiff, RunDiff, RunRecord, diff_runs
+from vfio_certify.model import CheckResult, DeviceView, GroupView, HostOverview, HostResult, Outcome, RunResult, Severity
+from vfio_certify.plugin import overviews_of
+from vfio_certify.report.html import index_rows, render_index_page, write_index_page
+
+CHROMIUM = "/usr/bin/chromium"
+XSS = "<script>alert(1)</script>"
+P, F, E, W, S, V = Outcome.PASSED, Outcome.FAILED, Outcome.ERROR, Outcome.WARNING, Outcome.SKIPPED, Outcome.WAIVED
+REQ, REC, INFO = Severity.REQUIRED, Severity.RECOMMENDED, Severity.INFO
+
+
+def c(check_id, outcome=P, severity=REQ, message="ok"):
+    return CheckResult(check_id, outcome, severity, message)
+
+
+def healthy_checks():
+    return [
+        c("host.reachable"), c("cpu.virtualization"), c("kvm.device"), c("kernel.cmdline", severity=REC),
+        c("kernel.config"), c("firmware.iommu_table"), c("iommu.enabled"), c("iommu.groups", severity=INFO),
+        c("iommu.irq_remapping"), c("vfio.module"), c("vfio.device_node"),
+        c("device.present[0000:07:00.0]"), c("device.live_migration[0000:07:00.0]", S, INFO, "not asked"),
+    ]
+
+
+def with_outcomes(checks, **changes):
+    """checks with some ids' outcome (and message) replaced: iommu_enabled=(F, "msg")."""
+    out = []
+    for check in checks:
+        key = check.id.split("[")[0].replace(".", "_")
+        if key in changes:
+            outcome, message = changes[key]
+            check = dataclasses.replace(check, outcome=outcome, message=message)
+        out.append(check)
+    return out
+
+
+def overview(kernel="5.14.0-427.el9", cmdline="ro intel_iommu=on", driver="vfio-pci", shared=False):
+    devices = [DeviceView("0000:07:00.0", "0x020000", "Ethernet controller", "8086:1521", "I350", driver, False, True)]
+    if shared:  # the other port joined the group
+        devices.append(DeviceView("0000:07:00.1", "0x020000", "Ethernet controller", "8086:1521", "I350", "igb",
+                                  False, False))
+    return HostOverview(hostname="h", kernel_release=kernel, cmdline=cmdline,
+                        groups=[GroupView(12 if shared else 47, devices, not shared)])
+
+
+def baseline_run() -> RunResult:
+    return RunResult("2026-11-23T02:00:00Z", 610.0, [
+        HostResult(name, "ssh", healthy_checks(), overview())
+        for name in ("kvm-a", "kvm-b", "kvm-c", "kvm-d", "kvm-e", "kvm-gone")
+    ])
+
+
+def tonight_run() -> RunResult:
+    hosts = [
+        # certified, unchanged
+        HostResult("kvm-a", "ssh", healthy_checks(), overview()),
+        # regression: a kernel update dropped intel_iommu=on; the IOMMU is off
+        HostResult("kvm-b", "ssh", with_outcomes(
+            healthy_checks(), iommu_enabled=(F, "the IOMMU is not enabled"),
+            iommu_irq_remapping=(E, "could not read /sys/class/iommu"), kernel_cmdline=(W, "no intel_iommu=on")),
+            overview(kernel="5.14.0-503.el9", cmdline="ro", driver="igb", shared=True)),
+        # not certified in the baseline already: not a regression (here it was certified; make it fail in both)
+        HostResult("kvm-c", "ssh", with_outcomes(healthy_checks(), vfio_module=(V, "waived: lab box")), overview()),
+        # unreachable tonight: a regression (verdict got worse)
+        HostResult("kvm-d", "ssh", [c("host.reachable", F, REQ, "could not be collected")], HostOverview(),
+                   unreachable_reason="ssh: connect to host kvm-d port 22: No route to host"),
+        # changed, not a regression: driver moved, still certified
+        HostResult("kvm-e", "ssh", healthy_checks(), overview(driver="igb")),
+        # new host, not certified: a recommended failure does not block, a required one does
+        HostResult(f"kvm-new{XSS}", "snapshot", with_outcomes(
+            healthy_checks(), cpu_virtualization=(F, f"VMX off {XSS}"), kernel_cmdline=(F, "pcie_acs_override")),
+            overview()),
+    ]
+    return RunResult("2026-11-24T02:00:00Z", 3725.5, hosts)
+
+
+def record(source, run):
+    return RunRecord(source, run.to_summary(), overviews_of(run))
+
+
+@pytest.fixture(scope="module")
+def run():
+    return tonight_run()
+
+
+@pytest.fixture(scope="module")
+def diff(run):
+    return diff_runs(record("/srv/certify/2026-11-23", baseline_run()), record("/srv/certify/2026-11-24", run))
+
+
+@pytest.fixture(scope="module")
+def page(run, diff):
+    return render_index_page(run, diff)
+
+
+def _text(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def rows_of(page):
+    """host (escaped, as in the page) -> its <tr> HTML, in page order."""
+    rows = re.findall(r'<tr class="row [^"]*" id="row-\d+">(.*?)</tr>', page, re.S)
+    return {re.search(r'<td class="host"><a [^>]*>(.*?)</a>', r, re.S).group(1): r for r in rows}
+
+
+def cells_of(row):
+    """area -> (css classes, visible text) for each matrix cell of one row."""
+    cells = re.findall(r'<td class="cell ([^"]*)" title="([^":]*):[^"]*">(.*?)</td>', row, re.S)
+    return {area: (css, _text(body).strip()) for css, area, body in cells}
+
+
+def test_header_counts_and_regression_line(page):
+    text = _text(page)
+    assert "2026-11-24T02:00:00Z" in text and "3725.50 s" in text and "(1 h 2 min 5 s)" in text
+    assert "Hosts 6" in text
+    assert "3 certified · 2 not certified · 1 unreachable" in text
+    assert "2 hosts regressed since /srv/certify/2026-11-23" in text
+    assert "1 more changed · 1 new host · 1 no longer in the run" in text
+
+
+def test_one_row_per_host_with_link_and_verdict(page, run):
+    rows = rows_of(page)
+    assert len(rows) == len(run.hosts) == 6
+    for position, host in enumerate(run.hosts, 1):
+        assert f'<a href="certification.html#host-{position}">' in page
+    assert 'href="certification.html#host-2">kvm-b</a>' in page
+    assert "✘ NOT CERTIFIED" in rows["kvm-b"] and "✔ certified" in rows["kvm-a"]
+    assert "⚠ UNREACHABLE" in rows["kvm-d"]
+
+
+def test_area_columns_in_checklist_order(page):
+    header = re.search(r"<thead>(.*?)</thead>", page, re.S).group(1)
+    areas = re.findall(r'<th class="area" scope="col">(\w+)<', header)
+    assert areas == ["host", "cpu", "kvm", "kernel", "firmware", "iommu", "vfio", "device"]
+    assert "Since baseline" in header
+    # how many reachable hosts fail each area: cpu and kernel (kvm-new), iommu (kvm-b); kvm-b's kernel only warns
+    for area in ("cpu", "kernel", "iommu"):
+        assert f'>{area}<span class="hosts-bad">1 failing</span>' in header
+    assert '>host<span class="hosts-ok">' in header  # the unreachable host is not counted
+
+
+def test_worst_outcome_per_area(page):
+    rows = rows_of(page)
+    a, b, c_, new = (cells_of(rows[h]) for h in ("kvm-a", "kvm-b", "kvm-c", f"kvm-new{XSS}".replace("<", "&lt;").replace(">", "&gt;")))
+    # all passed; device has passed + skipped: passed is worse than skipped
+    assert all(css == "c-passed" for css, _ in a.values())
+    assert a["device"] == ("c-passed", "✔ PASS 1✔ 1–")
+    assert a["vfio"] == ("c-passed", "✔ PASS 2✔")
+    # iommu: failed (required) + error + passed -> FAIL, marked as blocking, with counts
+    assert b["iommu"] == ("c-failed blocking", "✘ FAIL BLOCKS 1✘ 1‼ 1✔")
+    # kernel: a recommended warning only -> WARN, not blocking
+    assert b["kernel"] == ("c-warning", "▲ WARN 1▲ 1✔")
+    # waived beats passed
+    assert c_["vfio"] == ("c-waived", "◇ WAIVED 1◇ 1✔")
+    # a recommended failure is a FAIL but does not block; a required one blocks
+    assert new["kernel"] == ("c-failed", "✘ FAIL 1✘ 1✔")
+    assert new["cpu"] == ("c-failed blocking", "✘ FAIL BLOCKS 1✘")
+
+
+def test_error_is_worse_than_warning():
+    run = RunResult("t", 0, [HostResult("h", "local", [c("iommu.a", W, REC), c("iommu.b", E, REC), c("iommu.c", P)])])
+    cells = cells_of(next(iter(rows_of(render_index_page(run)).values())))
+    assert cells["iommu"] == ("c-error", "‼ ERROR 1‼ 1▲ 1✔")  # a recommended error: not blocking
+
+
+def test_sort_regressions_first_then_verdict_then_name(page):
+    order = list(rows_of(page))
+    new = f"kvm-new{XSS}".replace("<", "&lt;").replace(">", "&gt;")
+    # regressions (kvm-b, kvm-d), not certified (new host), unreachable (none left), certified (a, c, e)
+    assert order == ["kvm-b", "kvm-d", new, "kvm-a", "kvm-c", "kvm-e"]
+
+
+def test_since_baseline_column(page):
+    rows = rows_of(page)
+    assert "REGRESSION" in rows["kvm-b"] and "row-regression" in page.split('id="row-2"')[0].rsplit("<tr", 1)[1]
+    since_b = re.search(r'<td class="since since-regression">(.*?)</td>', rows["kvm-b"], re.S).group(1)
+    assert '<span class="vchange">certified → not-certified</span>' in since_b
+    lines = re.findall(r"<li class=\"k-(\w+)\">(.*?)</li>", since_b)
+    assert lines[0] == ("failing", "newly failing: iommu.enabled (passed -&gt; failed): the IOMMU is not enabled")
+    assert lines[1][0] == "failing" and "iommu.irq_remapping" in lines[1][1]
+    assert len(lines) == 2 and '<a href="#changes-2">+5 more</a>' in since_b  # the rest: the changes section
+    assert "REGRESSION" in rows["kvm-d"] and "certified → unreachable" in rows["kvm-d"]
+    assert '<span class="tag tag-changed">changed</span>' in rows["kvm-e"]
+    assert "driver: 0000:07:00.0: vfio-pci -&gt; igb" in rows["kvm-e"]
+    assert '<td class="since since-unchanged">' in rows["kvm-a"] and "REGRESSION" not in rows["kvm-a"]
+    new = f"kvm-new{XSS}".replace("<", "&lt;").replace(">", "&gt;")
+    assert "new host" in rows[new]
+
+
+def test_changes_section(page):
+    section = page.split('<section class="changes" id="changes">', 1)[1]
+    text = _text(section)
+    assert section.index('id="changes-2"') < section.index('id="changes-4"') < section.index('id="changes-5"')
+    b = section.split('id="changes-2"', 1)[1].split("</article>", 1)[0]
+    for expected in ("newly failing: iommu.enabled (passed -&gt; failed): the IOMMU is not enabled",
+                     "newly failing: iommu.irq_remapping (passed -&gt; error)",
+                     "kernel: 5.14.0-427.el9 -&gt; 5.14.0-503.el9",
+                     "command line lost: intel_iommu=on",
+                     "IOMMU group: 0000:07:00.0: group 47 -&gt; 12; now shares it with 0000:07:00.1",
+                     "driver: 0000:07:00.0: vfio-pci -&gt; igb"):
+        assert expected in b, expected
+    assert "REGRESSION" in b and 'href="certification.html#host-2"' in b
+    assert "New hosts (not in the baseline): kvm-new&lt;script&gt;" in text
+    assert "No longer in the run (in the baseline only): kvm-gone" in text
+    assert 'id="changes-1"' not in section  # kvm-a did not change
+
+
+def test_unreachable_reason_spans_the_area_cells(page):
+    row = rows_of(page)["kvm-d"]
+    assert '<td class="unreach" colspan="8">' in row
+    assert "ssh: connect to host kvm-d port 22: No route to host" in row
+    assert 'class="cell' not in row
+
+
+def test_host_text_is_escaped_and_there_is_no_script(page):
+    assert "<script" not in page.lower()
+    assert "kvm-new&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_without_a_diff_there_is_no_baseline_column():
+    page = render_index_page(tonight_run())
+    assert "Since baseline" not in page and 'id="changes"' not in page and "regressed" not in page
+    order = list(rows_of(page))
+    assert order[:2] == ["kvm-b", "kvm-new&lt;script&gt;alert(1)&lt;/script&gt;"]  # not certified first
+    assert order[2] == "kvm-d"  # then unreachable, then certified
+    assert "<script" not in page.lower()
+
+
+def test_hand_built_host_diff_and_no_regression():
+    run = RunResult("t", 1.0, [HostResult("solo", "local", healthy_checks())])
+    diff = RunDiff("old", "new", [HostDiff("solo", "certified", "certified", kernel=("6.1", "6.8"))])
+    page = render_index_page(run, diff)
+    text = _text(page)
+    assert "No host regressed since old" in text and "1 more changed" in text
+    assert "kernel: 6.1 -&gt; 6.8" in page and "changed" in rows_of(page)["solo"]
+    assert [r.since for r in index_rows(run, diff)] == ["changed"]
+
+
+def test_empty_run_and_host_without_checks():
+    assert "No host was given" in render_index_page(RunResult("t"))
+    page = render_index_page(RunResult("t", hosts=[HostResult("bare", "local")]))
+    assert 'href="certification.html#host-1">bare</a>' in page and "✔ certified" in page
+
+
+def test_two_hundred_hosts_render_quickly():
+    hosts = []
+    for i in range(200):
+        checks = healthy_checks()
+        if i % 17 == 0:
+            checks = with_outcomes(checks, iommu_enabled=(F, "the IOMMU is not enabled"))
+        unreachable = "timed out" if i % 50 == 7 else ""
+        hosts.append(HostResult(f"kvm{i:03d}.dc1.example.com", "ssh", [] if unreachable else checks, overview(),
+                                unreachable_reason=unreachable))
+    big = RunResult("2026-11-24T02:00:00Z", 5400.0, hosts)
+    old = RunResult("2026-11-23T02:00:00Z", 5300.0, [HostResult(h.host, "ssh", healthy_checks(), overview())
+                                                     for h in hosts])
+    diff = diff_runs(record("night-1", old), record("night-2", big))
+    begin = time.monotonic()
+    page = render_index_page(big, diff)
+    assert time.monotonic() - begin < 2.0
+    assert len(rows_of(page)) == 200
+    assert "16 hosts regressed since night-1" in _text(page)  # 12 with the IOMMU off, 4 unreachable
+    assert len(page) < 1_500_000
+
+
+def test_chromium_renders_the_page(tmp_path, run, diff):
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip("needs Debian's chromium (scripts/setup.sh installs it)")
+    path = write_index_page(run, diff, tmp_path / "out" / "index.html")
+    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}"]
+    url = path.resolve().as_uri()
+
+    dom = subprocess.run(base + ["--dump-dom", url], capture_output=True, text=True, timeout=60)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'class="matrix"' in dom.stdout and "REGRESSION" in dom.stdout and "No route to host" in dom.stdout
+    assert "<script" not in dom.stdout.lower()
+
+    png = tmp_path / "index.png"
+    shot = subprocess.run(base + [f"--screenshot={png}", "--window-size=1400,1000", url],
+                          capture_output=True, text=True, timeout=60)
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 20_000  # a blank page is a few kB
