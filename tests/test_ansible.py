@@ -1,7 +1,6 @@
 """Ansible: ansible:// hosts through testinfra, and the shipped playbook that collects bundles."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

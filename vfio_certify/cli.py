@@ -61,6 +61,18 @@ def _certify_parser() -> argparse.ArgumentParser:
                         help="known exceptions (check id and host globs, reason, owner, expiry): waived failures do not fail a host")
     parser.add_argument("-j", "--jobs", metavar="N",
                         help="hosts judged in parallel by N worker processes (pytest-xdist; 'auto' = one per core)")
+    e2e = parser.add_argument_group("end to end (--e2e)")
+    e2e.add_argument("--e2e", action="store_true",
+                     help="also hot-plug each --device into a running VM, prove it in the guest, detach, restore")
+    e2e.add_argument("--domain", default="", help="the running libvirt domain (default: a throwaway lab guest)")
+    e2e.add_argument("--guest", default="", metavar="URL", help="that domain's guest over SSH: ssh://root@vm")
+    e2e.add_argument("--guest-ssh-config", metavar="FILE", help="ssh_config for reaching the guest")
+    e2e.add_argument("--libvirt-uri", default="", metavar="URI",
+                     help="the host's libvirt (default: qemu:///system, or qemu+ssh://HOST/system for ssh:// hosts)")
+    e2e.add_argument("--usb-file", default="", metavar="PATH[:SHA256]",
+                     help="a file on the USB disk to read back read-only (and its sha256 to compare)")
+    e2e.add_argument("--force", action="store_true", help="assign a NIC the host itself uses (never the default)")
+    e2e.add_argument("--journal", metavar="FILE", help="the change journal (default /var/lib/vfio-certify/journal.jsonl)")
     parser.add_argument("--output", default="reports", metavar="DIR",
                         help="where report.html, certification.html, summary.json and junit.xml go (default ./reports)")
     _connection_options(parser)
@@ -137,8 +149,16 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
         argv.append(f"--snapshot={path}")
     for device in args.device:
         argv.append(f"--device={device}")
+    if args.e2e:
+        argv.append("--e2e")
+        for name in ("domain", "guest", "guest_ssh_config", "libvirt_uri", "usb_file", "journal"):
+            value = getattr(args, name)
+            if value:
+                argv.append(f"--{name.replace('_', '-')}={value}")
+        if args.force:
+            argv.append("--force")
     if args.jobs:
-        argv += ["-n", str(args.jobs)]  # the plugin keeps each host on one worker (--dist loadgroup)
+        argv += ["-n", str(args.jobs)]  # the plugin's scheduler keeps each host on one worker
     return argv + extra
 
 

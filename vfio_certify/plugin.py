@@ -10,7 +10,7 @@ with neither, the local host is certified. Each target is collected once per ses
 from __future__ import annotations
 
 import json
-import os
+import re
 import tempfile
 import time
 import warnings
@@ -137,6 +137,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="an earlier run's output: report what regressed since (diff.json, the terminal, the page)")
     group.addoption("--waivers", default=None, metavar="FILE.toml",
                     help="known exceptions: check id and host globs, reason, owner, expiry date")
+    e2e = parser.getgroup("vfio-certify end to end")
+    e2e.addoption("--e2e", action="store_true", help="also attach each device to a running VM and prove it in the guest")
+    e2e.addoption("--domain", default="", help="the running libvirt domain to use (default: a throwaway lab guest)")
+    e2e.addoption("--guest", default="", metavar="URL", help="the domain's guest OS over SSH: ssh://root@vm")
+    e2e.addoption("--guest-ssh-config", default=None, metavar="FILE", help="ssh_config for reaching the guest")
+    e2e.addoption("--libvirt-uri", default="", metavar="URI", help="libvirt of the host (default from the host URL)")
+    e2e.addoption("--usb-file", default="", metavar="PATH[:SHA256]",
+                  help="a file on the USB disk to read back (and its sha256 to compare)")
+    e2e.addoption("--force", action="store_true", help="assign a NIC the host itself uses (never the default)")
+    e2e.addoption("--journal", default=None, metavar="FILE", help="the change journal (default /var/lib/vfio-certify/journal.jsonl)")
     group.addoption("--connect-timeout", type=int, default=10, metavar="S",
                     help="seconds to wait for an SSH connection to a host (default 10)")
 
@@ -201,6 +211,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_ResultGatherer(certify_session), "vfio-certify-results")
     config.addinivalue_line("markers", "check(id): the check id a test in checks/ reports under")
     config.addinivalue_line("markers", "device_kind(kind): only devices of this kind (pci, usb) parametrize the test")
+    config.addinivalue_line("markers", "e2e(mode): an end-to-end test; mode any, lab or domain (run with --e2e)")
+    if config.option.e2e and len(certify_session.targets) != 1:
+        raise pytest.UsageError("--e2e takes one host: the one the domain runs on")
+    if config.option.e2e and certify_session.targets[0].spec is None:
+        raise pytest.UsageError(f"--e2e needs a live host, not the snapshot {certify_session.targets[0].name}")
+    if config.option.usb_file and not re.fullmatch(r"[A-Za-z0-9._+/-]+(:[0-9a-fA-F]{64})?", config.option.usb_file) \
+            or ".." in config.option.usb_file.split(":")[0].split("/"):
+        raise pytest.UsageError(f"--usb-file {config.option.usb_file!r}: expected a relative path "
+                                "[A-Za-z0-9._+/-] and optionally :<sha256>")
     if config.pluginmanager.hasplugin("html"):
         config.pluginmanager.register(_HtmlColumns(), "vfio-certify-html-columns")
 
@@ -210,6 +229,8 @@ def _session(config: pytest.Config) -> CertifySession:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("check") is None:
+        return  # only the checklist (checks/) is parametrized by host and device
     session = _session(metafunc.config)
     if "certify_target" in metafunc.fixturenames:
         metafunc.parametrize("certify_target", session.targets, ids=[t.name for t in session.targets], scope="session")
@@ -230,27 +251,68 @@ def _area_rank(item: pytest.Item) -> int:
     return AREA_ORDER.index(area) if area in AREA_ORDER else len(AREA_ORDER)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_cmdline_main(config: pytest.Config) -> None:
-    """With pytest-xdist, keep each host's checks on one worker: one collection per host."""
-    if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "no") in ("no", "load"):
-        config.option.dist = "loadgroup"
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """With pytest-xdist (-j), a host's checks all go to one worker: one collection per host.
+
+    xdist's own loadgroup cannot be used: it renames node ids, which pytest 9 no longer
+    honours. This scheduler groups by the host named first in each check's parameters.
+    """
+    if config.option.dist not in ("load", "loadgroup", "loadscope"):
+        return None  # the user chose another distribution on purpose
+    from xdist.scheduler import LoadScopeScheduling
+
+    names = sorted((t.name for t in _session(config).targets), key=len, reverse=True)
+
+    class ByHost(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            params = nodeid[nodeid.find("[") + 1:-1] if nodeid.endswith("]") and "[" in nodeid else ""
+            return next((n for n in names if params == n or params.startswith(n + "-")), nodeid)
+
+    return ByHost(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     items.sort(key=_area_rank)  # stable: file order within an area
     keep, drop = [], []
+    e2e, lab = config.option.e2e, not config.option.domain
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "device" in callspec.params and callspec.params["device"] is None:
             drop.append(item)
             continue
-        if callspec is not None and "certify_target" in callspec.params:
-            item.add_marker(pytest.mark.xdist_group(name=callspec.params["certify_target"].name))
+        marker = item.get_closest_marker("e2e")
+        if marker is not None and (not e2e or marker.args[0] not in ("any", "lab" if lab else "domain")):
+            drop.append(item)
+            continue
         keep.append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def e2e_session(request: pytest.FixtureRequest, certify_target: CertifyTarget):
+    """The end-to-end session: leftovers undone, then the user's domain or the lab, torn down at the end."""
+    from .e2e.flow import E2EOptions
+    from .e2e.session import E2EConfig, E2ESession, E2ESetupError, recollect_for
+
+    opt = request.config.option
+    known_file, _, sha256 = opt.usb_file.partition(":")
+    config = E2EConfig(domain=opt.domain, guest=opt.guest, guest_ssh_config=opt.guest_ssh_config,
+                       libvirt_uri=opt.libvirt_uri, journal=opt.journal,
+                       options=E2EOptions(known_file=known_file, known_sha256=sha256.lower(), force=opt.force))
+    session = E2ESession(config, certify_target.spec.spec, recollect_for(certify_target.spec))
+    try:
+        session.start()
+    except E2ESetupError as exc:  # each e2e check reports it as an error: never lost, never certified
+        session.close()
+        session.setup_error = str(exc)
+    except Exception as exc:  # the lab failed to boot, libvirt died: the same, with the reason
+        session.close()
+        session.setup_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    yield session
+    session.close()
 
 
 @pytest.fixture(scope="session")

@@ -20,68 +20,11 @@ import pytest
 from vfio_certify.lab import templates, tools
 from vfio_certify.lab.daemons import _ns_of
 from vfio_certify.lab.guest import Lab
+from lab_helpers import _lab_processes_snapshot, _pids_alive, _skip_unless_lab
 from vfio_certify.lab.hotplug import (NIC_DEVICE, NIC_VENDOR, USB_PRODUCT,
                                       USB_SERIAL, USB_VENDOR, Hotplugger)
 
 BOOT_BUDGET_S = 120.0
-
-
-def _skip_unless_lab() -> None:
-    if os.environ.get("VFIO_CERTIFY_SKIP_LAB") == "1":
-        pytest.skip("VFIO_CERTIFY_SKIP_LAB=1")
-    reason = tools.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-
-
-def _pids_alive(pids) -> dict:
-    alive = {}
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if stat.rsplit(")", 1)[1].split()[0] != "Z":
-            alive[pid] = stat.split("(", 1)[1].rsplit(")", 1)[0]
-    return alive
-
-
-def _lab_processes_snapshot(lab: Lab) -> dict:
-    """{pid: comm} of the lab: everything in its mount namespace (nsholder,
-    virtlogd, libvirtd, QEMU) plus the ssh ControlMaster."""
-    procs = dict(lab.daemons.processes())
-    ctl = lab.guest.control_path if lab.guest else None
-    if ctl and os.path.exists(ctl):
-        import subprocess
-
-        out = subprocess.run(["ssh", "-F", str(lab.guest.ssh_config), "-O", "check",
-                              lab.guest.HOST], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True).stdout
-        if "pid=" in out:
-            procs[int(out.split("pid=")[1].split(")")[0])] = "ssh"
-    return procs
-
-
-@pytest.fixture(scope="session")
-def lab():
-    """One booted lab guest for the whole session (torn down at the end,
-    asserting that nothing of it survives)."""
-    _skip_unless_lab()
-    lab = Lab()
-    lab.start()
-    procs = _lab_processes_snapshot(lab)
-    print(f"\n[lab] image {'cached' if lab.image.cached else 'built'} in "
-          f"{lab.timings['image_seconds']:.2f}s, daemons up in "
-          f"{lab.timings['daemons_seconds']:.2f}s, boot->SSH "
-          f"{lab.timings['boot_to_ssh_seconds']:.2f}s; processes {procs}")
-    try:
-        yield lab
-    finally:
-        lab.close()
-        left = _pids_alive(procs)
-        assert not left, f"lab processes survived teardown: {left}\n{lab.journal.text()}"
-        assert not lab.teardown_errors, lab.teardown_errors
 
 
 @pytest.fixture(scope="session")

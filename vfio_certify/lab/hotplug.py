@@ -94,7 +94,7 @@ class HotplugResult:
 #   2 -- partly there (e.g. PCI function without driver, USB device without
 #        its block device yet): neither "visible" nor "gone".
 
-NIC_PROBE = r"""
+_NIC_PROBE = r"""
 full=0; any=0
 for d in /sys/bus/pci/devices/*; do
   [ "$(cat $d/vendor)" = "0x@V@" ] && [ "$(cat $d/device)" = "0x@D@" ] || continue
@@ -105,13 +105,22 @@ for d in /sys/bus/pci/devices/*; do
   for i in $ifs; do ip -o link show dev $i | sed 's/\\\s*/ /; s/^/link /'; done
   [ -n "$drv" ] && [ -n "$ifs" ] && ip -o link show dev ${ifs%% *} >/dev/null 2>&1 && full=1
 done
-if ip -o link | grep -qi "@MAC@"; then any=1; fi
+@MACLINE@
 [ $full = 1 ] && exit 0
 [ $any = 0 ] && exit 1
 exit 2
-""".replace("@V@", NIC_VENDOR).replace("@D@", NIC_DEVICE)
+"""
 
-USB_PROBE = r"""
+
+def nic_probe(vendor: str, device: str, mac: str = "") -> str:
+    """Guest probe for a PCI NIC by vendor:device (and, when known, its MAC in `ip -o link`)."""
+    mac_line = f'if ip -o link | grep -qi "{mac}"; then any=1; fi' if mac else ""
+    return _NIC_PROBE.replace("@V@", vendor).replace("@D@", device).replace("@MACLINE@", mac_line)
+
+
+NIC_PROBE = nic_probe(NIC_VENDOR, NIC_DEVICE, "@MAC@")  # the emulated stand-in fills in its MAC
+
+_USB_PROBE = r"""
 full=0; any=0
 for u in /sys/bus/usb/devices/*; do
   [ -f $u/idVendor ] || continue
@@ -128,13 +137,42 @@ for b in /sys/block/sd*; do
   echo "block ${b##*/} usb=${d##*/} $v:$p serial=$s ro=$(cat $b/ro) sectors=$(cat $b/size)"
   if [ "$v:$p" = "@V@:@P@" ]; then
     any=1
-    [ "$s" = "@S@" ] && [ -b /dev/${b##*/} ] && full=1
+    { [ -z "@S@" ] || [ "$s" = "@S@" ]; } && [ -b /dev/${b##*/} ] && full=1
   fi
 done
 [ $full = 1 ] && exit 0
 [ $any = 0 ] && exit 1
 exit 2
-""".replace("@V@", USB_VENDOR).replace("@P@", USB_PRODUCT).replace("@S@", USB_SERIAL)
+"""
+
+
+def usb_disk_probe(vendor: str, product: str, serial: str = "") -> str:
+    """Guest probe for a USB disk by vendor:product (and serial when given) with its block device."""
+    return _USB_PROBE.replace("@V@", vendor).replace("@P@", product).replace("@S@", serial)
+
+
+USB_PROBE = usb_disk_probe(USB_VENDOR, USB_PRODUCT, USB_SERIAL)
+
+
+def read_only_proof(block: str, known_file: str = "", sha256: str = "", mount_point: str = MOUNT_POINT) -> str:
+    """Guest script: mount the disk (or its first mountable partition) READ-ONLY, show what is
+    there, read the known file's checksum back, unmount. Never writes to the device."""
+    check = (f'echo "sha256 $(sha256sum "{mount_point}/{known_file}" | cut -d" " -f1) {known_file}"'
+             if known_file else f'ls -1 {mount_point} | head -20 | sed "s/^/file /"')
+    return (
+        f"mkdir -p {mount_point}\n"
+        # The kernel then refuses every write, a journal replay on mount included.
+        f"for d in /dev/{block} /dev/{block}[0-9]*; do [ -b $d ] && blockdev --setro $d; done\n"
+        f"for dev in $(ls -d /sys/block/{block}/{block}* 2>/dev/null | sed 's|.*/||') {block}; do\n"
+        f"  mount -o ro /dev/$dev {mount_point} 2>/dev/null && break\n"
+        "  dev=\n"
+        "done\n"
+        '[ -n "$dev" ] || { echo "no mountable filesystem on ' + block + '"; exit 4; }\n'
+        f"trap 'umount {mount_point}' EXIT\n"
+        f'echo "mounted /dev/$dev $(grep " {mount_point} " /proc/mounts | cut -d" " -f3,4)"\n'
+        f'echo "blockdev-ro $(cat /sys/block/{block}/ro)"\n'
+        f"{check}\n"
+    )
 
 
 def _wait_script(probe: str, present: bool, timeout: float) -> str:
@@ -268,8 +306,15 @@ class Hotplugger:
         if not ok:
             raise HotplugError(f"{res.device} still visible in the guest after detach")
 
+    def run_device(self, res: HotplugResult, probe: str, prove: Optional[Callable[[HotplugResult], None]] = None,
+                   after_detach: Optional[Callable[[HotplugResult], None]] = None) -> HotplugResult:
+        """The whole flow for any device XML: absent, attach, visible, prove, detach, gone, then
+        after_detach (e.g. the host-side driver restore check); undone on any failure."""
+        return self._run(res, f"hotplug:{res.alias}", probe, prove, after_detach)
+
     def _run(self, res: HotplugResult, key: str, probe: str,
-             prove: Optional[Callable[[HotplugResult], None]] = None) -> HotplugResult:
+             prove: Optional[Callable[[HotplugResult], None]] = None,
+             after_detach: Optional[Callable[[HotplugResult], None]] = None) -> HotplugResult:
         try:
             ok, lines, dt = self._guest_wait(probe, present=False, timeout=1)
             res.steps.append(Step("absent-before", dt, ok, lines))
@@ -288,6 +333,8 @@ class Hotplugger:
             if prove:
                 prove(res)
             self._detach(res, key, probe)
+            if after_detach:
+                after_detach(res)
         except (HotplugError, GuestError, Exception) as exc:
             res.error = f"{type(exc).__name__}: {exc}"
             self.journal.record("hotplug-failed", f"{res.device}: {res.error}", ok=False)

@@ -25,6 +25,12 @@ CATALOG: dict[str, tuple[Severity, str]] = {
     "device.live_migration": (INFO, "what a <hostdev> means for live migration"),
     "vfio.module": (REQUIRED, "the vfio module is loaded, built in or loadable"),
     "vfio.device_node": (RECOMMENDED, "/dev/vfio/vfio exists"),
+    # End to end (--e2e): a device proven in a running guest, and the host left as it was.
+    "e2e.leftovers": (REQUIRED, "changes an interrupted earlier run left behind were undone"),
+    "e2e.nic": (REQUIRED, "a NIC attached as <hostdev>, proven in the guest, detached, host driver restored"),
+    "e2e.pci": (REQUIRED, "a PCI device attached as <hostdev>, proven in the guest, detached, host driver restored"),
+    "e2e.usb": (REQUIRED, "a USB disk attached as <hostdev>, proven read-only in the guest, detached"),
+    "e2e.device": (REQUIRED, "the end-to-end flow for a device (an id used only when the check itself crashed)"),
 }
 
 

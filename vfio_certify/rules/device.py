@@ -41,7 +41,7 @@ def _pci_present(facts: HostFacts, spec: DeviceSpec, check_id: str) -> CheckResu
     return result(check_id, Outcome.PASSED, message, details)
 
 
-def _usb_matches(devices: list[UsbDevice], spec: DeviceSpec) -> list[UsbDevice]:
+def usb_matches(devices: list[UsbDevice], spec: DeviceSpec) -> list[UsbDevice]:
     bus_dev = spec.usb_bus_device
     if bus_dev:
         return [d for d in devices if (d.busnum, d.devnum) == bus_dev]
@@ -51,7 +51,7 @@ def _usb_matches(devices: list[UsbDevice], spec: DeviceSpec) -> list[UsbDevice]:
 def _usb_present(facts: HostFacts, spec: DeviceSpec, check_id: str) -> CheckResult:
     if facts.usb is None:
         return not_collected(check_id, "/sys/bus/usb/devices and lsusb")
-    matches = _usb_matches(facts.usb, spec)
+    matches = usb_matches(facts.usb, spec)
     if not matches:
         others = [d.summary() for d in facts.usb if not d.is_root_hub][:8]
         return result(check_id, Outcome.FAILED, f"no USB device {spec.key} on this host",

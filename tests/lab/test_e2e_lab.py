@@ -1,0 +1,67 @@
+"""End to end in the lab: --e2e through the CLI, and a run killed mid-attach undone by the next."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from lab_helpers import _skip_unless_lab
+from vfio_certify.e2e.flow import recover_leftovers
+from vfio_certify.e2e.journal import ChangeJournal
+from vfio_certify.lab import templates
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_cli_e2e_runs_the_lab_and_says_which_lab_ran(tmp_path):
+    _skip_unless_lab()
+    proc = subprocess.run([sys.executable, "-m", "vfio_certify.cli", "--e2e", "--journal", tmp_path / "journal.jsonl",
+                           "--output", tmp_path / "out"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    [host] = json.loads((tmp_path / "out" / "summary.json").read_text())["hosts"]
+    e2e = {c["id"]: c for c in host["checks"] if c["id"].startswith("e2e.")}
+    assert set(e2e) == {"e2e.leftovers", "e2e.nic[lab-standin]", "e2e.usb[lab-standin]"}, proc.stdout[-3000:]
+    for check in e2e.values():
+        assert check["outcome"] == "passed", check
+    assert "emulated stand-in lab" in e2e["e2e.nic[lab-standin]"]["evidence"][0]
+    assert any(line.strip().startswith("attach->visible") for line in e2e["e2e.usb[lab-standin]"]["evidence"])
+    assert ChangeJournal(tmp_path / "journal.jsonl").leftovers() == []
+    left = subprocess.run(["pgrep", "-f", "vfio-certify-lab-"], capture_output=True, text=True).stdout.split()
+    assert not left, f"lab processes left behind: {left}"
+
+
+KILLED_MID_ATTACH = textwrap.dedent("""
+    import os, signal, sys, libvirt
+    from vfio_certify.e2e.journal import ChangeJournal
+    uri, domain, xml, alias, journal = sys.argv[1:6]
+    conn = libvirt.open(uri)
+    dom = conn.lookupByName(domain)
+    ChangeJournal(journal).open_change(kind="hostdev", libvirt_uri=uri, domain=domain, xml=xml, alias=alias,
+                                       device="lab-nic", host_driver="")
+    dom.attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    os.kill(os.getpid(), signal.SIGKILL)  # killed mid-run: no teardown, no journal close
+""")
+
+
+def test_a_run_killed_mid_attach_is_undone_by_the_next_run(lab, tmp_path):
+    import libvirt
+
+    alias = "ua-killed-mid-attach"
+    xml = templates.nic_xml(mac="52:54:00:de:ad:01", alias=alias)
+    journal = tmp_path / "journal.jsonl"
+    proc = subprocess.run([sys.executable, "-c", KILLED_MID_ATTACH, lab.daemons.uri, lab.guest.dom.name(), xml, alias,
+                           str(journal)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert alias in lab.guest.live_xml()  # the killed run left the device attached
+    assert len(ChangeJournal(journal).leftovers()) == 1
+
+    lines = recover_leftovers(ChangeJournal(journal), libvirt.open)  # what the next run does first
+    assert lines == [f"recovered lab-nic on {lab.guest.dom.name()}: detached"]
+    assert alias not in lab.guest.live_xml()
+    assert ChangeJournal(journal).leftovers() == []
+    assert recover_leftovers(ChangeJournal(journal), libvirt.open) == []  # nothing twice
