@@ -57,11 +57,20 @@ def module(facts: HostFacts, name: str) -> CheckResult:
                       f"{name} is loadable (not loaded yet: libvirt loads it for managed='yes' hostdevs)", evidence,
                       load_module(facts, name) if name == "vfio_pci" else "")
     if state == "unknown":
-        if facts.kernel_config is not None and config_value not in ("y", "m"):
+        config = facts.kernel_config
+        if config is not None and config_value is None and config.truncated:
+            return result(check_id, Outcome.SKIPPED,
+                          f"not judged: {name} is not loaded and {config.source} is cut short before {option}: "
+                          "re-collect it (modules.builtin and modules.dep were not collected either)")
+        if config is not None and config_value not in ("y", "m"):
             # No module lists to consult, but the config settles it: the kernel lacks the driver.
-            return result(check_id, Outcome.FAILED, f"{name} is not available: {facts.kernel_config.line(option)}",
+            return result(check_id, Outcome.FAILED, f"{name} is not available: {config.line(option)}",
                           evidence, f"Boot a kernel built with {option}=y or =m.")
-        return not_collected(check_id, "/proc/modules, modules.builtin and modules.dep")
+        missing = [what for what, value in (("/proc/modules", facts.modules.loaded),
+                                            ("modules.builtin", facts.modules.builtin),
+                                            ("modules.dep", facts.modules.loadable)) if value is None]
+        seen = " (/proc/modules does not list it)" if facts.modules.loaded is not None else ""
+        return result(check_id, Outcome.SKIPPED, f"not judged: {' and '.join(missing)} not collected{seen}")
     if config_value == "m":
         return result(check_id, Outcome.FAILED,
                       f"{name} is configured as a module ({option}=m) but its file is missing from /lib/modules/{facts.kernel_release}",

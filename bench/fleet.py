@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Benchmark: certify a fleet of loopback hosts over real SSH (tests/support/fleet).
+
+Reports, for 1, 10, 25 and 50 hosts (each a fake KVM host confined to a root built from a
+snapshot fixture, cycling through fixtures/hosts): wall time of one `vfio-certify -j auto`
+run, its ratio to one host (goal: 50 hosts <= 10x one host on this 2-core machine), and SSH
+handshakes and remote commands per host (goal: 1).
+
+Usage: .venv/bin/python bench/fleet.py [--sizes 1,10,25,50] [--json bench/out/fleet.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from support.fleet import FleetHost, LoopbackFleet  # noqa: E402
+
+
+def fixtures() -> list[Path]:
+    hosts = sorted(p for p in (REPO / "fixtures" / "hosts").iterdir() if (p / "meta.json").is_file())
+    return [p for p in hosts if p.name != "hostile-input"]
+
+
+def run(size: int, jobs: str) -> dict:
+    snaps = fixtures()
+    hosts = [FleetHost(f"kvm-{i:03d}", snaps[i % len(snaps)]) for i in range(size)]
+    with LoopbackFleet(hosts) as fleet, tempfile.TemporaryDirectory() as out:
+        args = [sys.executable, "-m", "vfio_certify.cli", "-j", jobs, "--ssh-config", str(fleet.ssh_config),
+                "--output", out]
+        for name in fleet.names:
+            args += ["--host", f"ssh://{name}"]
+        began = time.perf_counter()
+        proc = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        seconds = time.perf_counter() - began
+        handshakes = [fleet.handshakes(n) for n in fleet.names]
+        commands = [len(fleet.remote_commands(n)) for n in fleet.names]
+        hosts_judged = len(json.loads((Path(out) / "summary.json").read_text())["hosts"])
+    return {"hosts": size, "seconds": round(seconds, 2), "exit": proc.returncode, "judged": hosts_judged,
+            "handshakes_per_host": max(handshakes), "commands_per_host": max(commands)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1,10,25,50")
+    parser.add_argument("--jobs", default="auto")
+    parser.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "fleet.json")
+    args = parser.parse_args()
+    reason = LoopbackFleet.unavailable_reason()
+    if reason:
+        print(f"cannot run: {reason}", file=sys.stderr)
+        return 2
+    rows = [run(int(size), args.jobs) for size in args.sizes.split(",")]
+    base = rows[0]["seconds"]
+    print(f"{'hosts':>5} {'wall s':>7} {'x one':>6} {'s/host':>7} {'handshakes/host':>16} {'commands/host':>14} judged")
+    for row in rows:
+        row["ratio_to_first"] = round(row["seconds"] / base, 2)
+        print(f"{row['hosts']:>5} {row['seconds']:>7.2f} {row['ratio_to_first']:>6.2f} "
+              f"{row['seconds'] / row['hosts']:>7.2f} {row['handshakes_per_host']:>16} {row['commands_per_host']:>14} "
+              f"{row['judged']}")
+    print(f"goal: {rows[-1]['hosts']} hosts <= 10x one host; handshakes and commands per host = 1")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"jobs": args.jobs, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
