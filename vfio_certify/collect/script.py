@@ -38,27 +38,39 @@ vc_copy() {
   done
 }
 vc_mark() {
+  _d=; _f=
   for f in "$@"; do
     [ -e "$f" ] || [ -L "$f" ] || continue
-    mkdir -p "$R${f%/*}"
-    if [ -d "$f" ]; then mkdir -p "$R$f"; else : > "$R$f"; fi
+    _d="$_d $R${f%/*}"
+    if [ -d "$f" ]; then _d="$_d $R$f"; else _f="$_f $R$f"; fi
   done
+  [ -z "$_d" ] || mkdir -p $_d
+  for f in $_f; do : > "$f"; done
 }
 vc_link() {
-  p=$1; shift
-  for f in "$@"; do
-    [ -L "$f" ] || continue
-    t=$(readlink "$f") || continue
-    mkdir -p "$R${f%/*}"
-    ln -s "$p${t##*/}" "$R$f"
+  _p=$1; shift
+  ls -ld -- "$@" 2>/dev/null | while IFS= read -r line; do
+    case "$line" in *" -> "*) ;; *) continue ;; esac
+    f=${line% -> *}; f=${f##* }; t=${line##* -> }
+    [ -d "$R${f%/*}" ] || mkdir -p "$R${f%/*}"
+    ln -s "$_p${t##*/}" "$R$f"
   done
 }
 vc_attrs() {
-  d=$1; shift
-  [ -e "$d" ] || return 0
-  mkdir -p "$R$d"
-  for a in "$@"; do
-    [ -f "$d/$a" ] && cat "$d/$a" > "$R$d/$a" 2>/dev/null
+  _a=$1; _t=$2; shift 2
+  _d=
+  for d in "$@"; do [ -e "$d" ] && _d="$_d $R$d"; done
+  [ -z "$_d" ] || mkdir -p $_d
+  for d in "$@"; do
+    [ -e "$d" ] || continue
+    for a in $_a; do
+      [ -r "$d/$a" ] && [ -f "$d/$a" ] || continue
+      # kernel-formatted one-line values: builtins keep them byte for byte without a fork
+      if IFS= read -r v < "$d/$a"; then printf '%s\n' "$v"; else printf '%s' "$v"; fi > "$R$d/$a"
+    done
+    for a in $_t; do
+      [ -f "$d/$a" ] && cat "$d/$a" > "$R$d/$a" 2>/dev/null
+    done
   done
   return 0
 }
@@ -101,8 +113,8 @@ def render_script() -> str:
     lines.append(f"vc_mark {_words(spec.MARK_EXISTS)}")
     for link in spec.LINKS:
         lines.append(f"vc_link {_words([link.target_prefix])} {_words([link.glob])}")
-    lines.append(f"for d in /sys/bus/pci/devices/*; do vc_attrs \"$d\" {_words(spec.PCI_ATTRIBUTES)}; done")
-    lines.append(f"for d in /sys/bus/usb/devices/*; do vc_attrs \"$d\" {_words(spec.USB_ATTRIBUTES)}; done")
+    lines.append(f"vc_attrs '{_words(spec.PCI_ATTRIBUTES)}' '' /sys/bus/pci/devices/*")
+    lines.append(f"vc_attrs '{_words(spec.USB_ATTRIBUTES)}' '{_words(spec.USB_TEXT_ATTRIBUTES)}' /sys/bus/usb/devices/*")
     for command in spec.COMMANDS:
         name = command.replace(" ", "_")
         lines.append(f"vc_run {_words([name])} {command}")

@@ -59,10 +59,9 @@ PCI_ATTRIBUTES = [
     "vendor", "device", "class", "revision", "subsystem_vendor", "subsystem_device",
     "driver_override", "sriov_totalvfs", "sriov_numvfs",
 ]
-USB_ATTRIBUTES = [
-    "idVendor", "idProduct", "busnum", "devnum", "product", "manufacturer", "serial",
-    "bDeviceClass",
-]
+USB_ATTRIBUTES = ["idVendor", "idProduct", "busnum", "devnum", "bDeviceClass"]
+# Strings the device itself supplies: copied with cat, byte for byte (they may hold anything).
+USB_TEXT_ATTRIBUTES = ["product", "manufacturer", "serial"]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..collect.spec import MARK_EXISTS, PCI_ATTRIBUTES, USB_ATTRIBUTES
+from ..collect.spec import MARK_EXISTS, PCI_ATTRIBUTES, USB_ATTRIBUTES, USB_TEXT_ATTRIBUTES
 from ..snapshot.reader import PathState, Snapshot, decode
 from .bootconfig import BootConfig, parse_default_grub, parse_grubby_info, parse_kernel_cmdline_file
 from .cmdline import Param, parse_cmdline
@@ -192,7 +192,7 @@ def _read_usb(snap: Snapshot, facts: HostFacts) -> None:
     for name in names or []:
         if ":" in name:  # interfaces (4-1:1.0) are not devices
             continue
-        attrs = {a: snap.read_value(f"/sys/bus/usb/devices/{name}/{a}") for a in USB_ATTRIBUTES}
+        attrs = {a: snap.read_value(f"/sys/bus/usb/devices/{name}/{a}") for a in USB_ATTRIBUTES + USB_TEXT_ATTRIBUTES}
         device = build_usb_device(name, attrs)
         if device:
             devices.append(device)
