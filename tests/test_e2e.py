@@ -3,7 +3,6 @@
 libvirt's built-in test driver (test:///default: an in-memory hypervisor shipped with libvirt)
 stands in for a host's libvirtd where only its API is exercised; the hot-plug flow itself is
 tested in the lab (tests/lab)."""
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -19,7 +18,6 @@ from vfio_certify.e2e.hostdev import alias_for, hostdev_matches, hostdev_xml, no
 from vfio_certify.e2e.journal import ChangeJournal
 from vfio_certify.e2e.preflight import preflight
 from vfio_certify.e2e.session import default_libvirt_uri
-from vfio_certify.facts.host import NetInterface
 from vfio_certify.facts.usb import UsbDevice
 from vfio_certify.lab import templates
 from vfio_certify.model import Outcome

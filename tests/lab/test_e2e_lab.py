@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 
 from lab_helpers import _skip_unless_lab
 from vfio_certify.e2e.flow import recover_leftovers

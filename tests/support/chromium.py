@@ -1,0 +1,28 @@
+"""Headless Debian Chromium for looking at a rendered page the way a person's browser does."""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+# Without the background-networking flags Chromium's connections are refused by the closed network.
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def render(page: Path, workdir: Path, window: str = "1200,1600") -> tuple[str, Path]:
+    """(the DOM after rendering, a PNG screenshot); skips when Chromium is not installed."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip("needs Debian's chromium (scripts/setup.sh installs it)")
+    base = [CHROMIUM, *FLAGS, f"--user-data-dir={workdir / 'profile'}"]
+    url = page.resolve().as_uri()
+    dom = subprocess.run(base + ["--dump-dom", url], capture_output=True, text=True, timeout=60)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    png = workdir / f"{page.stem}.png"
+    shot = subprocess.run(base + [f"--screenshot={png}", f"--window-size={window}", url],
+                          capture_output=True, text=True, timeout=60)
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 20_000  # a blank page is a few kB
+    return dom.stdout, png
