@@ -63,3 +63,21 @@ def test_a_run_killed_mid_attach_is_undone_by_the_next_run(lab, tmp_path):
     assert alias not in lab.guest.live_xml()
     assert ChangeJournal(journal).leftovers() == []
     assert recover_leftovers(ChangeJournal(journal), libvirt.open) == []  # nothing twice
+
+
+def test_libvirt_refusing_the_attach_surfaces_its_message_and_leaves_nothing(lab):
+    from vfio_certify.devices import parse_device
+    from vfio_certify.e2e.hostdev import alias_for, hostdev_xml
+    from vfio_certify.lab.hotplug import HotplugResult, Hotplugger, nic_probe
+
+    spec = parse_device("0000:7f:1f.7")  # no such device on this machine, and no IOMMU to assign it with
+    res = HotplugResult("nic", alias_for(spec), hostdev_xml(spec))
+    hotplugger = Hotplugger(lab.guest, visible_timeout=5)
+    try:
+        hotplugger.run_device(res, nic_probe("8086", "1521"))
+    finally:
+        hotplugger.close()
+    assert not res.ok and "libvirtError" in res.error  # libvirt's own words, not a guess of ours
+    assert len(res.error.split("libvirtError: ", 1)[1]) > 10, res.error
+    assert res.alias not in lab.guest.live_xml()
+    assert "hotplug:" + res.alias not in lab.journal.pending
