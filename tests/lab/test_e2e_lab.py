@@ -81,3 +81,27 @@ def test_libvirt_refusing_the_attach_surfaces_its_message_and_leaves_nothing(lab
     assert len(res.error.split("libvirtError: ", 1)[1]) > 10, res.error
     assert res.alias not in lab.guest.live_xml()
     assert "hotplug:" + res.alias not in lab.journal.pending
+
+
+def test_a_detach_the_guest_never_acknowledges_is_retried_then_reported(lab):
+    import time
+
+    from vfio_certify.lab.hotplug import HotplugResult, Hotplugger, nic_probe
+
+    mac, alias = "52:54:00:de:ad:02", "ua-never-detached"
+    res = HotplugResult("nic", alias, templates.nic_xml(mac=mac, alias=alias))
+    hotplugger = Hotplugger(lab.guest, visible_timeout=30, removal_timeout=2)
+    try:
+        # Proven in the guest, then the guest freezes: it can no longer acknowledge the unplug.
+        hotplugger.run_device(res, nic_probe("8086", "10d3", mac), prove=lambda r: lab.guest.dom.suspend())
+    finally:
+        hotplugger.close()
+        lab.guest.dom.resume()
+    assert not res.ok and "still attached after the detach and one retry" in res.error
+    assert any(s.name == "detach->removed" and not s.ok and "retried" in s.detail for s in res.steps)
+    assert "undo failed" in res.error  # teardown tried too, and said so: never a silent leftover
+    deadline = time.monotonic() + 30  # resumed, the guest completes the pending unplug by itself
+    while alias in lab.guest.live_xml() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert alias not in lab.guest.live_xml()
+    lab.guest.run("true")  # and the lab guest is fine for the tests after this one

@@ -293,7 +293,22 @@ class Hotplugger:
         self.guest.dom.detachDeviceFlags(res.xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
         res.steps.append(Step("detach-call", time.monotonic() - t0, True,
                               detail="detachDeviceFlags(AFFECT_LIVE)"))
-        res.removal_via = self._wait_removed(res.alias, t0 + self.removal_timeout)
+        try:
+            res.removal_via = self._wait_removed(res.alias, t0 + self.removal_timeout)
+        except HotplugError:
+            # The guest did not acknowledge the unplug (busy, paused, no hotplug driver): ask once more.
+            res.steps.append(Step("detach->removed", time.monotonic() - t0, False,
+                                  detail=f"not removed within {self.removal_timeout:.0f}s; detach retried"))
+            self.journal.record("detach-retry", f"{res.device} {res.alias}")
+            try:
+                self.guest.dom.detachDeviceFlags(res.xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            except libvirt.libvirtError as exc:  # e.g. the first unplug request is still pending
+                res.steps[-1].evidence.append(f"retry: {exc.get_error_message()}")
+            try:
+                res.removal_via = self._wait_removed(res.alias, time.monotonic() + self.removal_timeout)
+            except HotplugError:
+                raise HotplugError(f"{res.alias} still attached after the detach and one retry "
+                                   f"({2 * self.removal_timeout:.0f}s): the guest does not release it") from None
         t_removed = time.monotonic()
         res.steps.append(Step("detach->removed", t_removed - t0, True,
                               detail=f"libvirt ({res.removal_via})"))
