@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from typing import Optional
 
 import pytest
 
@@ -30,17 +32,30 @@ def _pids_alive(pids) -> dict:
     return alive
 
 
+def _ssh_master_pid(ssh_config, host: str) -> Optional[int]:
+    out = subprocess.run(["ssh", "-F", str(ssh_config), "-O", "check", host], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True).stdout
+    return int(out.split("pid=")[1].split(")")[0]) if "pid=" in out else None
+
+
 def _lab_processes_snapshot(lab: Lab) -> dict:
     """{pid: comm} of the lab: everything in its mount namespace (nsholder,
     virtlogd, libvirtd, QEMU) plus the ssh ControlMaster."""
     procs = dict(lab.daemons.processes())
-    ctl = lab.guest.control_path if lab.guest else None
-    if ctl and os.path.exists(ctl):
-        import subprocess
+    if lab.guest and os.path.exists(lab.guest.control_path):
+        pid = _ssh_master_pid(lab.guest.ssh_config, lab.guest.HOST)
+        if pid:
+            procs[pid] = "ssh"
+    return procs
 
-        out = subprocess.run(["ssh", "-F", str(lab.guest.ssh_config), "-O", "check",
-                              lab.guest.HOST], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True).stdout
-        if "pid=" in out:
-            procs[int(out.split("pid=")[1].split(")")[0])] = "ssh"
+
+def _nested_processes_snapshot(lab) -> dict:
+    """{pid: comm} of the nested lab on L0: its mount namespace (holder, virtlogd,
+    libvirtd, L1's QEMU) and the ssh ControlMasters to L1 and L2."""
+    procs = dict(lab.daemons.processes())
+    for guest in (lab.l1, lab.l2):
+        if guest is not None and os.path.exists(guest.control_path):
+            pid = _ssh_master_pid(lab.ssh_config, guest.HOST)
+            if pid:
+                procs[pid] = f"ssh ({guest.HOST})"
     return procs

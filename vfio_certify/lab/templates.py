@@ -40,7 +40,7 @@ def domain_xml(*, name: str, kernel: os.PathLike, initrd: os.PathLike,
                usb_ports: int = 8, cmdline: str = DEFAULT_CMDLINE,
                emulator: Optional[str] = None, uuid: Optional[str] = None,
                mgmt_mac: str = "52:54:00:c0:ff:01", mgmt_slot: str = "0x10", rng_slot: str = "0x11",
-               guest_net: str = "10.0.2.0/24") -> str:
+               guest_net: str = "10.0.2.0/24", ssh_bind: str = "127.0.0.1") -> str:
     return render(
         "domain.xml.j2", name=name, uuid=uuid or str(uuidlib.uuid4()),
         kernel=str(kernel), initrd=str(initrd), cmdline=cmdline,
@@ -49,7 +49,8 @@ def domain_xml(*, name: str, kernel: os.PathLike, initrd: os.PathLike,
         root_ports=int(root_ports), usb_ports=int(usb_ports),
         emulator=emulator or tools.which("qemu-system-x86_64")
         or "/usr/bin/qemu-system-x86_64",
-        mgmt_mac=mgmt_mac, mgmt_slot=mgmt_slot, rng_slot=rng_slot, guest_net=guest_net)
+        mgmt_mac=mgmt_mac, mgmt_slot=mgmt_slot, rng_slot=rng_slot, guest_net=guest_net,
+        ssh_bind=ssh_bind)
 
 
 def nic_xml(*, mac: str = "52:54:00:e1:00:0e", alias: str = "ua-labnic0") -> str:
