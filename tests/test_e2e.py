@@ -132,9 +132,20 @@ def test_cli_e2e_reports_a_missing_domain_as_an_error_not_a_pass(tmp_path):
 
 
 def test_cli_e2e_usage_errors(tmp_path):
-    two = subprocess.run([sys.executable, "-m", "vfio_certify.cli", "--e2e", "--host", "local://", "--host",
-                          "ssh://root@127.0.0.1:1", "--output", tmp_path / "o"], capture_output=True, text=True, cwd=REPO)
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "vfio_certify.cli", *map(str, args)], capture_output=True, text=True,
+                              cwd=REPO, timeout=120)
+
+    two = cli("--e2e", "--domain", "vm", "--guest", "ssh://root@vm", "--host", "local://", "--host",
+              "ssh://root@127.0.0.1:1", "--output", tmp_path / "o")
     assert two.returncode == 2 and "--e2e takes one host" in two.stderr
-    bad_file = subprocess.run([sys.executable, "-m", "vfio_certify.cli", "--e2e", "--usb-file", "../etc/shadow",
-                               "--output", tmp_path / "o2"], capture_output=True, text=True, cwd=REPO)
+    bad_file = cli("--e2e", "--usb-file", "../etc/shadow", "--output", tmp_path / "o2")
     assert bad_file.returncode == 2 and "--usb-file" in bad_file.stderr
+    # naming a device but no domain: the user's devices are never handed to a VM nobody named
+    no_domain = cli("--e2e", "--device", "00:01.0", "--output", tmp_path / "o3")
+    assert no_domain.returncode == 2 and "needs --domain NAME and --guest" in no_domain.stderr
+    assert not (tmp_path / "o3").exists()
+    # plain pytest cannot boot the nested lab: it says where that lives
+    plain = subprocess.run([sys.executable, "-m", "pytest", "checks", "-p", "no:cacheprovider", "--e2e",
+                            "--hosts=local://"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert plain.returncode == 4 and "`vfio-certify --e2e` alone runs the suite's own nested lab" in plain.stderr

@@ -21,6 +21,8 @@ from .collect import CollectError, Target, collect_snapshot
 from .collect.script import render_script
 from .devices import DeviceSpecError, parse_devices
 from .diff import DiffInputError, diff_runs, load_run
+from .e2e.flow import usb_file_problem
+from .e2e.nested_lab_target import NestedLabRunError, nested_lab_target, wants_nested_lab
 from .snapshot import pack_bundle
 from .waivers import WaiverError, load_waivers
 
@@ -64,7 +66,8 @@ def _certify_parser() -> argparse.ArgumentParser:
     e2e = parser.add_argument_group("end to end (--e2e)")
     e2e.add_argument("--e2e", action="store_true",
                      help="also hot-plug each --device into a running VM, prove it in the guest, detach, restore")
-    e2e.add_argument("--domain", default="", help="the running libvirt domain (default: a throwaway lab guest)")
+    e2e.add_argument("--domain", default="", help="your running libvirt domain (without it, and with no --host, "
+                     "--snapshot or --device, --e2e runs the suite's own nested VT-d lab)")
     e2e.add_argument("--guest", default="", metavar="URL", help="that domain's guest over SSH: ssh://root@vm")
     e2e.add_argument("--guest-ssh-config", metavar="FILE", help="ssh_config for reaching the guest")
     e2e.add_argument("--libvirt-uri", default="", metavar="URI",
@@ -151,8 +154,8 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
         argv.append(f"--device={device}")
     if args.e2e:
         argv.append("--e2e")
-        for name in ("domain", "guest", "guest_ssh_config", "libvirt_uri", "usb_file", "journal"):
-            value = getattr(args, name)
+        for name in ("domain", "guest", "guest_ssh_config", "libvirt_uri", "usb_file", "journal", "e2e_lab"):
+            value = getattr(args, name, "")
             if value:
                 argv.append(f"--{name.replace('_', '-')}={value}")
         if args.force:
@@ -164,6 +167,11 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
 
 def _validate(args: argparse.Namespace) -> None:
     parse_devices(args.device)  # raises DeviceSpecError with the one-line message
+    if usb_file_problem(args.usb_file):
+        raise UsageError(usb_file_problem(args.usb_file))
+    if args.e2e and not args.domain and not wants_nested_lab(args):
+        raise UsageError("--e2e with --host, --snapshot or --device needs --domain NAME and --guest ssh://root@vm "
+                         "(your running VM on that host); --e2e alone runs the suite's own nested lab")
     if args.waivers:
         load_waivers(args.waivers)  # raises WaiverError naming the file and line, before anything runs
     if args.baseline:
@@ -205,7 +213,11 @@ def run_certify(argv: list[str]) -> int:
     summary = Path(args.output) / "summary.json"
     if summary.exists():
         summary.unlink()  # a stale summary must never decide this run's exit status
-    code = pytest.main(pytest_args(args, extra))
+    if wants_nested_lab(args):
+        with nested_lab_target(args) as lab_args:
+            code = pytest.main(pytest_args(lab_args, extra))
+    else:
+        code = pytest.main(pytest_args(args, extra))
     if code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
         return EXIT_USAGE
     if code == pytest.ExitCode.INTERRUPTED:
@@ -253,7 +265,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(render_script(), end="")
             return EXIT_CERTIFIED
         return run_certify(argv)
-    except (UsageError, DeviceSpecError, WaiverError, DiffInputError) as exc:
+    except (UsageError, DeviceSpecError, WaiverError, DiffInputError, NestedLabRunError) as exc:
         print(f"vfio-certify: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -10,7 +10,6 @@ with neither, the local host is certified. Each target is collected once per ses
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 import time
 import warnings
@@ -139,13 +138,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="known exceptions: check id and host globs, reason, owner, expiry date")
     e2e = parser.getgroup("vfio-certify end to end")
     e2e.addoption("--e2e", action="store_true", help="also attach each device to a running VM and prove it in the guest")
-    e2e.addoption("--domain", default="", help="the running libvirt domain to use (default: a throwaway lab guest)")
+    e2e.addoption("--domain", default="", help="the running libvirt domain to use")
     e2e.addoption("--guest", default="", metavar="URL", help="the domain's guest OS over SSH: ssh://root@vm")
     e2e.addoption("--guest-ssh-config", default=None, metavar="FILE", help="ssh_config for reaching the guest")
     e2e.addoption("--libvirt-uri", default="", metavar="URI", help="libvirt of the host (default from the host URL)")
     e2e.addoption("--usb-file", default="", metavar="PATH[:SHA256]",
                   help="a file on the USB disk to read back (and its sha256 to compare)")
     e2e.addoption("--force", action="store_true", help="assign a NIC the host itself uses (never the default)")
+    e2e.addoption("--e2e-lab", default="", metavar="TEXT",
+                  help="set by `vfio-certify --e2e` when the target is its own nested lab: said in every e2e result")
     e2e.addoption("--journal", default=None, metavar="FILE", help="the change journal (default /var/lib/vfio-certify/journal.jsonl)")
     group.addoption("--connect-timeout", type=int, default=10, metavar="S",
                     help="seconds to wait for an SSH connection to a host (default 10)")
@@ -211,15 +212,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_ResultGatherer(certify_session), "vfio-certify-results")
     config.addinivalue_line("markers", "check(id): the check id a test in checks/ reports under")
     config.addinivalue_line("markers", "device_kind(kind): only devices of this kind (pci, usb) parametrize the test")
-    config.addinivalue_line("markers", "e2e(mode): an end-to-end test; mode any, lab or domain (run with --e2e)")
+    config.addinivalue_line("markers", "e2e: an end-to-end test (runs with --e2e)")
     if config.option.e2e and len(certify_session.targets) != 1:
         raise pytest.UsageError("--e2e takes one host: the one the domain runs on")
     if config.option.e2e and certify_session.targets[0].spec is None:
         raise pytest.UsageError(f"--e2e needs a live host, not the snapshot {certify_session.targets[0].name}")
-    if config.option.usb_file and not re.fullmatch(r"[A-Za-z0-9._+/-]+(:[0-9a-fA-F]{64})?", config.option.usb_file) \
-            or ".." in config.option.usb_file.split(":")[0].split("/"):
-        raise pytest.UsageError(f"--usb-file {config.option.usb_file!r}: expected a relative path "
-                                "[A-Za-z0-9._+/-] and optionally :<sha256>")
+    if config.option.e2e and not config.option.domain:
+        raise pytest.UsageError("--e2e needs --domain NAME and --guest ssh://root@vm (your running VM on the host); "
+                                "`vfio-certify --e2e` alone runs the suite's own nested lab")
+    from .e2e.flow import usb_file_problem
+
+    if usb_file_problem(config.option.usb_file):
+        raise pytest.UsageError(usb_file_problem(config.option.usb_file))
     if config.pluginmanager.hasplugin("html"):
         config.pluginmanager.register(_HtmlColumns(), "vfio-certify-html-columns")
 
@@ -275,14 +279,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     items.sort(key=_area_rank)  # stable: file order within an area
     keep, drop = [], []
-    e2e, lab = config.option.e2e, not config.option.domain
+    e2e = config.option.e2e
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "device" in callspec.params and callspec.params["device"] is None:
             drop.append(item)
             continue
         marker = item.get_closest_marker("e2e")
-        if marker is not None and (not e2e or marker.args[0] not in ("any", "lab" if lab else "domain")):
+        if marker is not None and not e2e:
             drop.append(item)
             continue
         keep.append(item)
@@ -300,7 +304,7 @@ def e2e_session(request: pytest.FixtureRequest, certify_target: CertifyTarget):
     opt = request.config.option
     known_file, _, sha256 = opt.usb_file.partition(":")
     config = E2EConfig(domain=opt.domain, guest=opt.guest, guest_ssh_config=opt.guest_ssh_config,
-                       libvirt_uri=opt.libvirt_uri, journal=opt.journal,
+                       libvirt_uri=opt.libvirt_uri, journal=opt.journal, lab_note=opt.e2e_lab,
                        options=E2EOptions(known_file=known_file, known_sha256=sha256.lower(), force=opt.force))
     session = E2ESession(config, certify_target.spec.spec, recollect_for(certify_target.spec))
     try:

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -52,6 +53,16 @@ class DeviceRun:
     check_id: str
     result: Optional[HotplugResult] = None
     refused: list[str] = field(default_factory=list)
+
+
+def usb_file_problem(value: str) -> str:
+    """'' when --usb-file is a relative path on the disk, optionally :<sha256>; else what is wrong."""
+    if not value:
+        return ""
+    path = value.split(":")[0]
+    if not re.fullmatch(r"[A-Za-z0-9._+/-]+(:[0-9a-fA-F]{64})?", value) or ".." in path.split("/"):
+        return f"--usb-file {value!r}: expected a relative path [A-Za-z0-9._+/-] and optionally :<sha256>"
+    return ""
 
 
 def check_id_for(spec: DeviceSpec, facts: HostFacts) -> str:

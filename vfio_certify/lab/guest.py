@@ -261,12 +261,18 @@ Host {self.HOST}
             check: bool = True) -> subprocess.CompletedProcess:
         """Run a shell command (busybox sh) in the guest as root."""
         full = f"export {GUEST_PATH}; {command}"
+        began = time.monotonic()
         try:
             p = self._ssh([full], timeout=timeout)
+            if p.returncode == 255 and timeout - (time.monotonic() - began) > 2:
+                # ssh itself failed: once more, over a fresh connection (a guest just resumed from a
+                # pause may drop the first one; the ControlMaster may have died with it)
+                time.sleep(1)
+                p = self._ssh([full], timeout=timeout - (time.monotonic() - began), master=False)
         except subprocess.TimeoutExpired as exc:
             raise GuestError(f"guest command timed out after {timeout}s: {command}\n"
                              + self._console_report()) from exc
-        if p.returncode == 255:  # ssh itself failed: the guest stopped answering
+        if p.returncode == 255:  # ssh itself failed twice: the guest stopped answering
             raise GuestError(f"ssh failed ({p.stderr.strip()}) running: {command}\n"
                              + self._console_report())
         if check and p.returncode != 0:
