@@ -28,7 +28,8 @@ PCI_PROBE = r"""
 d=/sys/bus/pci/devices
 found=0
 for f in $d/*; do
-  [ "$(cat $f/vendor)" = "0x@V@" ] && [ "$(cat $f/device)" = "0x@D@" ] || continue
+  read -r v < $f/vendor; read -r p < $f/device
+  [ "$v:$p" = "0x@V@:0x@D@" ] || continue
   drv=$(readlink $f/driver); drv=${drv##*/}
   echo "pci ${f##*/} @V@:@D@ driver=${drv:-none}"
   [ -n "$drv" ] && found=1 || found=2

@@ -97,11 +97,12 @@ class HotplugResult:
 _NIC_PROBE = r"""
 full=0; any=0
 for d in /sys/bus/pci/devices/*; do
-  [ "$(cat $d/vendor)" = "0x@V@" ] && [ "$(cat $d/device)" = "0x@D@" ] || continue
+  read -r v < $d/vendor; read -r p < $d/device
+  [ "$v:$p" = "0x@V@:0x@D@" ] || continue
   any=1
   drv=$(readlink $d/driver); drv=${drv##*/}
-  ifs=$(ls $d/net 2>/dev/null | tr '\n' ' ')
-  echo "pci ${d##*/} @V@:@D@ driver=${drv:-none} net=${ifs% }"
+  ifs=; for n in $d/net/*; do [ -e "$n" ] && ifs="$ifs ${n##*/}"; done; ifs=${ifs# }
+  echo "pci ${d##*/} @V@:@D@ driver=${drv:-none} net=$ifs"
   for i in $ifs; do ip -o link show dev $i | sed 's/\\\s*/ /; s/^/link /'; done
   [ -n "$drv" ] && [ -n "$ifs" ] && ip -o link show dev ${ifs%% *} >/dev/null 2>&1 && full=1
 done
@@ -124,17 +125,20 @@ _USB_PROBE = r"""
 full=0; any=0
 for u in /sys/bus/usb/devices/*; do
   [ -f $u/idVendor ] || continue
-  [ "$(cat $u/idVendor):$(cat $u/idProduct)" = "@V@:@P@" ] || continue
-  any=1
-  echo "usb ${u##*/} @V@:@P@ serial=$(cat $u/serial 2>/dev/null) product=$(cat $u/product 2>/dev/null)"
+  read -r v < $u/idVendor; read -r p < $u/idProduct
+  [ "$v:$p" = "@V@:@P@" ] || continue
+  any=1; s=; pr=
+  [ -f $u/serial ] && read -r s < $u/serial; [ -f $u/product ] && read -r pr < $u/product
+  echo "usb ${u##*/} @V@:@P@ serial=$s product=$pr"
 done
 for b in /sys/block/sd*; do
   [ -e "$b" ] || continue
   d=$(readlink -f $b/device)
   while [ -n "$d" ] && [ ! -f "$d/idVendor" ]; do d=${d%/*}; done
   [ -n "$d" ] || continue
-  v=$(cat $d/idVendor); p=$(cat $d/idProduct); s=$(cat $d/serial 2>/dev/null)
-  echo "block ${b##*/} usb=${d##*/} $v:$p serial=$s ro=$(cat $b/ro) sectors=$(cat $b/size)"
+  read -r v < $d/idVendor; read -r p < $d/idProduct; s=; [ -f $d/serial ] && read -r s < $d/serial
+  read -r ro < $b/ro; read -r size < $b/size
+  echo "block ${b##*/} usb=${d##*/} $v:$p serial=$s ro=$ro sectors=$size"
   if [ "$v:$p" = "@V@:@P@" ]; then
     any=1
     { [ -z "@S@" ] || [ "$s" = "@S@" ]; } && [ -b /dev/${b##*/} ] && full=1
