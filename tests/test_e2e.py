@@ -17,7 +17,7 @@ from vfio_certify.e2e.flow import E2EOptions, check_id_for, run_device
 from vfio_certify.e2e.hostdev import alias_for, hostdev_matches, hostdev_xml, nodedev_name
 from vfio_certify.e2e.journal import ChangeJournal
 from vfio_certify.e2e.preflight import preflight
-from vfio_certify.e2e.session import default_libvirt_uri
+from vfio_certify.e2e.session import E2EConfig, E2ESession, E2ESetupError, default_libvirt_uri
 from vfio_certify.facts.usb import UsbDevice
 from vfio_certify.lab import templates
 from vfio_certify.model import Outcome
@@ -149,3 +149,21 @@ def test_cli_e2e_usage_errors(tmp_path):
     plain = subprocess.run([sys.executable, "-m", "pytest", "checks", "-p", "no:cacheprovider", "--e2e",
                             "--hosts=local://"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert plain.returncode == 4 and "`vfio-certify --e2e` alone runs the suite's own nested lab" in plain.stderr
+
+
+def test_persistent_needs_a_persistent_domain(tmp_path):
+    libvirt = pytest.importorskip("libvirt")
+    conn = libvirt.open("test:///default")
+    conn.createXML("<domain type='test'><name>transient-vm</name><memory>65536</memory><os><type>hvm</type></os>"
+                   "</domain>", 0)
+    try:
+        config = E2EConfig(domain="transient-vm", guest="ssh://root@vm", libvirt_uri="test:///default",
+                           journal=str(tmp_path / "j.jsonl"), options=E2EOptions(persistent=True))
+        with pytest.raises(E2ESetupError, match="--persistent: domain 'transient-vm' is transient"):
+            E2ESession(config, "local://", recollect=lambda: pytest.fail("nothing may be touched")).start()
+        config.options.persistent = False  # live only: a transient domain is fine
+        session = E2ESession(config, "local://", recollect=lambda: pytest.fail("nothing may be touched")).start()
+        assert session.guest.dom.name() == "transient-vm"
+        session.close()
+    finally:
+        conn.lookupByName("transient-vm").destroy()

@@ -75,6 +75,9 @@ def _certify_parser() -> argparse.ArgumentParser:
     e2e.add_argument("--usb-file", default="", metavar="PATH[:SHA256]",
                      help="a file on the USB disk to read back read-only (and its sha256 to compare)")
     e2e.add_argument("--force", action="store_true", help="assign a NIC the host itself uses (never the default)")
+    e2e.add_argument("--persistent", action="store_true",
+                     help="also attach in the domain's persistent definition (virsh --config; default: live only, "
+                          "as virt-xml --update), removed again on detach")
     e2e.add_argument("--journal", metavar="FILE", help="the change journal (default /var/lib/vfio-certify/journal.jsonl)")
     parser.add_argument("--output", default="reports", metavar="DIR",
                         help="where report.html, certification.html, summary.json and junit.xml go (default ./reports)")
@@ -158,8 +161,9 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
             value = getattr(args, name, "")
             if value:
                 argv.append(f"--{name.replace('_', '-')}={value}")
-        if args.force:
-            argv.append("--force")
+        for flag in ("force", "persistent"):
+            if getattr(args, flag):
+                argv.append(f"--{flag}")
     if args.jobs:
         argv += ["-n", str(args.jobs)]  # the plugin's scheduler keeps each host on one worker
     return argv + extra

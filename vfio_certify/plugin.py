@@ -145,6 +145,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     e2e.addoption("--usb-file", default="", metavar="PATH[:SHA256]",
                   help="a file on the USB disk to read back (and its sha256 to compare)")
     e2e.addoption("--force", action="store_true", help="assign a NIC the host itself uses (never the default)")
+    e2e.addoption("--persistent", action="store_true",
+                  help="also attach in the domain's persistent definition (virsh --config), removed again on detach")
     e2e.addoption("--e2e-lab", default="", metavar="TEXT",
                   help="set by `vfio-certify --e2e` when the target is its own nested lab: said in every e2e result")
     e2e.addoption("--journal", default=None, metavar="FILE", help="the change journal (default /var/lib/vfio-certify/journal.jsonl)")
@@ -305,7 +307,8 @@ def e2e_session(request: pytest.FixtureRequest, certify_target: CertifyTarget):
     known_file, _, sha256 = opt.usb_file.partition(":")
     config = E2EConfig(domain=opt.domain, guest=opt.guest, guest_ssh_config=opt.guest_ssh_config,
                        libvirt_uri=opt.libvirt_uri, journal=opt.journal, lab_note=opt.e2e_lab,
-                       options=E2EOptions(known_file=known_file, known_sha256=sha256.lower(), force=opt.force))
+                       options=E2EOptions(known_file=known_file, known_sha256=sha256.lower(), force=opt.force,
+                                          persistent=opt.persistent))
     session = E2ESession(config, certify_target.spec.spec, recollect_for(certify_target.spec))
     try:
         session.start()

@@ -24,6 +24,7 @@ def test_cli_e2e_alone_certifies_the_nested_lab_and_assigns_its_devices_as_hostd
     checks and flow as a user's host; every e2e result says it was the lab."""
     _skip_unless_lab()
     journal = tmp_path / "journal.jsonl"
+    before = _lab_pids()  # other labs of this session (the `lab` fixture) may be up
     proc = subprocess.run([sys.executable, "-m", "vfio_certify.cli", "--e2e", "--journal", journal,
                            "--output", tmp_path / "out"], capture_output=True, text=True, cwd=REPO, timeout=900)
     [host] = json.loads((tmp_path / "out" / "summary.json").read_text())["hosts"]
@@ -46,8 +47,12 @@ def test_cli_e2e_alone_certifies_the_nested_lab_and_assigns_its_devices_as_hostd
     usb = "\n".join(e2e[f"e2e.usb[{USB}]"]["evidence"])
     assert "sha256 matches" in usb and "ro," in usb
     assert ChangeJournal(journal).leftovers() == []
-    left = subprocess.run(["pgrep", "-f", "vfio-certify-(lab|nested)-"], capture_output=True, text=True).stdout.split()
+    left = _lab_pids() - before
     assert not left, f"lab processes left behind: {left}"
+
+
+def _lab_pids() -> set:
+    return set(subprocess.run(["pgrep", "-f", "vfio-certify-(lab|nested)-"], capture_output=True, text=True).stdout.split())
 
 
 KILLED_MID_ATTACH = textwrap.dedent("""

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from vfio_certify.e2e.journal import ChangeJournal
 from vfio_certify.lab import hotplug, templates, tools
 from vfio_certify.lab.hotplug import HotplugError, HotplugResult, Hotplugger, Step
 from vfio_certify.lab.nested import L1_NIC_MAC, NestedLab, l1_domain_xml
@@ -226,3 +227,30 @@ def test_usb_hostdev_into_l2_and_back(nested_lab, record_property):
     assert any(l.startswith("block ") and f"{vendor}:{product}" in l for l in visible), visible
     assert alias not in nested_lab.l2.live_xml()
 
+
+
+def test_cli_user_path_with_persistent_against_the_nested_host(nested_lab, tmp_path):
+    """What a user types for their own host and VM (--host, --domain, --guest, --libvirt-uri), with --persistent:
+    the <hostdev> is attached live and in L2's persistent definition, proven, and removed from both."""
+    import libvirt
+
+    lab, journal = nested_lab, tmp_path / "journal.jsonl"
+    args = [sys.executable, "-m", "vfio_certify.cli", "--host", lab.l1_ssh_url, "--ssh-config", lab.ssh_config,
+            "--device", lab.nic_address, "--e2e", "--persistent", "--domain", lab.domain, "--guest", lab.l2_ssh_url,
+            "--guest-ssh-config", lab.ssh_config, "--libvirt-uri", lab.libvirt_uri, "--journal", journal,
+            "--output", tmp_path / "out"]
+    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=REPO, timeout=600)
+    [host] = json.loads((tmp_path / "out" / "summary.json").read_text())["hosts"]
+    checks = {c["id"]: c for c in host["checks"]}
+    nic = checks[f"e2e.nic[{lab.nic_address}]"]
+    assert proc.returncode == 0 and nic["outcome"] == "passed", (nic, proc.stdout[-3000:])
+    evidence = "\n".join(nic["evidence"])
+    assert not evidence.startswith("nested lab")  # the user's path: no lab label
+    assert "attachDeviceFlags(AFFECT_LIVE|AFFECT_CONFIG)" in evidence
+    assert "attach->persistent" in evidence and "ua-vfio-certify-0000-00-03-0 in the persistent definition" in evidence
+    assert "ua-vfio-certify-0000-00-03-0 not in the persistent definition" in evidence
+    assert "preflight" in evidence and f"{lab.nic_address}: driver e1000e (was e1000e), driver_override clear" in evidence
+    dom = lab.l1_conn.lookupByName(lab.domain)
+    assert "<hostdev" not in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert "<hostdev" not in dom.XMLDesc(0)
+    assert ChangeJournal(journal).leftovers() == []

@@ -45,6 +45,7 @@ class E2EOptions:
     known_file: str = ""  # a file on the USB disk to read back
     known_sha256: str = ""
     force: bool = False  # assign a NIC the host uses (never the default)
+    persistent: bool = False  # also in the domain's persistent definition (virsh --config), removed again
     visible_timeout_s: float = 60.0
     removal_timeout_s: float = 60.0
 
@@ -107,6 +108,7 @@ def run_device(guest, facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec
     check_id = check_id_for(spec, facts)
     began = time.monotonic()
     pf = preflight(facts, spec, named, _held_by(guest.conn, spec, guest.dom.name()), options.force)
+    preflight_seconds = time.monotonic() - began
     if not pf.ok:
         return CheckResult(check_id, Outcome.FAILED, Severity.REQUIRED,
                            "refused before touching anything: " + "; ".join(pf.refusals), pf.evidence,
@@ -115,11 +117,14 @@ def run_device(guest, facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec
     original = facts.pci_device(spec.key) if spec.is_pci else None
     xml = hostdev_xml(spec)
     res = HotplugResult(check_id.split("[")[0].split(".")[1], alias_for(spec), xml)
+    res.steps.append(Step("preflight", preflight_seconds, True, pf.evidence))
     change = journal.open_change(kind="hostdev", libvirt_uri=libvirt_uri, domain=guest.dom.name(), xml=xml,
                                  alias=res.alias, device=spec.key,
                                  host_driver=original.driver if original else "",
-                                 host_driver_override=original.driver_override if original else "")
-    hotplugger = Hotplugger(guest, visible_timeout=options.visible_timeout_s, removal_timeout=options.removal_timeout_s)
+                                 host_driver_override=original.driver_override if original else "",
+                                 persistent=options.persistent)
+    hotplugger = Hotplugger(guest, visible_timeout=options.visible_timeout_s, removal_timeout=options.removal_timeout_s,
+                            persistent=options.persistent)
 
     def prove_usb(r: HotplugResult) -> None:
         t = time.monotonic()
@@ -157,20 +162,25 @@ def run_device(guest, facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec
                               host_restored if spec.is_pci else None)
     finally:
         hotplugger.close()
-        still_attached = res.alias in _live_xml_or_empty(guest)
+        still_attached = res.alias in _domain_xml_or_empty(guest, options.persistent)
         if not still_attached:
             journal.close_change(change, "detached" if res.ok else "undone after a failure")
-    return _result(check_id, res, still_attached, libvirt_uri, guest, time.monotonic() - began)
+    return _result(check_id, res, still_attached, libvirt_uri, guest, time.monotonic() - began, options.persistent)
 
 
-def _live_xml_or_empty(guest) -> str:
+def _domain_xml_or_empty(guest, persistent: bool) -> str:
+    """The live XML, and with persistent the persistent definition too: where the device may still be."""
+    import libvirt
+
     try:
-        return guest.live_xml() if guest.is_running() else ""
+        live = guest.live_xml() if guest.is_running() else ""
+        return live + (guest.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) if persistent else "")
     except Exception:
         return ""
 
 
-def _result(check_id: str, res: HotplugResult, still_attached: bool, uri: str, guest, seconds: float) -> CheckResult:
+def _result(check_id: str, res: HotplugResult, still_attached: bool, uri: str, guest, seconds: float,
+            persistent: bool) -> CheckResult:
     timings = ", ".join(f"{s.name} {s.seconds:.2f} s" for s in res.steps if s.name in
                         ("attach->visible", "detach->gone-in-guest", "read-only-proof", "host-restored"))
     evidence = res.summary().splitlines()[1:]
@@ -180,7 +190,8 @@ def _result(check_id: str, res: HotplugResult, still_attached: bool, uri: str, g
     if still_attached:
         return CheckResult(check_id, Outcome.ERROR, Severity.REQUIRED,
                            f"could not be restored: {res.alias} is still attached to {guest.dom.name()}: {res.error}",
-                           evidence, f"virsh -c {uri} detach-device-alias {guest.dom.name()} {res.alias} --live", seconds)
+                           evidence, f"virsh -c {uri} detach-device-alias {guest.dom.name()} {res.alias} --live"
+                           f"{' --config' if persistent else ''}", seconds)
     tail = guest.console_tail(20)
     if tail:
         evidence += ["--- guest console ---", *tail.splitlines()]
@@ -209,6 +220,9 @@ def recover_leftovers(journal: ChangeJournal, open_connection: Callable[[str], o
                     time.sleep(0.1)
                 if alias in dom.XMLDesc(0):
                     raise RuntimeError("still attached 60 s after the detach")
+            if dom is not None and dom.isPersistent() and alias in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE):
+                dom.detachDeviceFlags(change["xml"], libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+                attached = True
             if change.get("device", "").count(":") == 2 and change.get("host_driver"):
                 node = conn.nodeDeviceLookupByName(nodedev_name(change["device"]))
                 if f"<name>{change['host_driver']}</name>" not in node.XMLDesc(0):
@@ -218,6 +232,7 @@ def recover_leftovers(journal: ChangeJournal, open_connection: Callable[[str], o
                          f"{'detached' if attached else 'was no longer attached'}")
         except Exception as exc:
             lines.append(f"COULD NOT RECOVER {change.get('device')} on {domain} ({exc}); by hand: "
-                         f"virsh -c {uri} detach-device-alias {domain} {alias} --live; "
+                         f"virsh -c {uri} detach-device-alias {domain} {alias} --live"
+                         f"{' --config' if change.get('persistent') else ''}; "
                          f"virsh -c {uri} nodedev-reattach {nodedev_name(change.get('device', ''))}")
     return lines

@@ -73,6 +73,9 @@ class E2ESession:
             raise E2ESetupError(f"libvirt {self.uri}: {exc.get_error_message()}") from None
         if not dom.isActive():
             raise E2ESetupError(f"domain {self.config.domain!r} is not running: start it first (hot-plug needs a live guest)")
+        if self.config.options.persistent and not dom.isPersistent():
+            raise E2ESetupError(f"--persistent: domain {self.config.domain!r} is transient (it has no persistent "
+                                "definition to write the <hostdev> to); drop --persistent or define the domain")
         from .guest import DomainGuest
 
         self.guest = DomainGuest(conn, dom, self.config.guest, self.config.guest_ssh_config)

@@ -233,11 +233,18 @@ class Hotplugger:
     """Runs the flows against one booted :class:`LabGuest`."""
 
     def __init__(self, guest: LabGuest, journal: Optional[Journal] = None,
-                 visible_timeout: float = 30.0, removal_timeout: float = 30.0):
+                 visible_timeout: float = 30.0, removal_timeout: float = 30.0, persistent: bool = False):
+        """persistent: attach and detach in the domain's persistent definition too (virsh --live
+        --config), proven there after each; otherwise live only (virt-xml --update)."""
+        import libvirt
+
         self.guest = guest
         self.journal = journal or guest.journal
         self.visible_timeout = visible_timeout
         self.removal_timeout = removal_timeout
+        self.persistent = persistent
+        self.flags = libvirt.VIR_DOMAIN_AFFECT_LIVE | (libvirt.VIR_DOMAIN_AFFECT_CONFIG if persistent else 0)
+        self.flags_text = "AFFECT_LIVE|AFFECT_CONFIG" if persistent else "AFFECT_LIVE"
         self.watch = _RemovalWatch(guest.conn, guest.dom)
 
     def close(self) -> None:
@@ -255,17 +262,32 @@ class Hotplugger:
         xml = self.guest.live_xml()
         return f"'{alias}'" in xml or f'"{alias}"' in xml
 
+    def _in_persistent_xml(self, alias: str) -> bool:
+        import libvirt
+
+        xml = self.guest.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        return f"'{alias}'" in xml or f'"{alias}"' in xml
+
+    def _persistent_step(self, res: HotplugResult, name: str, want: bool) -> None:
+        """With persistent=True: the alias is (want) or is not in the persistent definition."""
+        if not self.persistent:
+            return
+        there = self._in_persistent_xml(res.alias)
+        res.steps.append(Step(name, 0.0, there == want,
+                              [f"{res.alias} {'in' if there else 'not in'} the persistent definition"]))
+        if there != want:
+            raise HotplugError(f"{res.alias} {'missing from' if want else 'still in'} the domain's persistent definition")
+
     def _attach(self, res: HotplugResult, key: str) -> float:
         import libvirt
 
         t0 = time.monotonic()
-        self.guest.dom.attachDeviceFlags(res.xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        self.guest.dom.attachDeviceFlags(res.xml, self.flags)
         dt = time.monotonic() - t0
         self.journal.record("attach", f"{res.device} {res.alias} ({dt:.3f}s)")
         self.journal.push_undo(key, f"detach {res.device} {res.alias}",
                                lambda: self._detach_for_undo(res))
-        res.steps.append(Step("attach-call", dt, True,
-                              detail="attachDeviceFlags(AFFECT_LIVE)"))
+        res.steps.append(Step("attach-call", dt, True, detail=f"attachDeviceFlags({self.flags_text})"))
         return t0
 
     def _detach_for_undo(self, res: HotplugResult) -> None:
@@ -273,10 +295,11 @@ class Hotplugger:
 
         if self.guest.dom is None or not self.guest.is_running():
             return  # domain gone (or libvirt unreachable): nothing to detach
-        if not self._in_live_xml(res.alias):
-            return
-        self.guest.dom.detachDeviceFlags(res.xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-        self._wait_removed(res.alias, time.monotonic() + self.removal_timeout)
+        if self._in_live_xml(res.alias):
+            self.guest.dom.detachDeviceFlags(res.xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            self._wait_removed(res.alias, time.monotonic() + self.removal_timeout)
+        if self.persistent and self._in_persistent_xml(res.alias):
+            self.guest.dom.detachDeviceFlags(res.xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
 
     def _wait_removed(self, alias: str, deadline: float) -> str:
         ev = self.watch.event(alias)
@@ -294,9 +317,8 @@ class Hotplugger:
         ev = self.watch.event(res.alias)
         ev.clear()
         t0 = time.monotonic()
-        self.guest.dom.detachDeviceFlags(res.xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-        res.steps.append(Step("detach-call", time.monotonic() - t0, True,
-                              detail="detachDeviceFlags(AFFECT_LIVE)"))
+        self.guest.dom.detachDeviceFlags(res.xml, self.flags)
+        res.steps.append(Step("detach-call", time.monotonic() - t0, True, detail=f"detachDeviceFlags({self.flags_text})"))
         try:
             res.removal_via = self._wait_removed(res.alias, t0 + self.removal_timeout)
         except HotplugError:
@@ -305,7 +327,7 @@ class Hotplugger:
                                   detail=f"not removed within {self.removal_timeout:.0f}s; detach retried"))
             self.journal.record("detach-retry", f"{res.device} {res.alias}")
             try:
-                self.guest.dom.detachDeviceFlags(res.xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                self.guest.dom.detachDeviceFlags(res.xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)  # the live side is what hangs
             except libvirt.libvirtError as exc:  # e.g. the first unplug request is still pending
                 res.steps[-1].evidence.append(f"retry: {exc.get_error_message()}")
             try:
@@ -316,6 +338,7 @@ class Hotplugger:
         t_removed = time.monotonic()
         res.steps.append(Step("detach->removed", t_removed - t0, True,
                               detail=f"libvirt ({res.removal_via})"))
+        self._persistent_step(res, "detach->persistent-removed", want=False)
         self.journal.discard_undo(key)
         self.journal.record("detached", f"{res.device} {res.alias} via {res.removal_via}"
                             f" ({t_removed - t0:.3f}s)")
@@ -346,6 +369,7 @@ class Hotplugger:
                                             timeout=self.visible_timeout)
             res.steps.append(Step("attach->visible", time.monotonic() - t0, ok, lines))
             self.journal.record("visible", f"{res.device} ok={ok}")
+            self._persistent_step(res, "attach->persistent", want=True)
             if not ok:
                 raise HotplugError(f"{res.device} not visible in the guest within "
                                    f"{self.visible_timeout:.0f}s")

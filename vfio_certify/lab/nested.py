@@ -28,7 +28,7 @@ devices with ``<hostdev>`` to its own guest (L2).
      |   boots; without it 12 of 12 booted.
      |
     L2  the existing lab guest (guest_image.py: busybox + dropbear + e1000e,
-         xhci, usb-storage modules), a transient domain of L1's libvirtd:
+         xhci, usb-storage modules), a persistent domain of L1's libvirtd (defined on L1's tmpfs):
          type 'kvm' when L1's libvirtd offers it (KVM in L1 on TCG's emulated
          SVM: ~3x faster to boot than TCG inside TCG), else 'qemu'; its
          console log lands in the share, where L0 reads it.
@@ -208,7 +208,7 @@ class L1Guest(_NestedGuestMixin, LabGuest):
 
 
 class L2Guest(_NestedGuestMixin, LabGuest):
-    """The lab guest as a transient domain of L1's libvirtd."""
+    """The lab guest as a persistent domain of L1's libvirtd."""
 
     HOST = "lab-l2"
 
@@ -255,15 +255,18 @@ class L2Guest(_NestedGuestMixin, LabGuest):
         if self.console_log.exists():
             self.console_log.unlink()
         t0 = time.monotonic()
-        try:
-            self.dom = self.conn.createXML(self.xml, 0)
+        try:  # persistent (defined, then started), as a user's VM is: --persistent can be exercised on it
+            self.dom = self.conn.defineXML(self.xml)
+            self.dom.create()
         except libvirt.libvirtError as exc:
-            raise GuestError(f"createXML of L2 in L1's libvirtd failed: {exc}\n"
+            if self.dom is not None:
+                self.destroy()
+            raise GuestError(f"defining or starting L2 in L1's libvirtd failed: {exc}\n"
                              + self.lab.l1_log_tail()) from exc
         self.define_seconds = time.monotonic() - t0
         self.journal.record("domain-created", f"L2 {self.name} ({self.virt_type}) in L1"
                             f" ({self.define_seconds:.2f}s)")
-        self.journal.push_undo("domain", f"destroy L2 {self.name}", self.destroy)
+        self.journal.push_undo("domain", f"destroy and undefine L2 {self.name}", self.destroy)
         self.wait_for_ssh(ssh_timeout, t0)
         self.boot_seconds = time.monotonic() - t0
         self.journal.record("ssh-answered", f"L2 {self.boot_seconds:.2f}s after start")
