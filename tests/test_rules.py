@@ -236,3 +236,26 @@ def test_named_nic_under_a_vlan_is_flagged():
            "vlan20": NetInterface("vlan20", "", "", ("enp7s0f1",))}
     r = device.host_network(intel_host(net=net), parse_device("07:00.1"))
     assert r.outcome is Outcome.FAILED and "enp7s0f1 carries vlan20" in r.message
+
+
+def test_a_virtio_nic_is_found_under_its_virtio_child_and_refused_when_it_carries_the_default_route(tmp_path):
+    """A virtio-net netdev sits on virtioN, a child of the PCI function (/sys/class/net/eth0/device ->
+    .../0000:00:10.0/virtio0): the NIC must still be known as the host's management path (seen on the
+    nested lab's L1, where it was first judged 'no host network interface')."""
+    from test_snapshot import make_snapshot
+    from vfio_certify.facts import read_host_facts
+    from vfio_certify.snapshot import Snapshot
+
+    pci = "root/sys/bus/pci/devices/0000:00:10.0"
+    snap = Snapshot(make_snapshot(tmp_path, files={
+        f"{pci}/vendor": "0x1af4\n", f"{pci}/device": "0x1000\n", f"{pci}/class": "0x020000\n",
+        f"{pci}/virtio0": "",
+        "commands/ip_-o_route": "default via 10.0.2.2 dev eth0\n10.0.2.0/24 dev eth0 scope link  src 10.0.2.15\n",
+    }, links={
+        f"{pci}/driver": "../../drivers/virtio-pci",
+        "root/sys/class/net/eth0/device": "../../../bus/devices/virtio0",
+    }))
+    facts = read_host_facts(snap)
+    assert facts.net["eth0"].device == "0000:00:10.0"
+    r = device.host_network(facts, parse_device("00:10.0"))
+    assert r.outcome is Outcome.FAILED and "eth0 carries the default route" in r.message

@@ -52,6 +52,7 @@ MARK_EXISTS = [
     "/sys/module/kvm_amd",
     "/sys/module/vhost_net",
     "/sys/class/net/*/lower_*",  # VLAN, macvlan, bond and bridge uppers name their lower devices
+    "/sys/bus/pci/devices/*/virtio*",  # a virtio NIC's netdev sits on virtioN, a child of its PCI function
 ]
 
 # Per-device sysfs attributes (one small file each).

@@ -239,12 +239,22 @@ def _read_modules(snap: Snapshot, facts: HostFacts) -> None:
         facts.modules.in_sysfs |= set(snap.listdir("/sys/module") or [])
 
 
+def _net_device(snap: Snapshot, facts: HostFacts, name: str) -> str:
+    """The PCI address (or USB interface) a netdev sits on. A virtio NIC's netdev sits on virtioN, whose
+    parent is the PCI function: found by the virtioN marker in that function's folder."""
+    device = snap.link_name(f"/sys/class/net/{name}/device") or ""
+    if device.startswith("virtio"):
+        parent = next((a for a in facts.pci or {} if snap.exists(f"/sys/bus/pci/devices/{a}/{device}")), "")
+        return parent or device
+    return device
+
+
 def _read_net(snap: Snapshot, facts: HostFacts) -> None:
     names = snap.listdir("/sys/class/net")
     if names is not None:
         facts.net = {
             n: NetInterface(
-                n, snap.link_name(f"/sys/class/net/{n}/device") or "", snap.link_name(f"/sys/class/net/{n}/master") or "",
+                n, _net_device(snap, facts, n), snap.link_name(f"/sys/class/net/{n}/master") or "",
                 tuple(e[len("lower_"):] for e in snap.listdir(f"/sys/class/net/{n}") or [] if e.startswith("lower_")),
             )
             for n in names
