@@ -50,7 +50,8 @@ def nested_lab_target(args: argparse.Namespace) -> Iterator[argparse.Namespace]:
         args.libvirt_uri = lab.libvirt_uri
         args.usb_file = f"{lab.disk_known_file}:{lab.disk_sha256}"
         args.journal = args.journal or str(lab.workdir / "journal.jsonl")  # the lab's changes die with the lab
-        args.e2e_lab = NESTED_LAB_NOTE
+        args.e2e_lab = NESTED_LAB_NOTE + (f" (L2 under {'KVM in L1' if lab.l2_virt_type == 'kvm' else 'TCG'}"
+                                          + (f"; {lab.fallbacks[0]}" if lab.fallbacks else "") + ")")
         print(f"vfio-certify: nested lab up in {time.monotonic() - began:.0f} s: "
               f"host L1 {lab.l1_ssh_url}, VM {lab.domain} ({lab.l2_virt_type}) at {lab.l2_ssh_url}, "
               f"devices {lab.nic_address} (e1000e) and {lab.usb_vendor_product} (USB disk)", flush=True)

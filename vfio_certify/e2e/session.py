@@ -17,8 +17,12 @@ from urllib.parse import urlparse
 from ..devices import DeviceSpec
 from ..facts import HostFacts
 from ..model import CheckResult, Outcome, Severity
+from ..lab.daemons import ensure_event_loop
 from .flow import E2EOptions, recover_leftovers, run_device
 from .journal import ChangeJournal
+
+LIBVIRT_KEEPALIVE = (5, 3)  # seconds between probes, unanswered probes before the connection is closed
+
 
 class E2ESetupError(Exception):
     """The session cannot start (no such domain, libvirt unreachable); str() is one line."""
@@ -66,8 +70,13 @@ class E2ESession:
         if not self.config.domain or not self.config.guest:
             raise E2ESetupError("--e2e needs --domain NAME and --guest ssh://root@<the VM> to prove the devices inside it")
         self.uri = self.config.libvirt_uri or default_libvirt_uri(self.host_spec)
+        ensure_event_loop()  # DEVICE_REMOVED events, and keepalive below
         try:
             conn = libvirt.open(self.uri)
+            try:  # a host that stops answering fails libvirt calls after ~20 s instead of hanging them
+                conn.setKeepAlive(*LIBVIRT_KEEPALIVE)
+            except libvirt.libvirtError:
+                pass  # a local driver has no keepalive
             dom = conn.lookupByName(self.config.domain)
         except libvirt.libvirtError as exc:
             raise E2ESetupError(f"libvirt {self.uri}: {exc.get_error_message()}") from None

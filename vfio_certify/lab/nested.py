@@ -69,7 +69,12 @@ USB_SERIAL = "VFIOLAB0001"           # hotplug.USB_SERIAL: the L2 probe matches 
 L1_GUEST_IP = guest_image.GUEST_IP   # L1's address on its management NIC
 L1_LIBVIRT_PORT = 16509
 L1_L2_SSH_PORT = 2222                # L2's hostfwd in L1 (on L1_GUEST_IP)
-L1_CMDLINE = templates.DEFAULT_CMDLINE + " intel_iommu=on"
+# transparent_hugepage=never: once, with KVM in L1 running L2, L1 wedged with khugepaged blocked
+# (the run then fell back to L2 under TCG, see NestedLab.start)
+L1_CMDLINE = templates.DEFAULT_CMDLINE + " intel_iommu=on transparent_hugepage=never"
+L2_KVM_SSH_TIMEOUT_S = 90.0    # seen ~20 s; longer means KVM in L1 is stuck: start over under TCG
+L2_TCG_SSH_TIMEOUT_S = 300.0   # seen 70-110 s
+L1_LIBVIRT_KEEPALIVE = (5, 3)  # a wedged L1 fails libvirt calls after ~20 s instead of hanging them
 # Where the share is mounted inside L1's chroot: a directory that exists on L0
 # (the chroot's root is L0's, read-only) and that nothing in the chroot needs.
 SHARE_MOUNT_CANDIDATES = ("/srv", "/mnt", "/media", "/opt")
@@ -288,7 +293,7 @@ class NestedLab:
                  l2_attempts: int = 2,
                  keep_workdir: Optional[bool] = None,
                  l1_cpu_model: str = "qemu64", l1_cpu_features: tuple = ("svm",),
-                 l2_virt_type: Optional[str] = None):
+                 l2_virt_type: Optional[str] = None, l2_kvm_ssh_timeout: float = L2_KVM_SSH_TIMEOUT_S):
         self.cache_root = Path(cache_root) if cache_root else guest_image.default_cache_root()
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(
@@ -300,11 +305,13 @@ class NestedLab:
         self.l2_ssh_timeout, self.start_l2 = l2_ssh_timeout, start_l2
         self.l2_attempts = max(1, l2_attempts)
         self.l2_failures: List[str] = []   # earlier L2 attempts that died (see start_l2_guest)
+        self.fallbacks: List[str] = []     # the lab started again with L2 under TCG (see start)
         self.l1_cpu_model, self.l1_cpu_features = l1_cpu_model, list(l1_cpu_features)
         # "kvm", "qemu" or "auto" (kvm when L1's libvirtd offers it)
         self.l2_virt_type_wanted = (l2_virt_type or os.environ.get("VFIO_CERTIFY_NESTED_L2_VIRT")
                                     or "auto")
         self.l2_virt_type = ""
+        self.l2_kvm_ssh_timeout = l2_kvm_ssh_timeout
         self.share_dir = self.workdir / "share"
         self.ssh_config = self.workdir / "ssh_config"
         self.known_hosts = self.workdir / "known_hosts"
@@ -408,13 +415,36 @@ class NestedLab:
         os.chmod(init, 0o755)
 
     def start(self) -> "NestedLab":
+        """Bring L0's daemons, L1 and L2 up. L2 runs under KVM in L1 when L1 offers it (about 3x faster to
+        boot than TCG inside TCG); if that fails -- KVM on TCG's emulated SVM once wedged L1 -- everything is
+        torn down and started again with L2 under TCG, and `fallbacks` says so."""
         try:
-            self._start()
+            try:
+                self._start()
+            except NestedLabError as exc:
+                if self.l2_virt_type != "kvm" or self.l2_virt_type_wanted != "auto":
+                    raise
+                self.fallbacks.append(f"L2 under KVM in L1 did not come up ({str(exc).splitlines()[0]}): "
+                                      "the nested lab was started again with L2 under TCG")
+                self._tear_down_for_restart()
+                self.l2_virt_type_wanted = "qemu"
+                self._start()
         except BaseException:
             self.failed = True
             self.close()
             raise
         return self
+
+    def _tear_down_for_restart(self) -> None:
+        for j in (self.l2_journal, self.l1_journal, self.journal):
+            self.teardown_errors += j.undo_all()
+        if self.teardown_errors:
+            raise NestedLabError(f"could not tear the nested lab down to start it again: {self.teardown_errors[0]}")
+        self.l1 = self.l2 = None
+        self.l1_conn = self.l0_conn = None
+        self.daemons = None
+        self.ports = {}
+        self.timings = {}
 
     def _start(self) -> None:
         import libvirt
@@ -489,6 +519,7 @@ class NestedLab:
             try:
                 conn = libvirt.open(self.libvirt_uri)
                 conn.getLibVersion()
+                conn.setKeepAlive(*L1_LIBVIRT_KEEPALIVE)  # the event loop thread runs it (ensure_event_loop)
                 self.l1_conn = conn
                 self.l1_journal.push_undo("l1-conn", "close the L1 libvirt connection",
                                           self._close_l1_conn)
@@ -525,8 +556,10 @@ class NestedLab:
         virt_type = self._choose_l2_virt_type()
         self.l2_virt_type = virt_type
         self.timings["l2_virt_type_probe_seconds"] = time.monotonic() - t
-        timeout = self.l2_ssh_timeout or (120.0 if virt_type == "kvm" else 300.0)
-        for attempt in range(1, self.l2_attempts + 1):
+        timeout = self.l2_ssh_timeout or (self.l2_kvm_ssh_timeout if virt_type == "kvm" else L2_TCG_SSH_TIMEOUT_S)
+        # under KVM a failure may have wedged L1: no retry here, start() starts over under TCG
+        attempts = 1 if virt_type == "kvm" and self.l2_virt_type_wanted == "auto" else self.l2_attempts
+        for attempt in range(1, attempts + 1):
             self.l2 = L2Guest(self, self.l1_conn, self.l2_image, self.l2_journal, self.l2_memory_mib)
             self.l2.virt_type = virt_type
             try:
@@ -535,7 +568,7 @@ class NestedLab:
             except GuestError as exc:
                 console = self.l2.console_tail(60)
                 self.l2_journal.undo_all()   # destroy this L2 (and its ssh master)
-                if not self.l1.is_running() or attempt == self.l2_attempts:
+                if not self.l1.is_running() or attempt == attempts:
                     raise NestedLabError(
                         f"L2 ({virt_type}) did not come up (attempt {attempt}): {exc}\n"
                         f"--- L1 console ---\n{self.l1_console_tail(40)}") from exc
