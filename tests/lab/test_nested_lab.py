@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from lab_helpers import _nested_processes_snapshot, _pids_alive, _skip_unless_lab
 from vfio_certify.e2e.journal import ChangeJournal
 from vfio_certify.lab import hotplug, templates, tools
 from vfio_certify.lab.hotplug import HotplugError, HotplugResult, Hotplugger, Step
@@ -254,3 +255,51 @@ def test_cli_user_path_with_persistent_against_the_nested_host(nested_lab, tmp_p
     assert "<hostdev" not in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     assert "<hostdev" not in dom.XMLDesc(0)
     assert ChangeJournal(journal).leftovers() == []
+
+
+def test_cli_refuses_the_management_nic_and_a_non_viable_group_before_touching_anything(nested_lab, tmp_path):
+    """On the nested host, L1's own management NIC (virtio-net at 00:10.0: the default route and this SSH
+    session) and one function of a dual-function virtio-rng (00:04.0, in one IOMMU group with 00:04.1, which
+    stays on virtio-pci) are named for assignment: both are refused in preflight, and nothing changes."""
+    import libvirt
+
+    lab, journal = nested_lab, tmp_path / "journal.jsonl"
+    mgmt, shared = "0000:00:10.0", "0000:00:04.0"
+    args = [sys.executable, "-m", "vfio_certify.cli", "--host", lab.l1_ssh_url, "--ssh-config", lab.ssh_config,
+            "--device", mgmt, "--device", shared, "--e2e", "--domain", lab.domain, "--guest", lab.l2_ssh_url,
+            "--guest-ssh-config", lab.ssh_config, "--libvirt-uri", lab.libvirt_uri, "--journal", journal,
+            "--output", tmp_path / "out"]
+    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=REPO, timeout=600)
+    [host] = json.loads((tmp_path / "out" / "summary.json").read_text())["hosts"]
+    checks = {c["id"]: c for c in host["checks"]}
+    assert proc.returncode == 1 and host["verdict"] == "not-certified", proc.stdout[-3000:]
+    nic = checks[f"e2e.nic[{mgmt}]"]
+    assert nic["outcome"] == "failed" and nic["message"].startswith("refused before touching anything"), nic
+    assert "device.host_network" in nic["message"] and "--force overrides this" in nic["message"], nic
+    assert checks[f"device.host_network[{mgmt}]"]["outcome"] == "failed"
+    assert "carries the default route" in nic["message"], nic
+    other = checks[f"e2e.pci[{shared}]"]
+    assert other["outcome"] == "failed" and other["message"].startswith("refused before touching anything"), other
+    assert "iommu.group_isolated" in other["message"] and "0000:00:04.1" in other["message"], other
+    assert checks[f"iommu.group_isolated[{shared}]"]["outcome"] == "failed"
+    # nothing was touched: no journal entry, no <hostdev> in L2, L1's functions on their own drivers
+    assert ChangeJournal(journal).leftovers() == [] and not journal.exists()
+    assert "<hostdev" not in lab.l1_conn.lookupByName(lab.domain).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    drivers = lab.l1.run(f"for d in {mgmt} {shared}; do basename $(readlink /sys/bus/pci/devices/$d/driver); done"
+                         ).stdout.split()
+    assert drivers == ["virtio-pci", "virtio-pci"], drivers
+
+
+def test_l2_under_kvm_failing_restarts_the_lab_with_l2_under_tcg():
+    """KVM inside L1 (on TCG's emulated SVM) once wedged L1 while L2 booted. The cause is simulated here by
+    a deadline no L2 can meet (1 s for SSH under KVM); the recovery is real: everything torn down, the lab
+    started again with L2 under TCG, said in `fallbacks`, and nothing left behind."""
+    _skip_unless_lab()
+    lab = NestedLab(l2_kvm_ssh_timeout=1.0)
+    with lab:
+        assert lab.l2_virt_type == "qemu", lab.timings
+        assert len(lab.fallbacks) == 1 and "started again with L2 under TCG" in lab.fallbacks[0], lab.fallbacks
+        assert lab.l2.run("hostname", timeout=60).stdout.strip() == "lab-guest"
+        procs = _nested_processes_snapshot(lab)
+    assert not lab.teardown_errors and not lab.leftover_processes
+    assert not _pids_alive(procs), _pids_alive(procs)
