@@ -61,6 +61,14 @@ def test_iommu_prefix_matching_pti_acts_as_pt():
     assert r.outcome is Outcome.WARNING and "read as iommu=pt" in r.message and "pti=on" in r.message
 
 
+def test_iommu_values_are_comma_separated_options_each_judged():
+    r = cmdline_result("intel_iommu=on iommu=nomerge,off")
+    assert r.outcome is Outcome.FAILED and "off in iommu=nomerge,off turns the IOMMU off" in r.message
+    assert '--remove-args="iommu=nomerge,off"' in r.remediation
+    r = cmdline_result("intel_iommu=on iommu=pt,nomerge")
+    assert r.outcome is Outcome.PASSED and any("enables nothing" in e for e in r.evidence)
+
+
 def test_iommu_off_and_acs_override_fail():
     r = cmdline_result("intel_iommu=on iommu=off pcie_acs_override=downstream,multifunction")
     assert r.outcome is Outcome.FAILED

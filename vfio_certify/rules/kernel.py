@@ -126,18 +126,20 @@ def cmdline(facts: HostFacts) -> CheckResult:
             warnings.append(f"{name}={value}: the kernel ignores unknown option(s) {', '.join(unknown)}")
     intel = _last(params, "intel_iommu")
     for value in values_of(params, "iommu"):
-        matched = next((p for p in sorted(IOMMU_PREFIXES, key=len, reverse=True) if value.startswith(p)), None)
-        if matched == "off":
-            failures.append(f"iommu={value} turns the IOMMU off")
-            remove.append(f"iommu={value}")
-        elif matched == "pt" and value != "pt":
-            warnings.append(f"iommu={value} is read as iommu=pt (the kernel matches iommu= values by prefix)"
-                            + ("; page-table isolation is pti=on" if value == "pti" else ""))
-        elif matched == "pt":
-            notes.append("iommu=pt: host-owned devices use identity (passthrough) DMA; assigned devices are still "
-                         "translated. It enables nothing by itself")
-        elif matched is None:
-            warnings.append(f"iommu={value}: not an option the kernel knows")
+        for option in [o for o in value.split(",") if o]:  # iommu=pt,nomerge: each option on its own
+            said = f"iommu={value}" if option == value else f"{option} in iommu={value}"
+            matched = next((p for p in sorted(IOMMU_PREFIXES, key=len, reverse=True) if option.startswith(p)), None)
+            if matched == "off":
+                failures.append(f"{said} turns the IOMMU off")
+                remove.append(f"iommu={value}")
+            elif matched == "pt" and option != "pt":
+                warnings.append(f"{said} is read as iommu=pt (the kernel matches iommu= values by prefix)"
+                                + ("; page-table isolation is pti=on" if option == "pti" else ""))
+            elif matched == "pt":
+                notes.append("iommu=pt: host-owned devices use identity (passthrough) DMA; assigned devices are still "
+                             "translated. It enables nothing by itself")
+            elif matched is None:
+                warnings.append(f"{said}: not an option the kernel knows")
     intel_options = (intel or "").split(",")
     if vendor == "intel" and "on" not in intel_options and "off" not in intel_options:
         default_on, why = intel_iommu_default_on(facts)
