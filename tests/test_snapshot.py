@@ -121,8 +121,10 @@ def test_pack_and_unpack_round_trip_keeps_links_inside(tmp_path):
     assert snap.link_name("/sys/bus/pci/devices/0000:07:00.1/driver") == "igb"
 
 
-def test_garbage_file_is_not_a_bundle(tmp_path):
+@pytest.mark.parametrize("data", [b"\x1f\x8b garbage", bytes(range(256)) * 20], ids=["cut-gzip", "binary"])
+def test_garbage_file_is_not_a_bundle_and_says_so_in_one_line(tmp_path, data):
     path = tmp_path / "x.tar.gz"
-    path.write_bytes(b"\x1f\x8b garbage")
-    with pytest.raises(BundleError, match="not a readable"):
+    path.write_bytes(data)
+    with pytest.raises(BundleError, match="not a readable") as raised:
         unpack_bundle(path, tmp_path / "out")
+    assert "\n" not in str(raised.value) and str(path) in str(raised.value), str(raised.value)

@@ -69,8 +69,16 @@ def unpack_bundle(bundle: os.PathLike | str, dest: os.PathLike | str) -> Path:
     except BundleError:
         raise
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise BundleError(f"{bundle}: not a readable .tar.gz bundle ({exc})") from None
+        raise BundleError(f"{bundle}: not a readable .tar.gz bundle ({_one_line(exc)})") from None
     return _snapshot_root(dest)
+
+
+def _one_line(exc: BaseException) -> str:
+    """tarfile's "r:*" error lists every method it tried, one per line: say it in one."""
+    text = str(exc)
+    if "could not be opened successfully" in text:
+        return "neither gzip, bzip2 nor xz compressed tar data"
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def _snapshot_root(dest: Path) -> Path:
