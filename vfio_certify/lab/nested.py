@@ -10,7 +10,9 @@ devices with ``<hostdev>`` to its own guest (L2).
      |
     L1  q35 + Intel vIOMMU (intremap, caching mode), intel_iommu=on; e1000e at
      |   0000:00:03.0 alone in its IOMMU group; qemu-xhci + usb-storage disk
-     |   (46f4:0001, the lab's read-only ext2 image); vfio, vfio_pci loaded.
+     |   (46f4:0001, the lab's read-only ext2 image); a dual-function virtio-rng
+     |   at 00:04.0/.1 sharing one group (the non-viable group the tests name);
+     |   vfio, vfio_pci loaded.
      |   L0's root over 9p, read-only, at /hostroot; the run's share (L0:
      |   <work>/share) over 9p, writable, at /lab. /lab/l1-init.sh (written
      |   here) binds /boot, /lib/modules/$KREL, /etc/os-release from /hostroot
