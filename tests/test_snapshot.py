@@ -75,15 +75,17 @@ def test_meta_that_is_not_json_is_refused(tmp_path):
         Snapshot(tmp_path)
 
 
-def _tar_with(tmp_path, member: tarfile.TarInfo, data: bytes = b"") -> str:
+def _tar_with(tmp_path, member, data: bytes = b"") -> str:
+    """A bundle with a good meta.json, then `member` (or each of a list of members) holding `data`."""
     path = tmp_path / "evil.tar.gz"
     with tarfile.open(path, "w:gz") as tar:
         ok = tarfile.TarInfo("snap/meta.json")
         payload = b'{"format": "host-snapshot/1"}'
         ok.size = len(payload)
         tar.addfile(ok, io.BytesIO(payload))
-        member.size = len(data) if member.isfile() else 0
-        tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
+        for m in member if isinstance(member, list) else [member]:
+            m.size = len(data) if m.isfile() else 0
+            tar.addfile(m, io.BytesIO(data) if m.isfile() else None)
     return str(path)
 
 
@@ -101,6 +103,11 @@ def _member(name, kind=tarfile.REGTYPE, linkname=""):
     (_member("snap/root/x", tarfile.SYMTYPE, "../../../../etc"), "link leaving the bundle"),
     (_member("snap/root/h", tarfile.LNKTYPE, "snap/meta.json"), "hard link"),
     (_member("snap/root/dev/sda", tarfile.BLKTYPE), "device"),
+    # each link stays inside on paper; chained they climb out (a/b is the bundle's root, a/c two above it)
+    ([_member("snap/a", tarfile.DIRTYPE), _member("snap/a/b", tarfile.SYMTYPE, ".."),
+      _member("snap/a/c", tarfile.SYMTYPE, "b/../.."), _member("snap/a/c/vfio-certify-pwned")], "chained links"),
+    # a file written through a link of the bundle
+    ([_member("snap/root/l", tarfile.SYMTYPE, "."), _member("snap/root/l/proc/cmdline")], "through a link"),
 ])
 def test_hostile_bundles_are_refused_and_nothing_is_written(tmp_path, member, why):
     bundle = _tar_with(tmp_path, member, b"pwned")

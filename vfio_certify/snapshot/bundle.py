@@ -2,7 +2,9 @@
 
 A bundle comes from outside (a customer's host), so unpacking checks every member
 before anything is written: absolute paths, `..` components, links that leave the
-bundle, hard links, devices and FIFOs refuse the whole bundle.
+bundle, a member whose path runs through a link of the bundle (links chained to climb
+out, or a file written through a link), hard links, devices and FIFOs refuse the whole
+bundle. Python's tar "data" filter, where this Python has it, checks again on the way out.
 """
 from __future__ import annotations
 
@@ -50,6 +52,44 @@ def _member_problem(member: tarfile.TarInfo) -> str:
     return ""
 
 
+def _through_link(member: tarfile.TarInfo, links: set[str]) -> str:
+    """The bundle's link that this member's path (or, for a link, its target) passes through, or ''.
+
+    Each link is checked alone (`_member_problem`); chained, `a/b -> ..` and `a/c -> b/../..`
+    climb out although each stays inside on paper. Sysfs links point at folders that are not
+    in a snapshot, never through one another, so a real snapshot has none of these.
+    """
+    name = posixpath.normpath(member.name)
+    parts = name.split("/")
+    for i in range(1, len(parts)):
+        prefix = "/".join(parts[:i])
+        if prefix in links:
+            return prefix
+    if member.issym():
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(name), member.linkname))
+        for link in links:
+            if link != name and (target == link or target.startswith(link + "/")
+                                 or _climbs_through(posixpath.dirname(name), member.linkname, link)):
+                return link
+    return ""
+
+
+def _climbs_through(base: str, target: str, link: str) -> bool:
+    """Whether walking `target` from `base` step by step ever stands on `link` (before normalising)."""
+    here = [p for p in base.split("/") if p not in ("", ".")]
+    for step in target.split("/"):
+        if step in ("", "."):
+            continue
+        if step == "..":
+            if here:
+                here.pop()
+            continue
+        here.append(step)
+        if "/".join(here) == link:
+            return True
+    return False
+
+
 def unpack_bundle(bundle: os.PathLike | str, dest: os.PathLike | str) -> Path:
     """Unpack a bundle into dest (created); return the snapshot folder inside it."""
     bundle, dest = Path(bundle), Path(dest)
@@ -63,11 +103,18 @@ def unpack_bundle(bundle: os.PathLike | str, dest: os.PathLike | str) -> Path:
                 problem = _member_problem(member)
                 if problem:
                     raise BundleError(f"{bundle}: refused: {member.name!r}: {problem}")
+            links = {posixpath.normpath(m.name) for m in members if m.issym()}
+            for member in members:
+                through = _through_link(member, links)
+                if through:
+                    raise BundleError(f"{bundle}: refused: {member.name!r}: its path runs through the link {through!r}")
             dest.mkdir(parents=True, exist_ok=True)
             extract_kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             tar.extractall(dest, members=members, **extract_kwargs)
     except BundleError:
         raise
+    except getattr(tarfile, "FilterError", ()) as exc:  # the data filter refused a member
+        raise BundleError(f"{bundle}: refused: {_one_line(exc)}") from None
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise BundleError(f"{bundle}: not a readable .tar.gz bundle ({_one_line(exc)})") from None
     return _snapshot_root(dest)
