@@ -1,5 +1,6 @@
 """Rules are pure functions of HostFacts: judged here without pytest plumbing or snapshots."""
 import dataclasses
+import gzip
 
 import pytest
 
@@ -267,3 +268,52 @@ def test_a_virtio_nic_is_found_under_its_virtio_child_and_refused_when_it_carrie
     assert facts.net["eth0"].device == "0000:00:10.0"
     r = device.host_network(facts, parse_device("00:10.0"))
     assert r.outcome is Outcome.FAILED and "eth0 carries the default route" in r.message
+
+
+# -- host.reachable ------------------------------------------------------------------------------
+
+def test_host_reachable_is_an_error_when_part_of_the_facts_could_not_be_read():
+    from vfio_certify.rules import host
+
+    r = host.reachable("kvm", intel_host(read_errors=["read_pci: KeyError: 'vendor'"]), "", 0.2)
+    assert r.outcome is Outcome.ERROR and r.blocks_certification
+    assert "could not be read: read_pci: KeyError: 'vendor'" in r.message
+    assert host.reachable("kvm", intel_host(), "", 0.2).outcome is Outcome.PASSED
+
+
+def test_host_reachable_fails_a_snapshot_that_holds_nothing(tmp_path):
+    from vfio_certify.facts import read_host_facts
+    from vfio_certify.rules import host
+    from vfio_certify.snapshot import Snapshot
+
+    (tmp_path / "root").mkdir()
+    r = host.reachable(str(tmp_path), read_host_facts(Snapshot(tmp_path)), "", 0.0)
+    assert r.outcome is Outcome.FAILED and "holds none of the facts the checks judge" in r.message
+
+
+# -- facts that decide rules -----------------------------------------------------------------------
+
+def test_etc_kernel_cmdline_alone_is_not_proxmox():
+    """kernel-install and systemd-boot read /etc/kernel/cmdline on Fedora, RHEL, Arch and Debian too."""
+    from vfio_certify.facts.bootconfig import parse_kernel_cmdline_file
+
+    rocky = intel_host(cmdline="BOOT_IMAGE=/vmlinuz ro",
+                       boot_configs=[parse_kernel_cmdline_file("root=/dev/vda1 ro\n", "/etc/kernel/cmdline")])
+    assert not rocky.is_proxmox and "proxmox-boot-tool" not in kernel.cmdline(rocky).remediation
+    assert intel_host(proxmox_boot_tool=True).is_proxmox and intel_host(release="6.8.12-4-pve").is_proxmox
+
+
+@pytest.mark.parametrize("make, note", [
+    (lambda cfg: gzip.compress(cfg)[:-200], "the gzip stream is cut short"),
+    (lambda cfg: gzip.compress(cfg + b"#" * (40 << 20)), "larger than 16 MiB inflated"),
+], ids=["cut", "bomb"])
+def test_proc_config_gz_is_inflated_within_bounds_and_a_cut_is_said(tmp_path, make, note):
+    from test_snapshot import make_snapshot
+    from vfio_certify.facts import read_host_facts
+    from vfio_certify.snapshot import Snapshot
+
+    config = ("\n".join(f"CONFIG_OPTION_{i}=y" for i in range(3000)) + "\n" + GOOD_CONFIG).encode()
+    facts = read_host_facts(Snapshot(make_snapshot(tmp_path, {"root/proc/config.gz": make(config)})))
+    assert any(note in n for n in facts.notes), facts.notes
+    assert facts.kernel_config is not None and facts.kernel_config.truncated
+    assert len(facts.kernel_config.options) > 2500  # what came before the cut (or the cap) is read

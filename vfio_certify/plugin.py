@@ -92,6 +92,10 @@ class CertifySession:
             facts = read_host_facts(snap)
         except (CollectError, BundleError, SnapshotError) as exc:
             return Collected(error=str(exc), seconds=time.monotonic() - begin)
+        except Exception as exc:  # noqa: BLE001 -- a bug, reported as this host's result, never a traceback
+            detail = " ".join(str(exc).split())[:300]
+            return Collected(error=f"reading it failed ({type(exc).__name__}{': ' + detail if detail else ''}): "
+                                   "a bug in vfio-certify, please report it", seconds=time.monotonic() - begin)
         return Collected(facts=facts, seconds=time.monotonic() - begin)
 
     def host_result(self, name: str, source: str) -> HostResult:
@@ -379,7 +383,9 @@ def _describe(result: CheckResult) -> str:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
-    if call.when != "call":
+    # A check's result is recorded from its call; a check whose set-up raised (a fixture crashed) has no
+    # call, and is recorded from the set-up as an error: a host whose checks crash is never left out.
+    if call.when != "call" and not (call.when == "setup" and report.failed):
         return
     callspec = getattr(item, "callspec", None)
     target: Optional[CertifyTarget] = callspec.params.get("certify_target") if callspec else None
@@ -389,7 +395,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if result is None:
         if not report.failed or item.get_closest_marker("check") is None:
             return
-        result = _crash_result(item, report, target)
+        result = _crash_result(item, report, call)
     result.duration_s = report.duration
     payload: dict = {"host": target.name, "source": target.source, "result": result.to_summary()}
     if item.get_closest_marker("check").args[0] == "host.reachable":
@@ -410,15 +416,20 @@ def result_of(report: pytest.TestReport) -> Optional[CheckResult]:
     return None
 
 
-def _crash_result(item: pytest.Item, report: pytest.TestReport, target: CertifyTarget) -> CheckResult:
+def _crash_result(item: pytest.Item, report: pytest.TestReport, call: pytest.CallInfo) -> CheckResult:
     """A check that raised instead of judging: an `error` naming the exception, never lost."""
     from .rules.catalog import severity_of
 
     base = item.get_closest_marker("check").args[0]
-    param = item.callspec.id.split("-", 1)[1] if "-" in item.callspec.id else ""  # type: ignore[attr-defined]
-    check_id = base + (f"[{param}]" if param else "")
-    lines = str(report.longrepr).strip().splitlines() if report.longrepr else []
-    message = lines[-1][:300] if lines else "the check raised"
+    params = [getattr(v, "key", v) for k, v in item.callspec.params.items()  # type: ignore[attr-defined]
+              if k != "certify_target"]
+    check_id = base + (f"[{'-'.join(str(p) for p in params)}]" if params else "")
+    if call.excinfo is not None:
+        detail = " ".join(str(call.excinfo.value).split())
+        message = f"{call.excinfo.typename}{': ' + detail if detail else ''}"[:300]
+    else:
+        lines = str(report.longrepr).strip().splitlines() if report.longrepr else []
+        message = lines[-1][:300] if lines else "the check raised"
     return CheckResult(check_id, Outcome.ERROR, severity_of(base), f"the check itself failed: {message}",
                        remediation="A bug in vfio-certify: please report it with the pytest output above.")
 
@@ -442,10 +453,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: Union[int, pytest.
         if certify is not None:
             certify.close()
         return
-    if not certify.hosts:
+    if not certify.hosts and certify.output is None:  # not a certification run (the project's own tests)
         certify.close()
         return
-    run = certify.run_result()
+    run = certify.run_result()  # no host judged (-k deselected every check): an empty summary, still written
     session.config.stash[RUN_KEY] = run
     if certify.baseline is not None:
         current = RunRecord(str(certify.output or "this run"), run.to_summary(), overviews_of(run))
@@ -467,17 +478,19 @@ def write_outputs(run: RunResult, output: Path, diff: Optional[RunDiff] = None) 
     from .report.html import write_certification_page, write_index_page
 
     output.mkdir(parents=True, exist_ok=True)
-    (output / "summary.json").write_text(json.dumps(run.to_summary(), indent=2, ensure_ascii=False) + "\n")
+    (output / "summary.json").write_text(json.dumps(run.to_summary(), indent=2, ensure_ascii=False) + "\n",
+                                         encoding="utf-8")
     write_overview(output / "overview.json", overviews_of(run))
     if diff is not None:
-        (output / "diff.json").write_text(json.dumps(diff.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        (output / "diff.json").write_text(json.dumps(diff.to_dict(), indent=2, ensure_ascii=False) + "\n",
+                                          encoding="utf-8")
     write_certification_page(run, output / "certification.html")
     write_index_page(run, diff, output / "index.html")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     run = config.stash.get(RUN_KEY, None)
-    if run is None:
+    if run is None or not run.hosts:
         return
     tr = terminalreporter
     tr.section("vfio-certify verdict")

@@ -51,6 +51,7 @@ MARK_EXISTS = [
     "/sys/module/kvm_intel",
     "/sys/module/kvm_amd",
     "/sys/module/vhost_net",
+    "/usr/sbin/proxmox-boot-tool",  # Proxmox VE (its /etc/kernel/cmdline is refreshed with it)
     "/sys/class/net/*/lower_*",  # VLAN, macvlan, bond and bridge uppers name their lower devices
     "/sys/bus/pci/devices/*/virtio*",  # a virtio NIC's netdev sits on virtioN, a child of its PCI function
 ]

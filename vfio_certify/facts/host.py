@@ -6,7 +6,6 @@ source that could not be read adds a line to `notes` instead of raising.
 """
 from __future__ import annotations
 
-import gzip
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -71,8 +70,10 @@ class HostFacts:
     net: Optional[dict[str, NetInterface]] = None
     routes: Optional[list[str]] = None  # `ip -o route` and `ip -o -6 route` lines
     addresses: Optional[dict[str, list[str]]] = None  # interface -> its IPv4/IPv6 addresses (`ip -o addr`)
+    proxmox_boot_tool: bool = False  # /usr/sbin/proxmox-boot-tool exists
     ssh_session_address: str = ""  # this host's address of the SSH session the collection ran over
     notes: list[str] = field(default_factory=list)  # sources that could not be read, and why
+    read_errors: list[str] = field(default_factory=list)  # readers that raised: "read_pci: TypeError: ..."
 
     @property
     def kernel_version(self) -> Optional[tuple[int, int, int]]:
@@ -119,7 +120,9 @@ class HostFacts:
 
     @property
     def is_proxmox(self) -> bool:
-        return self.kernel_release.endswith("-pve") or any(b.source == "/etc/kernel/cmdline" for b in self.boot_configs)
+        """A Proxmox VE kernel or its boot tool; not /etc/kernel/cmdline alone (kernel-install and
+        systemd-boot on Fedora, RHEL, Arch and Debian use that file too)."""
+        return self.kernel_release.endswith("-pve") or self.proxmox_boot_tool
 
     def pci_device(self, address: str) -> Optional[PciDevice]:
         return (self.pci or {}).get(address)
@@ -138,18 +141,22 @@ def _read_kernel_config(snap: Snapshot, facts: HostFacts) -> None:
             return
     data = snap.read_bytes("/proc/config.gz")
     if data is not None:
+        # Inflate at most _MAX_CONFIG_BYTES (a hostile bundle may carry a gzip bomb); a cut stream
+        # still yields what was written before the cut, and the config then counts as cut short.
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
-            raw = gzip.decompress(data)[:_MAX_CONFIG_BYTES]
-        except (OSError, EOFError, zlib.error) as exc:
-            try:  # a cut gzip stream still yields what was written before the cut
-                raw = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data, _MAX_CONFIG_BYTES)
-            except zlib.error:
-                raw = b""
-            facts.notes.append(f"/proc/config.gz: damaged gzip ({exc}); read {len(raw)} bytes of it")
-            if not raw:
-                facts.kernel_config_state = PathState.NOT_COLLECTED
-                return
+            raw = inflater.decompress(data, _MAX_CONFIG_BYTES)
+            problem = "" if inflater.eof else (
+                "larger than 16 MiB inflated" if inflater.unconsumed_tail else "the gzip stream is cut short")
+        except zlib.error as exc:
+            raw, problem = b"", f"damaged gzip ({exc})"
+        if problem:
+            facts.notes.append(f"/proc/config.gz: {problem}; read {len(raw)} bytes of it")
+        if not raw:
+            facts.kernel_config_state = PathState.NOT_COLLECTED
+            return
         facts.kernel_config = parse_kernel_config(decode(raw), "/proc/config.gz")
+        facts.kernel_config.truncated = facts.kernel_config.truncated or bool(problem)
         facts.kernel_config_state = PathState.PRESENT
         return
     boot = snap.state(candidates[0]) if candidates else snap.state("/boot/config")
@@ -287,28 +294,26 @@ def parse_ip_addr(text: str) -> dict[str, list[str]]:
     return addresses
 
 
-def read_host_facts(snap: Snapshot) -> HostFacts:
-    facts = HostFacts(
-        hostname=snap.hostname,
-        kernel_release=snap.kernel_release,
-        collected_at=str(snap.meta.get("collected_at") or ""),
-    )
-    facts.notes.extend(str(n) for n in snap.meta.get("collector_notes", []) or [])
-
+def _read_identity(snap: Snapshot, facts: HostFacts) -> None:
+    notes = snap.meta.get("collector_notes", [])
+    facts.notes.extend(str(n) for n in (notes if isinstance(notes, list) else [notes]))
     text = snap.read_text("/etc/os-release")
     facts.os = parse_os_release(text) if text is not None else None
     text = snap.read_text("/proc/cpuinfo")
     facts.cpu = parse_cpuinfo(text) if text is not None else None
     facts.kvm_device = snap.state("/dev/kvm")
     facts.vfio_container = snap.state("/dev/vfio/vfio")
+    facts.proxmox_boot_tool = snap.exists("/usr/sbin/proxmox-boot-tool")
 
-    _read_kernel_config(snap, facts)
 
+def _read_cmdline(snap: Snapshot, facts: HostFacts) -> None:
     text = snap.read_text("/proc/cmdline")
     if text is not None:
         facts.cmdline_text = text.strip()
         facts.cmdline = parse_cmdline(text)
 
+
+def _read_boot_configs(snap: Snapshot, facts: HostFacts) -> None:
     for path, parser in (("/etc/default/grub", parse_default_grub), ("/etc/kernel/cmdline", parse_kernel_cmdline_file)):
         text = snap.read_text(path)
         if text is not None:
@@ -317,6 +322,8 @@ def read_host_facts(snap: Snapshot) -> HostFacts:
     if grubby is not None and grubby.ok and grubby.stdout.strip():
         facts.boot_configs.append(parse_grubby_info(grubby.stdout))
 
+
+def _read_dmesg(snap: Snapshot, facts: HostFacts) -> None:
     dmesg = snap.command("dmesg")
     if dmesg is not None:
         if dmesg.ok or dmesg.stdout.strip():
@@ -325,17 +332,37 @@ def read_host_facts(snap: Snapshot) -> HostFacts:
             reason = dmesg.stderr.strip().splitlines()[-1] if dmesg.stderr.strip() else "no message"
             facts.notes.append(f"dmesg exited {dmesg.rc}: {reason}")
 
+
+def _read_firmware(snap: Snapshot, facts: HostFacts) -> None:
     if snap.listdir("/sys/firmware/acpi/tables") is not None:
         facts.acpi_tables = {t: snap.exists(f"/sys/firmware/acpi/tables/{t}") for t in ("DMAR", "IVRS")}
     facts.iommu_units = snap.listdir("/sys/class/iommu")
 
-    _read_pci(snap, facts)
-    _read_groups(snap, facts)
-    _read_usb(snap, facts)
-    _read_modules(snap, facts)
-    _read_net(snap, facts)
 
+def _read_interrupts(snap: Snapshot, facts: HostFacts) -> None:
     text = snap.read_text("/proc/interrupts")
     facts.interrupts = parse_interrupts(text) if text is not None else None
     facts.allow_unsafe_interrupts = snap.read_value("/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts")
+
+
+# In order: _net_device needs the PCI devices. Each reader fills its own fields.
+_READERS = (_read_identity, _read_kernel_config, _read_cmdline, _read_boot_configs, _read_dmesg, _read_firmware,
+            _read_pci, _read_groups, _read_usb, _read_modules, _read_net, _read_interrupts)
+
+
+def read_host_facts(snap: Snapshot) -> HostFacts:
+    """Every reader runs; one that raises (a bug: parsers must not) leaves its facts unread and says so in
+    `read_errors`, which fails host.reachable: the host is judged on the rest, and never certified."""
+    facts = HostFacts(
+        hostname=snap.hostname,
+        kernel_release=snap.kernel_release,
+        collected_at=str(snap.meta.get("collected_at") or ""),
+    )
+    for reader in _READERS:
+        try:
+            reader(snap, facts)
+        except Exception as exc:  # noqa: BLE001 -- reported, never lost
+            detail = " ".join(str(exc).split())[:200]
+            facts.read_errors.append(f"{reader.__name__.lstrip('_')}: {type(exc).__name__}"
+                                     + (f": {detail}" if detail else ""))
     return facts
