@@ -139,7 +139,7 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
         "-o", "junit_family=xunit2", "-o", "junit_suite_name=vfio-certify",
     ]
     if args.host:
-        argv.append("--hosts=" + ",".join(h if "://" in h else f"ssh://{h}" for h in args.host))
+        argv.append("--hosts=" + ",".join(args.host))  # as given: reports and waivers name hosts so
     for name, flag in (("ssh_config", "--ssh-config"), ("ssh_identity_file", "--ssh-identity-file"),
                        ("ssh_extra_args", "--ssh-extra-args"), ("ansible_inventory", "--ansible-inventory")):
         value = getattr(args, name)
@@ -192,7 +192,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 def exit_status_from_summary(summary_path: Path) -> Optional[int]:
     try:
-        summary = json.loads(summary_path.read_text())
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     verdicts = {h.get("verdict") for h in summary.get("hosts", [])}
@@ -237,7 +237,7 @@ def run_certify(argv: list[str]) -> int:
 
 def _regressed(diff_path: Path) -> bool:
     try:
-        return bool(json.loads(diff_path.read_text()).get("regression"))
+        return bool(json.loads(diff_path.read_text(encoding="utf-8")).get("regression"))
     except (OSError, ValueError):
         return True  # a baseline was asked for and no diff came out: do not report success
 

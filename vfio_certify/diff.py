@@ -59,7 +59,8 @@ def load_run(path: str | Path) -> RunRecord:
 
 
 def write_overview(path: Path, overviews: dict[str, dict]) -> None:
-    path.write_text(json.dumps({"format": OVERVIEW_FORMAT, "hosts": overviews}, indent=2, ensure_ascii=False) + "\n")
+    path.write_text(json.dumps({"format": OVERVIEW_FORMAT, "hosts": overviews}, indent=2, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
 
 
 @dataclass

@@ -116,7 +116,8 @@ def apply_waivers(result: CheckResult, host: str, waivers: list[Waiver], today: 
     if live is not None:
         result.waiver = {"reason": live.reason, "owner": live.owner, "expires": live.expires.isoformat(),
                          "was": result.outcome.value}
-        result.message = f"waived ({live.reason}; owner {live.owner}, until {live.expires}): {result.message}"
+        reason = " ".join(live.reason.split())  # a multi-line TOML reason: the message stays one line
+        result.message = f"waived ({reason}; owner {live.owner}, until {live.expires}): {result.message}"
         result.outcome = Outcome.WAIVED
         return result
     if matching:
