@@ -86,3 +86,11 @@ def test_cli_waives_this_machines_failures_and_rejects_a_bad_file_before_running
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip() == f"vfio-certify: {bad}:1: waiver lacks reason, owner, expires"
     assert not (tmp_path / "o2").exists()
+
+
+def test_a_multi_line_reason_keeps_the_message_on_one_line():
+    waivers = parse_waivers('[[waiver]]\ncheck = "iommu.*"\nreason = """GPU and audio\ngo together"""\n'
+                            'owner = "virt@example.com"\nexpires = 2099-12-31\n')
+    result = apply_waivers(failed(), "kvm1", waivers, today=dt.date(2026, 11, 25))
+    assert result.outcome is Outcome.WAIVED and "\n" not in result.message
+    assert "GPU and audio go together" in result.message and "\n" in result.waiver["reason"]
