@@ -23,8 +23,11 @@ def cmdline_result(text, **changes):
 
 # -- kernel.cmdline: semantics, not substrings -------------------------------------------------
 
+IOMMU_NOT_RUNNING = dict(iommu_units=[], iommu_groups={})  # what a 5.14 host booted without intel_iommu=on shows
+
+
 def test_intel_before_6_8_without_default_on_needs_intel_iommu_on():
-    r = cmdline_result("BOOT_IMAGE=/vmlinuz ro")
+    r = cmdline_result("BOOT_IMAGE=/vmlinuz ro", **IOMMU_NOT_RUNNING)
     assert r.outcome is Outcome.FAILED and "intel_iommu=on is missing" in r.message
     assert 'grubby --update-kernel=ALL --args="intel_iommu=on"' in r.remediation  # RHEL family
 
@@ -79,7 +82,7 @@ def test_iommu_off_and_acs_override_fail():
 
 def test_reboot_pending_when_grub_has_what_the_running_kernel_lacks():
     grub = parse_default_grub('GRUB_CMDLINE_LINUX="rhgb quiet intel_iommu=on"\n')
-    r = cmdline_result("BOOT_IMAGE=/vmlinuz ro rhgb quiet", boot_configs=[grub])
+    r = cmdline_result("BOOT_IMAGE=/vmlinuz ro rhgb quiet", boot_configs=[grub], **IOMMU_NOT_RUNNING)
     assert r.outcome is Outcome.FAILED
     assert "reboot pending: /etc/default/grub has intel_iommu=on but the running kernel booted without it" in r.message
 
@@ -123,7 +126,9 @@ def test_iommu_off_because_firmware_has_no_table():
 
 
 def test_iommu_judged_from_dmesg_only_says_so():
-    r = iommu.enabled(intel_host(iommu_units=None, iommu_groups=None))
+    dmesg = parse_dmesg("[    0.46] DMAR: Intel(R) Virtualization Technology for Directed I/O\n"
+                        "[    0.47] pci 0000:00:00.0: Adding to iommu group 0\n")
+    r = iommu.enabled(intel_host(iommu_units=None, iommu_groups=None, dmesg=dmesg))
     assert r.outcome is Outcome.PASSED and "dmesg only" in r.message
 
 
@@ -317,3 +322,16 @@ def test_proc_config_gz_is_inflated_within_bounds_and_a_cut_is_said(tmp_path, ma
     assert any(note in n for n in facts.notes), facts.notes
     assert facts.kernel_config is not None and facts.kernel_config.truncated
     assert len(facts.kernel_config.options) > 2500  # what came before the cut (or the cap) is read
+
+
+def test_irq_remapping_reads_intremap_as_the_kernel_does():
+    """setup_irqremap walks comma-separated options (intremap=off,nopost disables); a bare intremap is
+    refused by the kernel, not 'off'."""
+    no_ir = dict(interrupts=parse_interrupts(" 24: 0 PCI-MSI 512000-edge ahci\n"), dmesg=parse_dmesg(""))
+    r = iommu.irq_remapping(intel_host(cmdline="intel_iommu=on intremap=off,nopost", **no_ir))
+    assert r.outcome is Outcome.FAILED and "disabled by intremap=off,nopost" in r.message
+    assert '--remove-args="intremap=off,nopost"' in r.remediation
+    r = iommu.irq_remapping(intel_host(cmdline="intel_iommu=on intremap", **no_ir))
+    assert r.outcome is Outcome.FAILED and "disabled by" not in r.message
+    r = iommu.irq_remapping(intel_host(cmdline="intel_iommu=on vfio_iommu_type1.allow_unsafe_interrupts=off"))
+    assert r.outcome is Outcome.PASSED, r.message

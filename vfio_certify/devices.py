@@ -17,7 +17,7 @@ class DeviceSpecError(ValueError):
 @dataclass(frozen=True)
 class DeviceSpec:
     kind: str  # "pci" or "usb"
-    key: str  # the normalized form used in check ids: 0000:07:00.1, 004.002, 152d:9561
+    key: str  # the normalized form used in check ids: 0000:07:00.1, 10000:e1:00.0, 004.002, 152d:9561
     given: str  # as typed
 
     @property
@@ -48,7 +48,7 @@ def parse_device(text: str) -> DeviceSpec:
     if match:
         return DeviceSpec("usb", given.lower(), given)
     raise DeviceSpecError(
-        f"--device {given!r}: not a PCI address (0000:07:00.1 or 07:00.1), "
+        f"--device {given!r}: not a PCI address (0000:07:00.1, 07:00.1, or 10000:e1:00.0 behind Intel VMD), "
         "a USB bus.device (004.002) or a USB vendor:product (152d:9561)"
     )
 

@@ -9,35 +9,52 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-_TIMESTAMP = re.compile(r"^\s*(<\d+>)?\s*\[\s*[\d.]+\]\s*")
+# What comes before the kernel's message: a syslog priority, a syslog/journal "Nov 24 10:00:00 host kernel: "
+# (or ISO date), dmesg's "[   12.345678] " or dmesg -T's "[Tue Nov 24 10:00:00 2026] ", and journalctl -o
+# short-monotonic's "[   12.345678] host kernel: ". Patterns match from the message's first character, so a
+# device string the kernel prints mid-line (usb 1-3: Product: ..., an ATA model) is never taken as proof.
+_PREFIX = re.compile(
+    r"^\s*(?:<\d+>)?\s*"
+    r"(?:(?:[A-Z][a-z]{2} +\d{1,2} |\d{4}-\d\d-\d\dT)[\d:.,]+(?:Z|[+-]\d\d:?\d\d)? \S+ kernel: )?"
+    r"(?:\[\s*(?:[\d.]+|[A-Z][a-z]{2} [A-Z][a-z]{2} +\d{1,2} [\d:]{8} \d{4})\]\s*(?:\S+ kernel: )?)?"
+)
 MAX_EVIDENCE_CHARS = 300
 
+_PCI = r"(?:pci [0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]: )?"  # pci_info(): the device comes first
+_CMDLINE = r"(?:Kernel )?[Cc]ommand line: "
 _PATTERNS = {
-    "acpi_dmar": re.compile(r"\bACPI: DMAR 0x"),
-    "acpi_ivrs": re.compile(r"\bACPI: IVRS 0x"),
-    "dmar_iommu_enabled": re.compile(r"\bDMAR: IOMMU enabled\b"),
-    "dmar_units": re.compile(r"\bDMAR: (dmar\d+: reg_base_addr|DRHD base)"),
-    "vtd_initialized": re.compile(r"\bDMAR: Intel\(R\) Virtualization Technology for Directed I/O\b"),
+    "acpi_dmar": re.compile(r"^ACPI: DMAR 0x"),
+    "acpi_ivrs": re.compile(r"^ACPI: IVRS 0x"),
+    # intel_iommu_setup() prints it on reading intel_iommu=on, before any DMAR table is read: not proof.
+    "dmar_iommu_enabled": re.compile(r"^DMAR: IOMMU enabled\b"),
+    "dmar_units": re.compile(r"^DMAR: (dmar\d+: reg_base_addr|DRHD base)"),
+    "vtd_initialized": re.compile(r"^DMAR: Intel\(R\) Virtualization Technology for Directed I/O\b"),
     "iommu_disabled": re.compile(
-        r"\bDMAR: IOMMU disabled\b|\bDMAR: Disable(d)? (IOMMU|DMAR)\b|\bAMD-Vi: (AMD IOMMU )?disabled\b"
-        r"|\bIOMMU disabled by BIOS\b|\bDMAR: Firmware bug.*disabling\b"
+        r"^DMAR: (IOMMU disabled|Disabled? (IOMMU|DMAR)|Firmware bug.*disabling)\b"
+        rf"|^{_PCI}AMD-Vi: (AMD IOMMU |IOMMU )?disabled\b|^IOMMU disabled by BIOS\b"
     ),
-    "amd_vi": re.compile(r"\bAMD-Vi:|\bAMD IOMMUv2\b|\bperf/amd_iommu\b"),
-    "amd_vi_found": re.compile(r"\bAMD-Vi: Found IOMMU\b|\bperf/amd_iommu: Detected AMD IOMMU\b|\bAMD-Vi: IOMMU performance counters supported\b"),
+    "amd_vi": re.compile(rf"^{_PCI}AMD-Vi: |^AMD IOMMUv2\b|^perf/amd_iommu: "),
+    "amd_vi_found": re.compile(
+        rf"^{_PCI}AMD-Vi: (Found IOMMU|IOMMU performance counters supported)\b|^perf/amd_iommu: Detected AMD IOMMU\b"
+    ),
     "irq_remapping_enabled": re.compile(
-        r"\bDMAR-IR: Enabled IRQ remapping\b|\bAMD-Vi: Interrupt remapping enabled\b|\bEnabled IRQ remapping in (x2apic|xapic) mode\b"
+        rf"^(DMAR-IR: )?Enabled IRQ remapping in (x2apic|xapic) mode\b|^{_PCI}AMD-Vi: Interrupt remapping enabled\b"
     ),
     "irq_remapping_disabled": re.compile(
-        r"\b(IRQ|Interrupt) remapping (was )?disabled\b|\bintremap=off\b|\bDMAR-IR: Failed\b"
-        r"|\bNot enabling interrupt remapping\b"
+        r"^(DMAR-IR: |AMD-Vi: )?(IRQ|Interrupt) remapping (was )?disabled\b|^DMAR-IR: Failed\b"
+        rf"|^Failed to enable irq remapping\b|^(DMAR-IR: )?Not enabling interrupt remapping\b|^{_CMDLINE}.*\bintremap=off\b"
     ),
-    "unsafe_interrupts": re.compile(r"\ballow_unsafe_interrupts\b|No interrupt remapping support"),
-    "group_additions": re.compile(r"Adding to iommu group \d+|iommu: Adding device \S+ to group \d+"),
-    "default_domain": re.compile(r"\biommu: Default domain type:"),
-    "no_iommu_group": re.compile(r"no iommu_group found"),
+    "unsafe_interrupts": re.compile(
+        r"^\w+: No interrupt remapping support\b|^[\w-]+ \S+: MSI interrupts are not secure\b"
+        rf"|^{_CMDLINE}.*\ballow_unsafe_interrupts\b"
+    ),
+    "group_additions": re.compile(r"^[\w-]+ \S+: Adding to iommu group \d+$|^iommu: Adding device \S+ to group \d+$"),
+    "default_domain": re.compile(r"^iommu: Default domain type:"),
+    # QEMU's error (pasted from its stderr or a libvirt log), not the kernel's: the device has no group.
+    "no_iommu_group": re.compile(r"(^|\bqemu-system-[\w-]+: .*: )vfio \S+: no iommu_group found\b"),
 }
 # x86 prints "Command line:" first (setup_arch), then "Kernel command line:"; either may be cut.
-_COMMAND_LINE = re.compile(r"(?:^|kernel: )(?:Kernel )?[Cc]ommand line: (.*)$")  # dmesg or journalctl -k
+_COMMAND_LINE = re.compile(rf"^{_CMDLINE}(.*)$")
 
 
 @dataclass
@@ -55,8 +72,9 @@ class DmesgFacts:
         return bool(self.matches.get(name))
 
 
-def strip_timestamp(line: str) -> str:
-    return _TIMESTAMP.sub("", line, count=1)
+def strip_prefix(line: str) -> str:
+    """The kernel's message without the timestamp or syslog/journal prefix before it."""
+    return _PREFIX.sub("", line, count=1)
 
 
 def parse_dmesg(text: str, max_per_kind: int = 20) -> DmesgFacts:
@@ -66,7 +84,7 @@ def parse_dmesg(text: str, max_per_kind: int = 20) -> DmesgFacts:
         line = raw.rstrip()
         if not line:
             continue
-        body = strip_timestamp(line)
+        body = strip_prefix(line)
         evidence = line if len(line) <= MAX_EVIDENCE_CHARS else line[:MAX_EVIDENCE_CHARS] + " …"
         for kind, pattern in _PATTERNS.items():
             if pattern.search(body):

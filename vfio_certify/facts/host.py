@@ -223,7 +223,8 @@ def _read_groups(snap: Snapshot, facts: HostFacts) -> None:
         if not name.isdigit():
             continue
         members = snap.listdir(f"/sys/kernel/iommu_groups/{name}/devices") or []
-        groups[int(name)] = sorted(filter(None, (normalize_pci_address(m) for m in members)))
+        # PCI functions by address; other members (an AMD IVRS ACPI device such as AMDI0020:00) by name
+        groups[int(name)] = sorted(normalize_pci_address(m) or m for m in members)
     facts.iommu_groups = dict(sorted(groups.items()))
     for number, members in facts.iommu_groups.items():
         for address in members:

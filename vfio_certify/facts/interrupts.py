@@ -1,15 +1,16 @@
 """/proc/interrupts: interrupt chips named IR-* mean the IOMMU remaps interrupts.
 
 This holds after dmesg has rotated away: with remapping on, the IO-APIC and MSI
-chips are listed as IR-IO-APIC, IR-PCI-MSI (or IR-PCI-MSIX-...).
+chips are listed as IR-IO-APIC, IR-PCI-MSI (or IR-PCI-MSIX-...). The chip is the first word after
+the per-CPU counts: the action names at the end of a line (a renamed NIC: "IR-x") are never read as one.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 
-_IR_CHIP = re.compile(r"\bIR-[A-Za-z0-9-]+")
-_PLAIN_CHIP = re.compile(r"\b(IO-APIC|PCI-MSI(?:X)?(?:-[0-9a-fA-F:.]+)?)\b")
+_IR_CHIP = re.compile(r"IR-[A-Za-z0-9-]+")
+_PLAIN_CHIP = re.compile(r"(IO-APIC|PCI-MSI(?:X)?(?:-[0-9a-fA-F:.]+)?)\b")
 
 
 @dataclass
@@ -33,12 +34,13 @@ def _short(line: str) -> str:
 def parse_interrupts(text: str, max_evidence: int = 3) -> InterruptFacts:
     facts = InterruptFacts()
     for line in text.splitlines():
-        ir = _IR_CHIP.findall(line)
+        _, colon, rest = line.partition(":")
+        chip = next((w for w in rest.split() if not w.isdigit()), "") if colon else ""
+        ir, plain = _IR_CHIP.match(chip), _PLAIN_CHIP.match(chip)
         if ir:
-            facts.remapped_chips.update(ir)
+            facts.remapped_chips.add(ir.group(0))
             if len(facts.evidence) < max_evidence:
                 facts.evidence.append(_short(line))
-            continue
-        for chip in _PLAIN_CHIP.findall(line):
-            facts.plain_chips.add(chip)
+        elif plain:
+            facts.plain_chips.add(plain.group(1))
     return facts

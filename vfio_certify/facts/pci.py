@@ -28,17 +28,19 @@ _BASE_NAMES = {
 # Header type 1 functions: PCI-to-PCI bridges and root ports. They never get assigned
 # and do not break a group's viability.
 _BRIDGE_CLASSES = {(0x06, 0x04), (0x06, 0x09)}
-_ADDRESS = re.compile(r"^(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])$")
-_LSPCI_HEAD = re.compile(r"^((?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7])\s+(.*)$")
+# Domains are 4 hex digits, or more past 0xffff: Intel VMD puts its child devices in domain 10000 and up.
+_ADDRESS = re.compile(r"^(?:([0-9a-fA-F]{4,8}):)?([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])$")
+_LSPCI_HEAD = re.compile(r"^((?:[0-9a-fA-F]{4,8}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7])\s+(.*)$")
 
 
 def normalize_pci_address(text: str) -> Optional[str]:
-    """'07:00.1' or '0000:07:00.1' -> '0000:07:00.1'; None when it is not a PCI address."""
+    """'07:00.1' or '0000:07:00.1' -> '0000:07:00.1', '10000:e1:00.0' as is (sysfs spells the domain %04x);
+    None when it is not a PCI address."""
     match = _ADDRESS.match(text.strip())
     if not match:
         return None
     domain, bus, slot, function = match.groups()
-    return f"{(domain or '0000').lower()}:{bus.lower()}:{slot.lower()}.{function}"
+    return f"{int(domain or '0', 16):04x}:{bus.lower()}:{slot.lower()}.{function}"
 
 
 def _hex(value: Optional[str], digits: int) -> str:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from ..devices import DeviceSpec
 from ..facts import HostFacts
-from ..facts.cmdline import values_of
+from ..facts.pci import normalize_pci_address
 from ..model import CheckResult, Outcome
 from .catalog import not_collected, result
-from .kernel import intel_iommu_default_on, iommu_cmdline_fix
+from .kernel import (intel_iommu_default_on, intremap_disabled_by, iommu_cmdline_fix, iommu_off_by, iommu_switch,
+                     kstrtobool, unsafe_interrupts_by)
 from .remedy import firmware_iommu
 
 ENABLED = "iommu.enabled"
@@ -16,13 +17,24 @@ GROUP_ISOLATED = "iommu.group_isolated"
 
 # Drivers that leave a group viable for VFIO: no DMA of their own on the host side.
 VFIO_SAFE_DRIVERS = {"vfio-pci", "pci-stub", "pcieport"}
+NOT_PCI = "(not a PCI device)"
+
+
+def _vfio_safe(driver: str) -> bool:
+    """No driver, a safe one, vfio-*, or a vfio-pci-core variant (mlx5_vfio_pci, hisi_acc_vfio_pci, ...)."""
+    return (not driver or driver in VFIO_SAFE_DRIVERS or driver.startswith("vfio")
+            or driver.endswith(("_vfio_pci", "-vfio-pci")))
+
+
+def _dmesg_proof(facts: HostFacts) -> list[str]:
+    """Lines only an initialised IOMMU prints. 'DMAR: IOMMU enabled' is not one: intel_iommu_setup() prints
+    it on reading intel_iommu=on, before any DMAR table is read."""
+    d = facts.dmesg
+    return d.vtd_initialized[:1] + d.amd_vi_found[:1] + d.group_additions[:2] if d else []
 
 
 def _dmesg_support(facts: HostFacts) -> list[str]:
-    d = facts.dmesg
-    if not d:
-        return []
-    return d.dmar_iommu_enabled[:1] + d.vtd_initialized[:1] + d.amd_vi_found[:1] + d.group_additions[:2]
+    return (facts.dmesg.dmar_iommu_enabled[:1] if facts.dmesg else []) + _dmesg_proof(facts)
 
 
 def _why_off(facts: HostFacts) -> tuple[str, str]:
@@ -32,14 +44,12 @@ def _why_off(facts: HostFacts) -> tuple[str, str]:
         facts.dmesg and (facts.dmesg.acpi_dmar or facts.dmesg.acpi_ivrs)
     ):
         return "the firmware publishes no DMAR/IVRS table", firmware_iommu(facts)
-    params = facts.cmdline or []
-    for name in ("intel_iommu", "amd_iommu"):
-        if any(v.split(",")[0] == "off" for v in values_of(params, name)[-1:]):
-            return f"{name}=off on the kernel command line", iommu_cmdline_fix(facts)
-    if any(v.startswith("off") for v in values_of(params, "iommu")[-1:]):
-        return "iommu=off on the kernel command line", iommu_cmdline_fix(facts)
+    params = facts.cmdline or []  # judged as the kernel reads every occurrence (kernel.iommu_switch)
+    for offs in (iommu_switch(params, "intel_iommu")[1], iommu_switch(params, "amd_iommu")[1], iommu_off_by(params)):
+        if offs:
+            return f"{' '.join(offs)} on the kernel command line", iommu_cmdline_fix(facts)
     if facts.iommu_vendor == "intel" and not intel_iommu_default_on(facts)[0]:
-        if "on" not in ",".join(values_of(params, "intel_iommu")).split(","):
+        if iommu_switch(params, "intel_iommu")[0] is None:
             return (
                 "this kernel does not enable VT-d by default and the command line lacks intel_iommu=on",
                 iommu_cmdline_fix(facts),
@@ -67,28 +77,32 @@ def enabled(facts: HostFacts) -> CheckResult:
         return result(ENABLED, Outcome.FAILED, f"IOMMU not enabled: {why}", evidence, fix)
     # sysfs not collected: dmesg is the fallback, and says so.
     if facts.dmesg is not None:
-        if support:
+        if _dmesg_proof(facts):
             return result(ENABLED, Outcome.PASSED, "IOMMU enabled (judged from dmesg only: sysfs was not collected)", support)
         why, fix = _why_off(facts)
         return result(ENABLED, Outcome.FAILED,
                       f"IOMMU not enabled according to dmesg (sysfs was not collected): {why}",
-                      [f"dmesg ({facts.dmesg.lines_read} lines): no 'DMAR: IOMMU enabled', AMD-Vi IOMMU or group lines"], fix)
+                      [f"dmesg ({facts.dmesg.lines_read} lines): no VT-d initialisation "
+                       "('DMAR: Intel(R) Virtualization Technology for Directed I/O'), AMD-Vi IOMMU or iommu group line"]
+                      + [f"{line} (intel_iommu=on was read; not proof that VT-d initialised)"
+                         for line in facts.dmesg.dmar_iommu_enabled[:1]], fix)
     return not_collected(ENABLED, "/sys/class/iommu, /sys/kernel/iommu_groups and dmesg")
 
 
 def irq_remapping(facts: HostFacts) -> CheckResult:
     d, irqs = facts.dmesg, facts.interrupts
-    unsafe = (facts.allow_unsafe_interrupts or "").upper() in ("Y", "1")
-    cmdline_unsafe = any(p.name == "vfio_iommu_type1.allow_unsafe_interrupts" and (p.value or "1") not in ("0", "N", "n")
-                         for p in facts.cmdline or [])
+    unsafe = kstrtobool(facts.allow_unsafe_interrupts) if facts.allow_unsafe_interrupts is not None else False
+    cmdline_unsafe = bool(unsafe_interrupts_by(facts.cmdline or []))
     unsafe_note = (
         ["vfio_iommu_type1 allow_unsafe_interrupts=Y: VFIO accepts devices without remapping (MSI injection risk)"]
         if unsafe or cmdline_unsafe else []
     )
     enabled_lines = d.irq_remapping_enabled if d else []
-    if (irqs and irqs.remapping_active) or enabled_lines:
-        evidence = enabled_lines[:1] + ([f"/proc/interrupts: {', '.join(sorted(irqs.remapped_chips)[:3])}"] if irqs and irqs.remapping_active else [])
-        evidence += (irqs.evidence[:1] if irqs else []) + unsafe_note
+    # /proc/interrupts shows the chips in use now; dmesg decides only when it lists none.
+    listed = bool(irqs and (irqs.remapped_chips or irqs.plain_chips))
+    if (irqs.remapping_active if listed else enabled_lines):
+        evidence = enabled_lines[:1] + ([f"/proc/interrupts: {', '.join(sorted(irqs.remapped_chips)[:3])}"] if listed else [])
+        evidence += (irqs.evidence[:1] if listed else []) + unsafe_note
         outcome = Outcome.WARNING if unsafe_note else Outcome.PASSED
         message = "interrupt remapping enabled"
         if unsafe_note:
@@ -103,10 +117,13 @@ def irq_remapping(facts: HostFacts) -> CheckResult:
         evidence.append("/proc/interrupts: no IR- (remapped) interrupt chip"
                         + (f"; chips: {', '.join(sorted(irqs.plain_chips)[:3])}" if irqs.plain_chips else ""))
     if d is not None:
-        evidence.append(f"dmesg ({d.lines_read} lines): no 'Enabled IRQ remapping' / 'Interrupt remapping enabled'")
+        if enabled_lines:  # /proc/interrupts listed chips, none remapped: it wins
+            evidence.append(f"{enabled_lines[0]} (contradicted by /proc/interrupts: no chip is remapped now)")
+        else:
+            evidence.append(f"dmesg ({d.lines_read} lines): no 'Enabled IRQ remapping' / 'Interrupt remapping enabled'")
         evidence += d.irq_remapping_disabled[:2] + d.unsafe_interrupts[:1]
     evidence += unsafe_note
-    intremap_off = [p.raw for p in facts.cmdline or [] if p.name in ("intremap", "nointremap") and (p.value in (None, "off"))]
+    intremap_off = intremap_disabled_by(facts.cmdline or [])
     if intremap_off:
         fix = iommu_cmdline_fix(facts)
         message = f"interrupt remapping disabled by {' '.join(intremap_off)} on the kernel command line"
@@ -136,13 +153,16 @@ def _blocking_members(facts: HostFacts, group: int, named: set[str]) -> tuple[li
     for address in (facts.iommu_groups or {}).get(group, []):
         if address in named:
             continue
+        if normalize_pci_address(address) != address:  # an ACPI/platform device (AMD IVRS HID AMDI0020:00)
+            blocking.append(f"{address} {NOT_PCI}")  # VFIO cannot assign it, and a host driver may hold it
+            continue
         device = facts.pci_device(address)
         if device is None:
             blocking.append(f"{address} (not in /sys/bus/pci/devices)")
             continue
         if device.is_bridge:
             continue
-        if not device.driver or device.driver in VFIO_SAFE_DRIVERS or device.driver.startswith("vfio"):
+        if _vfio_safe(device.driver):
             idle.append(device.summary())
         else:
             blocking.append(device.summary())
@@ -175,13 +195,19 @@ def group_isolated(facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec]) 
         if member is not None:
             evidence.append(("  * " if address in named_pci else "    ") + member.summary()
                             + (" [bridge: does not count]" if member.is_bridge else ""))
+        elif normalize_pci_address(address) != address:
+            evidence.append(f"    {address} {NOT_PCI}: VFIO cannot assign it")
     acs = [p.raw for p in facts.cmdline or [] if p.name == "pcie_acs_override"]
     if acs:
         evidence.append(f"kernel command line has {acs[0]}: the groups shown are not real isolation")
     if blocking:
+        foreign = [b.split()[0] for b in blocking if b.endswith(NOT_PCI)]
         fix = (
-            f"Assign the whole group: add --device for {', '.join(b.split()[0] for b in blocking)} "
-            "(and give them all to the same VM), or move the card to a slot whose root port isolates it "
+            (f"VFIO assigns PCI devices only, so {', '.join(foreign)} keeps this group from a VM: move"
+             if foreign else
+             f"Assign the whole group: add --device for {', '.join(b.split()[0] for b in blocking)} "
+             "(and give them all to the same VM), or move")
+            + " the card to a slot whose root port isolates it "
             "(a CPU-attached slot, or a platform with ACS). pcie_acs_override is not a fix: it hides the "
             "shared DMA path without closing it."
         )

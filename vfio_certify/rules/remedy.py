@@ -1,6 +1,8 @@
 """Remediations written for the host's distro family: the commands, not a wiki link."""
 from __future__ import annotations
 
+import re
+
 from ..facts import HostFacts
 
 
@@ -21,10 +23,7 @@ def kernel_args(facts: HostFacts, add: list[str] = (), remove: list[str] = ()) -
         if remove:
             lines.append(f'grubby --update-kernel=ALL --remove-args="{remove_text}"')
         lines.append("reboot")
-        lines.append(
-            f"# or: {what} in GRUB_CMDLINE_LINUX in /etc/default/grub, then "
-            "grub2-mkconfig -o /boot/grub2/grub.cfg (BIOS) or -o /boot/efi/EFI/$(. /etc/os-release; echo $ID)/grub.cfg (UEFI)"
-        )
+        lines.append(f"# or: {what} in GRUB_CMDLINE_LINUX in /etc/default/grub, then {_rhel_grub2_mkconfig(facts)}")
         return "\n".join(lines)
     if family == "debian":
         return f"{what.capitalize()} in GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub, then:\nupdate-grub\nreboot"
@@ -34,6 +33,20 @@ def kernel_args(facts: HostFacts, add: list[str] = (), remove: list[str] = ()) -
             "grub2-mkconfig -o /boot/grub2/grub.cfg\nreboot"
         )
     return f"{what.capitalize()} on the kernel command line in the boot loader's configuration, then reboot."
+
+
+def _rhel_grub2_mkconfig(facts: HostFacts) -> str:
+    """Regenerating GRUB on this RHEL-family release. RHEL 9 and Fedora 34+ keep one /boot/grub2/grub.cfg for BIOS
+    and UEFI (the EFI grub.cfg is a stub that must not be overwritten); since RHEL 9.3 (Fedora 39) GRUB_CMDLINE_LINUX
+    reaches the BLS entries only with --update-bls-cmdline (RHEL 9.3 release notes)."""
+    numbers = tuple(int(n) for n in re.findall(r"\d+", facts.os.version_id)[:2])
+    version = numbers + (99,) if len(numbers) == 1 else numbers or (99_999,)  # "9" (CentOS Stream) is the latest 9
+    unified, bls = {"fedora": ((34,), (39,)), "amzn": ((2022,), None)}.get(facts.os.id, ((9,), (9, 3)))
+    if version < unified:
+        efi = {"rhel": "redhat", "ol": "redhat"}.get(facts.os.id, facts.os.id)
+        return f"grub2-mkconfig -o /boot/grub2/grub.cfg (BIOS) or -o /boot/efi/EFI/{efi}/grub.cfg (UEFI)"
+    flag = " --update-bls-cmdline" if bls and version >= bls else ""
+    return f"grub2-mkconfig -o /boot/grub2/grub.cfg{flag} (BIOS and UEFI alike: the grub.cfg in /boot/efi is a stub, keep it)"
 
 
 def firmware_iommu(facts: HostFacts) -> str:
