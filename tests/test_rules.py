@@ -335,3 +335,16 @@ def test_irq_remapping_reads_intremap_as_the_kernel_does():
     assert r.outcome is Outcome.FAILED and "disabled by" not in r.message
     r = iommu.irq_remapping(intel_host(cmdline="intel_iommu=on vfio_iommu_type1.allow_unsafe_interrupts=off"))
     assert r.outcome is Outcome.PASSED, r.message
+
+
+def test_iommufd_providing_the_vfio_container_needs_no_type1():
+    """Linux 6.2+ built with CONFIG_IOMMUFD_VFIO_CONTAINER=y and without CONFIG_VFIO_CONTAINER has no
+    vfio_iommu_type1: /dev/vfio/vfio is iommufd's, and assignment works."""
+    text = GOOD_CONFIG.replace("CONFIG_VFIO_IOMMU_TYPE1=m", "# CONFIG_VFIO_CONTAINER is not set\n"
+                               "CONFIG_IOMMUFD=y\nCONFIG_IOMMUFD_VFIO_CONTAINER=y")
+    facts = intel_host(kernel_config=parse_kernel_config(text, "/boot/config-6.8.0"),
+                       modules=ModuleFacts({"vfio_pci": "Live", "vfio": "Live", "iommufd": "Live"}, set(), {}, None))
+    for r in (kernel.config_option(facts, "CONFIG_VFIO_IOMMU_TYPE1"), vfio.module(facts, "vfio_iommu_type1")):
+        assert r.outcome is Outcome.PASSED and "iommufd provides the VFIO container" in r.message, r
+    plain = intel_host(kernel_config=parse_kernel_config(GOOD_CONFIG.replace("CONFIG_VFIO_IOMMU_TYPE1=m", ""), "c"))
+    assert kernel.config_option(plain, "CONFIG_VFIO_IOMMU_TYPE1").outcome is Outcome.FAILED

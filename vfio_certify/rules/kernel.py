@@ -38,8 +38,20 @@ IOMMU_PREFIXES = ["off", "force", "noforce", "biomerge", "panic", "nopanic", "me
 INTEL_DEFAULT_ON_SINCE = (6, 8)
 
 
+def iommufd_container(facts: HostFacts) -> str:
+    """The config lines saying iommufd provides /dev/vfio/vfio instead of VFIO's type1 container (6.2+:
+    CONFIG_IOMMUFD_VFIO_CONTAINER=y with CONFIG_VFIO_CONTAINER off): then no vfio_iommu_type1 is needed. '' if not."""
+    config = facts.kernel_config
+    if config is None or config.value("CONFIG_IOMMUFD_VFIO_CONTAINER") != "y" or config.value("CONFIG_VFIO_CONTAINER") == "y":
+        return ""
+    return f"{config.line('CONFIG_IOMMUFD_VFIO_CONTAINER')}, {config.line('CONFIG_VFIO_CONTAINER')}"
+
+
 def config_option(facts: HostFacts, option: str) -> CheckResult:
     check_id = f"{CONFIG}[{option}]"
+    if option == "CONFIG_VFIO_IOMMU_TYPE1" and iommufd_container(facts) and facts.kernel_config.value(option) not in ("y", "m"):
+        return result(check_id, Outcome.PASSED, "not needed: iommufd provides the VFIO container (/dev/vfio/vfio)",
+                      [iommufd_container(facts)])
     vendor_needed = _VENDOR_OPTION.get(option)
     if vendor_needed and facts.iommu_vendor and facts.iommu_vendor != vendor_needed:
         if facts.iommu_vendor_from_cpu:
