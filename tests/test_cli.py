@@ -155,3 +155,64 @@ def test_hostile_host_text_stays_inert_in_both_reports(tmp_path):
     summary = summary_of(tmp_path / "out")
     present = next(c for c in summary["hosts"][0]["checks"] if c["id"] == "device.present[0000:07:00.1]")
     assert present["outcome"] == "passed" and evil in present["message"]  # JSON carries it as data, unchanged
+
+
+def _shells():
+    import shutil
+
+    found = {"sh": shutil.which("sh"), "dash": shutil.which("dash"), "busybox": shutil.which("busybox")}
+    return [pytest.param(name, id=name, marks=pytest.mark.skipif(not path, reason=f"no {name} here"))
+            for name, path in found.items()]
+
+
+@pytest.mark.parametrize("shell", _shells())
+def test_the_script_alone_writes_meta_json_with_the_absence_convention(tmp_path, shell):
+    """`vfio-certify script` + `sh collect.sh FILE` (the Ansible path): no controller completes the
+    bundle, so the script's own meta.json must carry the format, the convention and the host's clock."""
+    import os
+    import re
+
+    from vfio_certify.snapshot import Snapshot, unpack_bundle
+    from vfio_certify.snapshot.reader import PathState
+
+    script = tmp_path / "collect.sh"
+    script.write_text(certify("script").stdout)
+    argv = ["busybox", "sh"] if shell == "busybox" else [shell]
+    proc = subprocess.run([*argv, str(script), str(tmp_path / "b.tar.gz")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    snap = Snapshot(unpack_bundle(tmp_path / "b.tar.gz", tmp_path / "out"))
+    meta = json.loads((snap.path / "meta.json").read_text())
+    assert meta["format"] == "host-snapshot/1" and meta["absence"] == "parent-folder"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", meta["collected_at"]), meta
+    assert set(meta) <= {"format", "absence", "collected_at", "hostname", "kernel_release"}
+    assert meta.get("kernel_release", os.uname().release) == os.uname().release
+    assert snap.meta_problem is None and snap.kernel_release == os.uname().release
+    assert snap.state("/dev/vfio-certify-no-such-node") is PathState.ABSENT  # /dev was probed
+    assert snap.state("/no-such-folder/x") is PathState.NOT_COLLECTED
+
+
+def test_the_controller_merges_into_the_scripts_meta_json(tmp_path):
+    from vfio_certify.collect.runner import _write_meta
+
+    evil = '<b>"kvm"\\</b>'
+    (tmp_path / "commands").mkdir()
+    (tmp_path / "commands" / "uname_-n").write_text(evil + "\n")
+    (tmp_path / "commands" / "uname_-r").write_text("6.1.0-9-amd64\n")
+    (tmp_path / "notes").write_text("unreadable: /etc/modprobe.d/x.conf\n")
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "target").write_text("host file")
+    (tmp_path / "meta.json").symlink_to("root/target")  # a link the host sent is replaced, not written through
+    _write_meta(tmp_path)
+    assert (tmp_path / "root" / "target").read_text() == "host file"
+    # this side sent the script, so its convention holds even when the host's meta.json was lost or forged
+    assert json.loads((tmp_path / "meta.json").read_text())["absence"] == "parent-folder"
+    (tmp_path / "meta.json").write_text(json.dumps(
+        {"format": "host-snapshot/1", "absence": "parent-folder", "collected_at": "2001-02-03T04:05:06Z"}))
+    (tmp_path / "notes").write_text("unreadable: /etc/modprobe.d/x.conf\n")
+    _write_meta(tmp_path)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta == {"format": "host-snapshot/1", "absence": "parent-folder", "collected_at": "2001-02-03T04:05:06Z",
+                    "hostname": evil, "kernel_release": "6.1.0-9-amd64",
+                    "collector_notes": ["unreadable: /etc/modprobe.d/x.conf"]}
+    assert not (tmp_path / "notes").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -51,7 +52,7 @@ def make_snapshot(dest: Path, *, hostname: str, release: str, cmdline: str, dmes
                   driver: str, group: str, commands: dict | None = None) -> Path:
     """A small snapshot folder (specs/snapshot.md layout) with one assignable GPU."""
     _write(dest / "meta.json", json.dumps({
-        "format": "host-snapshot/1", "hostname": hostname,
+        "format": "host-snapshot/1", "absence": "parent-folder", "hostname": hostname,
         "collected_at": "2026-11-24T10:00:00Z", "kernel_release": release}))
     root = dest / "root"
     _write(root / "proc/cmdline", cmdline + "\n")
@@ -135,6 +136,9 @@ def test_fleet_collects_each_host_and_stops_clean(tmp_path, two_snapshots):
             assert got["kernel_release"] == release
             assert got["hostname"] == meta["hostname"]
             assert got["kernel_release"] != os.uname().release  # not this machine's kernel
+            # Written by the script on the host, kept by the controller's merge.
+            assert got["format"] == "host-snapshot/1" and got["absence"] == "parent-folder"
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", got["collected_at"]), got
             for rel in ("root/proc/cmdline", "root/proc/cpuinfo", "root/etc/default/grub",
                         f"root/boot/config-{release}",  # found via $KREL = the fake uname -r
                         f"root/lib/modules/{release}/modules.builtin",
@@ -238,7 +242,8 @@ def test_denied_silent_slow_and_busybox_hosts(tmp_path, two_snapshots):
         collect("kvm-ash")
         assert (tmp_path / "kvm-ash/root/proc/cmdline").read_bytes() == \
             (beta / "root/proc/cmdline").read_bytes()
-        assert json.loads((tmp_path / "kvm-ash/meta.json").read_text())["hostname"] == "ash-host"
+        ash_meta = json.loads((tmp_path / "kvm-ash/meta.json").read_text())
+        assert ash_meta["hostname"] == "ash-host" and ash_meta["absence"] == "parent-folder"
 
 
 def test_ssh_config_by_name_and_ansible_inventory(two_snapshots):
@@ -323,7 +328,7 @@ def test_fixture_hosts_round_trip(tmp_path):
                         problems.append(f"commands/{path.name}: not replayed")
             meta = json.loads((host / "meta.json").read_text())
             got_meta = json.loads((dest / "meta.json").read_text())
-            for key in ("hostname", "kernel_release"):
+            for key in ("hostname", "kernel_release", "absence"):
                 if meta.get(key) and got_meta.get(key) != meta[key]:
                     problems.append(f"meta.json {key}: {got_meta.get(key)!r} != {meta[key]!r}")
             assert not problems, f"{host.name}:\n" + "\n".join(problems)

@@ -9,6 +9,9 @@ import pytest
 from vfio_certify.snapshot import BundleError, Snapshot, SnapshotError, pack_bundle, unpack_bundle
 from vfio_certify.snapshot.reader import PathState
 
+# meta.json of a snapshot made by our collector: a missing path in a collected folder is absent.
+COLLECTOR_META = {"format": "host-snapshot/1", "absence": "parent-folder"}
+
 
 def make_snapshot(root, files=None, links=None, meta=None):
     for rel, data in (files or {}).items():
@@ -25,11 +28,44 @@ def make_snapshot(root, files=None, links=None, meta=None):
 
 
 def test_absent_versus_not_collected(tmp_path):
-    snap = Snapshot(make_snapshot(tmp_path, {"root/dev/vfio/vfio": "", "root/proc/cmdline": "ro\r\n"}))
+    snap = Snapshot(make_snapshot(tmp_path, {"root/dev/vfio/vfio": "", "root/proc/cmdline": "ro\r\n"},
+                                  meta=COLLECTOR_META))
     assert snap.state("/dev/vfio/vfio") is PathState.PRESENT
     assert snap.state("/dev/kvm") is PathState.ABSENT  # /dev was collected, kvm was not in it
     assert snap.state("/sys/firmware/acpi/tables/DMAR") is PathState.NOT_COLLECTED
     assert snap.read_text("/proc/cmdline") == "ro\n"  # CRLF folded
+    assert snap.meta_problem is None
+
+
+@pytest.mark.parametrize("meta", [None, {"format": "host-snapshot/1", "hostname": "kvm"}], ids=["no-meta", "no-field"])
+def test_without_the_absence_field_missing_is_not_collected(tmp_path, meta):
+    """The spec: every part is optional, what is missing was not collected, never false."""
+    snap = Snapshot(make_snapshot(tmp_path, {"root/dev/vfio/vfio": ""}, meta=meta))
+    assert snap.state("/dev/vfio/vfio") is PathState.PRESENT
+    assert snap.state("/dev/kvm") is PathState.NOT_COLLECTED
+    assert snap.meta_problem is None
+
+
+@pytest.mark.parametrize("meta, outcome, state", [
+    ({"format": "host-snapshot/1"}, "skipped", PathState.NOT_COLLECTED),
+    (COLLECTOR_META, "failed", PathState.ABSENT),
+], ids=["hand-made", "collector"])
+def test_kvm_device_is_judged_absent_only_when_the_snapshot_says_so(tmp_path, meta, outcome, state):
+    from vfio_certify.facts import read_host_facts
+    from vfio_certify.rules import kvm
+
+    snap = Snapshot(make_snapshot(tmp_path, {"root/dev/vfio/vfio": "", "root/proc/cpuinfo": "flags\t: vmx\n"},
+                                  meta=meta))
+    facts = read_host_facts(snap)
+    assert facts.kvm_device is state
+    assert kvm.device(facts).outcome.value == outcome
+
+
+def test_an_unknown_absence_convention_is_not_guessed(tmp_path):
+    snap = Snapshot(make_snapshot(tmp_path, {"root/dev/vfio/vfio": ""},
+                                  meta={"format": "host-snapshot/1", "absence": "whatever-we-felt-like"}))
+    assert snap.state("/dev/kvm") is PathState.NOT_COLLECTED
+    assert "unknown absence convention" in snap.meta_problem and "\n" not in snap.meta_problem
 
 
 def test_links_are_named_never_followed(tmp_path):
@@ -69,10 +105,38 @@ def test_newer_format_is_refused_with_a_clear_message(tmp_path):
         Snapshot(tmp_path)
 
 
-def test_meta_that_is_not_json_is_refused(tmp_path):
-    (tmp_path / "meta.json").write_bytes(b"\xff{")
-    with pytest.raises(SnapshotError, match="not valid JSON"):
+def test_newer_format_behind_a_bom_and_crlf_is_still_refused(tmp_path):
+    (tmp_path / "meta.json").write_bytes(b'\xef\xbb\xbf{"format": "host-snapshot/2"}\r\n')
+    with pytest.raises(SnapshotError, match="newer than this vfio-certify reads"):
         Snapshot(tmp_path)
+
+
+def test_a_bom_and_crlf_in_meta_are_read_through(tmp_path):
+    (tmp_path / "meta.json").write_bytes(b'\xef\xbb\xbf{"format": "host-snapshot/1",\r\n "absence": "parent-folder",'
+                                         b' "hostname": "kvm"}\r\n')
+    make_snapshot(tmp_path, {"root/dev/vfio/vfio": ""})
+    snap = Snapshot(tmp_path)
+    assert snap.meta_problem is None and snap.hostname == "kvm"
+    assert snap.state("/dev/kvm") is PathState.ABSENT
+
+
+@pytest.mark.parametrize("data, why", [
+    (b'{"format": "host-snapshot/1", "absence": "parent-folder", "hostn', "not valid JSON"),  # cut short
+    (b"\xff{", "not valid JSON"),
+    (b"", "is empty"),
+    (b"\xef\xbb\xbf \r\n", "is empty"),
+    (b'["host-snapshot/1"]', "not a JSON object"),
+    (b"[" * 100000, "not valid JSON"),
+], ids=["truncated", "invalid-utf8", "empty", "bom-only", "not-an-object", "deeply-nested"])
+def test_meta_that_cannot_be_parsed_is_judged_without_the_absence_convention(tmp_path, data, why):
+    make_snapshot(tmp_path, {"root/dev/vfio/vfio": "", "commands/uname_-n": "kvm7\n", "commands/uname_-r": "6.1.0\n"})
+    (tmp_path / "meta.json").write_bytes(data)
+    snap = Snapshot(tmp_path)  # the host is judged, not reported unreachable
+    assert why in snap.meta_problem and "\n" not in snap.meta_problem, snap.meta_problem
+    assert "not collected" in snap.meta_problem
+    assert snap.state("/dev/vfio/vfio") is PathState.PRESENT
+    assert snap.state("/dev/kvm") is PathState.NOT_COLLECTED  # nothing judged absent on a guess
+    assert snap.hostname == "kvm7" and snap.kernel_release == "6.1.0"  # from the recorded uname
 
 
 def _tar_with(tmp_path, member, data: bytes = b"") -> str:
@@ -135,3 +199,17 @@ def test_garbage_file_is_not_a_bundle_and_says_so_in_one_line(tmp_path, data):
     with pytest.raises(BundleError, match="not a readable") as raised:
         unpack_bundle(path, tmp_path / "out")
     assert "\n" not in str(raised.value) and str(path) in str(raised.value), str(raised.value)
+
+
+@pytest.mark.parametrize("where", ["meta", "notes file"])
+def test_a_file_the_collector_could_not_read_is_not_collected_never_absent(tmp_path, where):
+    """The script notes `unreadable: PATH` (a non-root user, a file mode 0400) and leaves the parent folder:
+    that path must not count as absent on the host. The notes travel in meta.json (vfio-certify collect) or
+    in the script's own notes file (a bundle made by `sh collect.sh FILE`)."""
+    note = "unreadable: /boot/config-6.1.0-57-amd64"
+    meta = dict(COLLECTOR_META, **({"collector_notes": [note]} if where == "meta" else {}))
+    files = {"root/boot/System.map-6.1.0-57-amd64": "", **({"notes": note + "\n"} if where == "notes file" else {})}
+    snap = Snapshot(make_snapshot(tmp_path, files, meta=meta))
+    assert snap.state("/boot/config-6.1.0-57-amd64") is PathState.NOT_COLLECTED
+    assert snap.state("/boot/vmlinuz-6.1.0-57-amd64") is PathState.ABSENT
+    assert snap.notes == [note]

@@ -2,8 +2,10 @@
 
 The target is a testinfra host (local://, ssh://, ansible://, ...). Exactly one
 `host.run` is made per collection: the rendered script. Its output is unpacked with
-the same safety checks as a customer bundle, and meta.json is written on this side
-(never built by the remote shell), so hostile host text cannot shape it.
+the same safety checks as a customer bundle. The script writes meta.json on the host
+(format, the absence convention, the host's clock; see script.py); it is then completed
+on this side (`_write_meta`): hostname and kernel release from the recorded uname output
+and the collector's notes are JSON-encoded here, so hostile host text cannot shape it.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import binascii
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..snapshot import FORMAT, BundleError, Snapshot, unpack_bundle
-from ..snapshot.reader import decode
+from ..snapshot.reader import ABSENCE_PARENT_FOLDER, decode
 from .script import BEGIN_MARK, END_MARK, render_script
 
 # Options that keep one dead or hung host from stalling a run; a user's
@@ -188,7 +191,22 @@ def collect_snapshot(target: Target, dest: os.PathLike | str) -> Snapshot:
     return Snapshot(dest)
 
 
+def _host_meta(dest: Path) -> dict:
+    """The meta.json the script wrote on the host, {} when it is missing or unusable."""
+    path = dest / "meta.json"
+    if not path.is_file() or path.is_symlink():
+        return {}
+    try:
+        meta = json.loads(decode(path.read_bytes()).lstrip("\ufeff"))
+    except (ValueError, RecursionError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def _write_meta(dest: Path) -> None:
+    """Merge into the script's meta.json: what the host wrote stays (absence, collected_at
+    from the host's clock); format is ours, hostname and kernel_release come from the
+    recorded uname output, the collector's notes are added."""
     def first_line(name: str) -> str:
         path = dest / "commands" / name
         if path.is_file() and not path.is_symlink():
@@ -196,14 +214,20 @@ def _write_meta(dest: Path) -> None:
             return text.splitlines()[0] if text else ""
         return ""
 
-    meta = {
-        "format": FORMAT,
-        "hostname": first_line("uname_-n"),
-        "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "kernel_release": first_line("uname_-r"),
-    }
+    meta = _host_meta(dest)
+    meta["format"] = FORMAT
+    meta["absence"] = ABSENCE_PARENT_FOLDER  # this side sent the script: it probes by that convention
+    for key, command in (("hostname", "uname_-n"), ("kernel_release", "uname_-r")):
+        meta[key] = first_line(command) or str(meta.get(key) or "")
+    if not isinstance(meta.get("collected_at"), str) or not meta["collected_at"]:
+        meta["collected_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     notes_path = dest / "notes"
     if notes_path.is_file():
         meta["collector_notes"] = decode(notes_path.read_bytes()).splitlines()[:50]
         notes_path.unlink()
-    (dest / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    meta_path = dest / "meta.json"
+    if meta_path.is_symlink() or meta_path.is_file():
+        meta_path.unlink()  # never written through a link the host sent
+    elif meta_path.is_dir():
+        shutil.rmtree(meta_path)
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")

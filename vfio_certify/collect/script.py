@@ -3,12 +3,20 @@
 The script only reads the host. It builds the snapshot in a private temporary folder
 (removed on exit), then prints it as base64 of a .tar.gz between two marker lines, so
 that whatever a login shell prints around it is ignored; run as `sh collect.sh FILE`
-(as the Ansible playbook does) it writes the .tar.gz bundle to FILE instead. It runs unchanged under
+it writes the .tar.gz bundle to FILE instead. It runs unchanged under
 dash, bash and busybox sh: no bashisms, only cat, mkdir, ln, readlink, tar, gzip,
-base64, and `timeout` when the host has it.
+base64, uname, and `timeout` and `date` when the host has them.
+
+The snapshot's meta.json is written by the script too, so every bundle has one (also
+those made without vfio-certify on the controller): the format, `"absence":
+"parent-folder"` (the script makes the parent folder of every path it probes, see
+`vc_folder`, `vc_copy`, `vc_mark`, `vc_link`, `vc_attrs`), `collected_at` from the
+host's clock, and hostname and kernel release only when they are made of characters that
+need no JSON escaping (otherwise readers fall back to commands/uname_-n and uname_-r).
 """
 from __future__ import annotations
 
+from ..snapshot.reader import ABSENCE_PARENT_FOLDER, FORMAT
 from . import spec
 
 BEGIN_MARK = "--- vfio-certify snapshot begin ---"
@@ -27,6 +35,14 @@ R=$T/root
 C=$T/commands
 mkdir -p "$R" "$C"
 KREL=$(uname -r)
+# meta.json: only values checked against a charset that needs no JSON escaping go in.
+_m='{"format": "@FORMAT@", "absence": "@ABSENCE@"'
+_v=; if command -v date >/dev/null 2>&1; then _v=$(date -u +%Y-%m-%dT%H:%M:%SZ 2>/dev/null); fi
+case "$_v" in ''|*[!0-9TZ:-]*) ;; *) _m="$_m, \"collected_at\": \"$_v\"" ;; esac
+_v=$(uname -n 2>/dev/null)
+case "$_v" in ''|*[!A-Za-z0-9._-]*) ;; *) _m="$_m, \"hostname\": \"$_v\"" ;; esac
+case "$KREL" in ''|*[!A-Za-z0-9._+~-]*) ;; *) _m="$_m, \"kernel_release\": \"$KREL\"" ;; esac
+printf '%s}\n' "$_m" > "$T/meta.json"
 TO=
 if command -v timeout >/dev/null 2>&1; then TO="timeout @TIMEOUT@"; fi
 vc_folder() { for d in "$@"; do mkdir -p "$R$d"; done; }
@@ -85,11 +101,11 @@ vc_run() {
 
 _EPILOGUE = r"""
 if [ -n "${1:-}" ]; then
-  ( cd "$T" && tar -cf - root commands $( [ -f notes ] && echo notes ) | gzip -c ) > "$1" || exit 74
+  ( cd "$T" && tar -cf - meta.json root commands $( [ -f notes ] && echo notes ) | gzip -c ) > "$1" || exit 74
   echo "$1"
 else
   echo "@BEGIN@"
-  ( cd "$T" && tar -cf - root commands $( [ -f notes ] && echo notes ) | gzip -c | base64 )
+  ( cd "$T" && tar -cf - meta.json root commands $( [ -f notes ] && echo notes ) | gzip -c | base64 )
   echo "@END@"
 fi
 """
@@ -105,7 +121,8 @@ def _words(items: list[str]) -> str:
 
 def render_script() -> str:
     lines = ["#!/bin/sh", "# vfio-certify collector: reads the host, changes nothing."]
-    lines.append(_PRELUDE.replace("@TIMEOUT@", str(COMMAND_TIMEOUT_S)).strip("\n"))
+    prelude = _PRELUDE.replace("@TIMEOUT@", str(COMMAND_TIMEOUT_S))
+    lines.append(prelude.replace("@FORMAT@", FORMAT).replace("@ABSENCE@", ABSENCE_PARENT_FOLDER).strip("\n"))
     lines.append(f"vc_folder {_words(spec.PROBED_FOLDERS)}")
     lines.append(f"vc_copy {_words(spec.COPY_FILES)}")
     for present, fallback in spec.COPY_IF_ABSENT:

@@ -296,8 +296,9 @@ def parse_ip_addr(text: str) -> dict[str, list[str]]:
 
 
 def _read_identity(snap: Snapshot, facts: HostFacts) -> None:
-    notes = snap.meta.get("collector_notes", [])
-    facts.notes.extend(str(n) for n in (notes if isinstance(notes, list) else [notes]))
+    facts.notes.extend(snap.notes)
+    if snap.meta_problem:
+        facts.notes.append(snap.meta_problem)
     text = snap.read_text("/etc/os-release")
     facts.os = parse_os_release(text) if text is not None else None
     text = snap.read_text("/proc/cpuinfo")

@@ -7,9 +7,16 @@ about them:
 - text is decoded forgivingly (invalid UTF-8 replaced, CRLF folded to LF);
 - a symlink is never followed: only its target's last component is read;
 - nothing outside the snapshot is ever opened, whatever the paths or links say;
-- what is missing was *not collected*, unless its parent folder was collected: the
-  collector creates the parent folder of every path it probes, so a present folder
-  without the file means "absent on the host" (see `state`).
+- what is missing was *not collected* (the spec: every part is optional), unless
+  meta.json declares `"absence": "parent-folder"`: "this collector made the parent
+  folder of every path it probed, so a missing path whose parent folder is present is
+  absent on the host". Our collection script writes that field (collect/script.py);
+  hand-made snapshots and other tools' get it only if they say so (see `state`);
+- meta.json is read forgivingly too: a UTF-8 BOM is stripped, and one that cannot be
+  parsed (cut short, empty, not an object) does not stop the host being judged: the
+  snapshot is read as host-snapshot/1 without the absence convention, and
+  `meta_problem` says why in one line. A parsed meta.json naming a newer major format
+  (host-snapshot/2) or another format is refused (SnapshotError).
 """
 from __future__ import annotations
 
@@ -22,18 +29,22 @@ from pathlib import Path
 from typing import Optional
 
 FORMAT = "host-snapshot/1"
+# meta.json "absence": the collector made the parent folder of every path it probed, so a
+# missing path whose parent folder is present is absent on the host.
+ABSENCE_PARENT_FOLDER = "parent-folder"
 _FORMAT_RE = re.compile(r"^host-snapshot/(\d+)$")
 # Names the snapshot machinery itself uses (e.g. a marker keeping an empty folder in git).
 _INTERNAL_PREFIX = ".snapshot"
+_UNREADABLE = "unreadable: "  # the collection script's note for a file it found but could not read
 
 
 class SnapshotError(Exception):
-    """The snapshot cannot be read at all (not a folder, newer format, bad meta)."""
+    """The snapshot cannot be read at all (not a folder, a newer or unknown format)."""
 
 
 class PathState(str, Enum):
     PRESENT = "present"
-    ABSENT = "absent"  # the parent folder was collected, the path was not there
+    ABSENT = "absent"  # declared absence convention: the parent folder was collected, the path was not there
     NOT_COLLECTED = "not-collected"
 
 
@@ -62,19 +73,55 @@ class Snapshot:
             raise SnapshotError(f"{self.path}: not a snapshot folder")
         self._root = self.path / "root"
         self._commands = self.path / "commands"
+        # One line when meta.json was there but could not be used (the host is judged anyway).
+        self.meta_problem: Optional[str] = None
         self.meta = self._read_meta()
+        absence = self.meta.get("absence")
+        self.absence_by_parent_folder = absence == ABSENCE_PARENT_FOLDER
+        if absence is not None and not self.absence_by_parent_folder:
+            self.meta_problem = (f"meta.json: unknown absence convention {str(absence)[:40]!r}; "
+                                 "missing paths are judged not collected")
+        self.notes = self._read_notes()
+        # A file the collector found but could not read is not collected, never absent.
+        self._unreadable = {n[len(_UNREADABLE):].strip().rstrip("/") for n in self.notes if n.startswith(_UNREADABLE)}
+
+    def _read_notes(self) -> list[str]:
+        """The collector's notes: meta.json's collector_notes (vfio-certify collect), else the script's own
+        notes file (a bundle made by `sh collect.sh FILE`). At most 200 lines."""
+        notes = self.meta.get("collector_notes")
+        if isinstance(notes, list):
+            return [str(n) for n in notes][:200]
+        path = self.path / "notes"
+        if path.is_file() and not path.is_symlink():
+            try:
+                return decode(path.read_bytes()[:65536]).splitlines()[:200]
+            except OSError:
+                return []
+        return [str(notes)] if notes is not None else []
 
     # -- meta ---------------------------------------------------------------
+    def _unusable_meta(self, why: str) -> dict:
+        self.meta_problem = f"meta.json {why}: judged as {FORMAT}, missing paths as not collected"
+        return {}
+
     def _read_meta(self) -> dict:
         meta_path = self.path / "meta.json"
         if not meta_path.is_file() or meta_path.is_symlink():
             return {}
         try:
-            meta = json.loads(decode(meta_path.read_bytes()) or "{}")
-        except ValueError as exc:
-            raise SnapshotError(f"{meta_path}: not valid JSON ({exc.args[0]})") from None
+            text = decode(meta_path.read_bytes()).lstrip("\ufeff")  # a BOM some editors add
+        except OSError as exc:
+            return self._unusable_meta(f"unreadable ({exc.strerror or type(exc).__name__})")
+        if not text.strip():
+            return self._unusable_meta("is empty")
+        try:
+            meta = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return self._unusable_meta(f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+        except (ValueError, RecursionError):
+            return self._unusable_meta("is not valid JSON")
         if not isinstance(meta, dict):
-            raise SnapshotError(f"{meta_path}: expected a JSON object")
+            return self._unusable_meta("is not a JSON object")
         fmt = str(meta.get("format", FORMAT))
         match = _FORMAT_RE.match(fmt)
         if not match:
@@ -118,9 +165,13 @@ class Snapshot:
         return self._inside(self._root, host_path)
 
     def state(self, host_path: str) -> PathState:
+        """PRESENT, or for a missing path: ABSENT when meta.json declares the parent-folder
+        convention and the parent folder was collected, NOT_COLLECTED otherwise."""
         local = self._local(host_path)
         if local is not None and (local.is_symlink() or local.exists()):
             return PathState.PRESENT
+        if not self.absence_by_parent_folder or "/" + host_path.strip("/") in self._unreadable:
+            return PathState.NOT_COLLECTED
         parent = self._local(os.path.dirname(host_path.rstrip("/")) or "/")
         if parent is not None and parent != self._root and parent.is_dir() and not parent.is_symlink():
             return PathState.ABSENT
