@@ -348,3 +348,49 @@ def test_iommufd_providing_the_vfio_container_needs_no_type1():
         assert r.outcome is Outcome.PASSED and "iommufd provides the VFIO container" in r.message, r
     plain = intel_host(kernel_config=parse_kernel_config(GOOD_CONFIG.replace("CONFIG_VFIO_IOMMU_TYPE1=m", ""), "c"))
     assert kernel.config_option(plain, "CONFIG_VFIO_IOMMU_TYPE1").outcome is Outcome.FAILED
+
+
+def test_a_grub_d_drop_in_overrides_etc_default_grub_and_the_fix_says_where(tmp_path):
+    """Debian/Ubuntu cloud images set GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub.d/50-cloudimg-settings.cfg,
+    sourced after /etc/default/grub: that is the next boot's command line, and the file to edit."""
+    from test_snapshot import COLLECTOR_META, make_snapshot
+    from vfio_certify.facts import read_host_facts
+    from vfio_certify.snapshot import Snapshot
+
+    snap = Snapshot(make_snapshot(tmp_path, {
+        "root/etc/os-release": 'ID=ubuntu\nID_LIKE=debian\nPRETTY_NAME="Ubuntu 24.04"\n',
+        "root/etc/default/grub": 'GRUB_CMDLINE_LINUX_DEFAULT="quiet splash intel_iommu=on"\n',
+        "root/etc/default/grub.d/50-cloudimg-settings.cfg": 'GRUB_CMDLINE_LINUX_DEFAULT="console=tty1 console=ttyS0"\n',
+        "root/proc/cmdline": "BOOT_IMAGE=/vmlinuz ro console=tty1 console=ttyS0\n",
+    }, meta=COLLECTOR_META))
+    facts = read_host_facts(snap)
+    [grub] = facts.boot_configs
+    assert [p.raw for p in grub.args] == ["console=tty1", "console=ttyS0"]
+    assert any(e.startswith("/etc/default/grub.d/50-cloudimg-settings.cfg: ") for e in grub.evidence)
+    r = kernel.cmdline(dataclasses.replace(intel_host(), os=facts.os, boot_configs=facts.boot_configs,
+                                           cmdline=facts.cmdline, **IOMMU_NOT_RUNNING))
+    assert r.outcome is Outcome.FAILED and "reboot pending" not in r.message
+    assert "in /etc/default/grub.d/50-cloudimg-settings.cfg (it overrides /etc/default/grub)" in r.remediation
+
+
+@pytest.mark.parametrize("driver, outcome, said", [
+    ("dw-apb-uart", Outcome.FAILED, "AMDI0020:00 (not a PCI device), driver dw-apb-uart"),
+    (None, Outcome.PASSED, "AMDI0020:00 (not a PCI device), no driver"),
+])
+def test_a_group_member_that_is_not_pci_blocks_while_a_driver_holds_it(tmp_path, driver, outcome, said):
+    """An AMD IVRS ACPI device (the UART AMDI0020:00, aliased to 00:14.x) in a PCI function's group: read from
+    sysfs with its driver link; bound it keeps the group from a VM, unbound it does not."""
+    from test_snapshot import COLLECTOR_META, make_snapshot
+    from vfio_certify.facts import read_host_facts
+    from vfio_certify.snapshot import Snapshot
+
+    pci_dir, group = "root/sys/bus/pci/devices/0000:00:14.0", "root/sys/kernel/iommu_groups/7/devices"
+    files = {f"{pci_dir}/vendor": "0x1022\n", f"{pci_dir}/device": "0x790b\n", f"{pci_dir}/class": "0x0c0500\n",
+             f"{group}/0000:00:14.0": "", f"{group}/AMDI0020:00/.keep": ""}
+    links = {f"{pci_dir}/iommu_group": "../../../../kernel/iommu_groups/7"}
+    if driver:
+        links[f"{group}/AMDI0020:00/driver"] = f"../../drivers/{driver}"
+    facts = read_host_facts(Snapshot(make_snapshot(tmp_path, files, links, meta=COLLECTOR_META)))
+    assert facts.iommu_groups[7] == ["0000:00:14.0", "AMDI0020:00"]
+    r = iommu.group_isolated(facts, parse_device("00:14.0"), [parse_device("00:14.0")])
+    assert r.outcome is outcome and said in r.message, r.message

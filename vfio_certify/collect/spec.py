@@ -20,6 +20,7 @@ COPY_FILES = [
     "/boot/config-$KREL",
     "/etc/os-release",
     "/etc/default/grub",
+    "/etc/default/grub.d/*.cfg",  # sourced after /etc/default/grub (cloud images set the command line here)
     "/etc/kernel/cmdline",
     "/etc/modprobe.d/*.conf",
     "/lib/modules/$KREL/modules.builtin",
@@ -81,12 +82,14 @@ LINKS = [
     LinkSpec("/sys/bus/usb/devices/*/driver", "../../drivers/"),
     LinkSpec("/sys/class/net/*/device", "../../../bus/devices/"),
     LinkSpec("/sys/class/net/*/master", "../"),
+    # IOMMU group members that are not PCI functions (an AMD IVRS ACPI device, AMDI0020:00): their driver
+    LinkSpec("/sys/kernel/iommu_groups/*/devices/[!0-9a-f]*/driver", "../../drivers/"),
 ]
 
 # Folders whose being read is itself a fact: created in the snapshot even when empty
 # on the host, so that "absent" can be told from "not collected".
 PROBED_FOLDERS = [
-    "/dev", "/dev/vfio", "/boot", "/proc", "/etc", "/etc/default", "/etc/kernel",
+    "/dev", "/dev/vfio", "/boot", "/proc", "/etc", "/etc/default", "/etc/default/grub.d", "/etc/kernel",
     "/sys/firmware/acpi/tables", "/sys/class/iommu", "/sys/kernel/iommu_groups",
     "/sys/module", "/sys/bus/pci/devices", "/sys/bus/usb/devices", "/sys/class/net",
     "/lib/modules/$KREL",

@@ -1,7 +1,8 @@
 """What the next boot will put on the kernel command line.
 
 Sources, by distro: /etc/default/grub (GRUB_CMDLINE_LINUX and _DEFAULT; every
-distro with GRUB), `grubby --info=DEFAULT` (RHEL family: the authoritative BLS
+distro with GRUB) and the /etc/default/grub.d/*.cfg that grub-mkconfig sources after it
+(Debian and Ubuntu; cloud images set GRUB_CMDLINE_LINUX_DEFAULT there), `grubby --info=DEFAULT` (RHEL family: the authoritative BLS
 entry), /etc/kernel/cmdline (systemd-boot, Proxmox).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ class BootConfig:
     source: str = ""  # the file or command the args were read from
     args: list[Param] = field(default_factory=list)
     evidence: list[str] = field(default_factory=list)  # the lines read
+    assigned_in: dict[str, str] = field(default_factory=dict)  # GRUB variable -> the file that set it last
 
 
 def _shell_value(raw: str, variables: dict[str, str]) -> str:
@@ -32,16 +34,19 @@ def _shell_value(raw: str, variables: dict[str, str]) -> str:
     return re.sub(r"\$\{?(\w+)\}?", lambda m: variables.get(m.group(1), ""), value)
 
 
-def parse_default_grub(text: str, source: str = "/etc/default/grub") -> BootConfig:
+def parse_default_grub(text: str, source: str = "/etc/default/grub", dropins: list[tuple[str, str]] = ()) -> BootConfig:
+    """/etc/default/grub, then its drop-ins [(path, text)] in the order grub-mkconfig sources them."""
     variables: dict[str, str] = {}
-    evidence = []
-    for line in text.splitlines():
-        match = _ASSIGN.match(line)
-        if match:
-            variables[match.group(1)] = _shell_value(match.group(2), variables)
-            evidence.append(line.strip())
+    evidence, assigned_in = [], {}
+    for path, body in [(source, text), *dropins]:
+        for line in body.splitlines():
+            match = _ASSIGN.match(line)
+            if match:
+                variables[match.group(1)] = _shell_value(match.group(2), variables)
+                assigned_in[match.group(1)] = path
+                evidence.append(line.strip() if path == source else f"{path}: {line.strip()}")
     joined = " ".join(v for v in (variables.get("GRUB_CMDLINE_LINUX"), variables.get("GRUB_CMDLINE_LINUX_DEFAULT")) if v)
-    return BootConfig(source, parse_cmdline(joined), evidence)
+    return BootConfig(source, parse_cmdline(joined), evidence, assigned_in)
 
 
 def parse_grubby_info(text: str, source: str = "grubby --info=DEFAULT") -> BootConfig:

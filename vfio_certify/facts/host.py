@@ -70,6 +70,8 @@ class HostFacts:
     net: Optional[dict[str, NetInterface]] = None
     routes: Optional[list[str]] = None  # `ip -o route` and `ip -o -6 route` lines
     addresses: Optional[dict[str, list[str]]] = None  # interface -> its IPv4/IPv6 addresses (`ip -o addr`)
+    # group members that are not PCI functions -> their driver ("" none, None not collected)
+    other_group_members: dict[str, Optional[str]] = field(default_factory=dict)
     proxmox_boot_tool: bool = False  # /usr/sbin/proxmox-boot-tool exists
     ssh_session_address: str = ""  # this host's address of the SSH session the collection ran over
     notes: list[str] = field(default_factory=list)  # sources that could not be read, and why
@@ -225,6 +227,10 @@ def _read_groups(snap: Snapshot, facts: HostFacts) -> None:
         members = snap.listdir(f"/sys/kernel/iommu_groups/{name}/devices") or []
         # PCI functions by address; other members (an AMD IVRS ACPI device such as AMDI0020:00) by name
         groups[int(name)] = sorted(normalize_pci_address(m) or m for m in members)
+        for member in (m for m in members if normalize_pci_address(m) is None):
+            link = f"/sys/kernel/iommu_groups/{name}/devices/{member}/driver"
+            driver = snap.link_name(link)
+            facts.other_group_members[member] = driver or ("" if snap.state(link) is PathState.ABSENT else None)
     facts.iommu_groups = dict(sorted(groups.items()))
     for number, members in facts.iommu_groups.items():
         for address in members:
@@ -316,10 +322,14 @@ def _read_cmdline(snap: Snapshot, facts: HostFacts) -> None:
 
 
 def _read_boot_configs(snap: Snapshot, facts: HostFacts) -> None:
-    for path, parser in (("/etc/default/grub", parse_default_grub), ("/etc/kernel/cmdline", parse_kernel_cmdline_file)):
-        text = snap.read_text(path)
-        if text is not None:
-            facts.boot_configs.append(parser(text, path))
+    text = snap.read_text("/etc/default/grub")
+    if text is not None:
+        dropins = [(f"/etc/default/grub.d/{n}", snap.read_text(f"/etc/default/grub.d/{n}") or "")
+                   for n in snap.listdir("/etc/default/grub.d") or [] if n.endswith(".cfg")]
+        facts.boot_configs.append(parse_default_grub(text, "/etc/default/grub", dropins))
+    text = snap.read_text("/etc/kernel/cmdline")
+    if text is not None:
+        facts.boot_configs.append(parse_kernel_cmdline_file(text, "/etc/kernel/cmdline"))
     grubby = snap.command("grubby --info=DEFAULT")
     if grubby is not None and grubby.ok and grubby.stdout.strip():
         facts.boot_configs.append(parse_grubby_info(grubby.stdout))

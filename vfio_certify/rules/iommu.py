@@ -154,7 +154,11 @@ def _blocking_members(facts: HostFacts, group: int, named: set[str]) -> tuple[li
         if address in named:
             continue
         if normalize_pci_address(address) != address:  # an ACPI/platform device (AMD IVRS HID AMDI0020:00)
-            blocking.append(f"{address} {NOT_PCI}")  # VFIO cannot assign it, and a host driver may hold it
+            driver = facts.other_group_members.get(address)  # VFIO cannot assign it; bound, it holds the group
+            if driver == "":
+                idle.append(f"{address} {NOT_PCI}, no driver")
+            else:
+                blocking.append(f"{address} {NOT_PCI}, " + (f"driver {driver}" if driver else "its driver not collected"))
             continue
         device = facts.pci_device(address)
         if device is None:
@@ -201,7 +205,7 @@ def group_isolated(facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec]) 
     if acs:
         evidence.append(f"kernel command line has {acs[0]}: the groups shown are not real isolation")
     if blocking:
-        foreign = [b.split()[0] for b in blocking if b.endswith(NOT_PCI)]
+        foreign = [b.split()[0] for b in blocking if NOT_PCI in b]
         fix = (
             (f"VFIO assigns PCI devices only, so {', '.join(foreign)} keeps this group from a VM: move"
              if foreign else

@@ -26,13 +26,20 @@ def kernel_args(facts: HostFacts, add: list[str] = (), remove: list[str] = ()) -
         lines.append(f"# or: {what} in GRUB_CMDLINE_LINUX in /etc/default/grub, then {_rhel_grub2_mkconfig(facts)}")
         return "\n".join(lines)
     if family == "debian":
-        return f"{what.capitalize()} in GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub, then:\nupdate-grub\nreboot"
+        return f"{what.capitalize()} in GRUB_CMDLINE_LINUX_DEFAULT in {_grub_file(facts)}, then:\nupdate-grub\nreboot"
     if family == "suse":
         return (
             f"{what.capitalize()} in GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub, then:\n"
             "grub2-mkconfig -o /boot/grub2/grub.cfg\nreboot"
         )
     return f"{what.capitalize()} on the kernel command line in the boot loader's configuration, then reboot."
+
+
+def _grub_file(facts: HostFacts) -> str:
+    """Where GRUB_CMDLINE_LINUX_DEFAULT is set last: a drop-in in /etc/default/grub.d overrides /etc/default/grub."""
+    grub = next((b for b in facts.boot_configs if b.source == "/etc/default/grub"), None)
+    where = grub.assigned_in.get("GRUB_CMDLINE_LINUX_DEFAULT", "/etc/default/grub") if grub else "/etc/default/grub"
+    return where if where == "/etc/default/grub" else f"{where} (it overrides /etc/default/grub)"
 
 
 def _rhel_grub2_mkconfig(facts: HostFacts) -> str:
