@@ -190,3 +190,14 @@ def test_cpuinfo_first_processor_flags():
 ])
 def test_pci_address_normalization(text, expected):
     assert normalize_pci_address(text) == expected
+
+
+def test_a_kernel_config_cut_at_a_line_end_is_known_by_its_unclosed_menu():
+    """Since 5.x every menu ends with '# end of <menu>', the file with '# end of Kernel hacking': a config cut
+    between two whole lines has no incomplete line, but its last menu is never closed."""
+    whole = "#\n# IOMMU Hardware Support\n#\nCONFIG_IOMMU_SUPPORT=y\n# end of IOMMU Hardware Support\n" \
+            "#\n# Kernel hacking\n#\nCONFIG_DEBUG_KERNEL=y\n# end of Kernel hacking\n"
+    assert not parse_kernel_config(whole).truncated
+    cut = parse_kernel_config(whole.rsplit("# end of Kernel hacking", 1)[0])
+    assert cut.truncated and "never closed" in cut.truncated_why
+    assert not parse_kernel_config("CONFIG_VFIO=m\nCONFIG_VFIO_PCI=m\n").truncated  # 4.x: no markers to judge by

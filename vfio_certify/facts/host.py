@@ -158,7 +158,8 @@ def _read_kernel_config(snap: Snapshot, facts: HostFacts) -> None:
             facts.kernel_config_state = PathState.NOT_COLLECTED
             return
         facts.kernel_config = parse_kernel_config(decode(raw), "/proc/config.gz")
-        facts.kernel_config.truncated = facts.kernel_config.truncated or bool(problem)
+        if problem and not facts.kernel_config.truncated:
+            facts.kernel_config.truncated, facts.kernel_config.truncated_why = True, problem
         facts.kernel_config_state = PathState.PRESENT
         return
     boot = snap.state(candidates[0]) if candidates else snap.state("/boot/config")

@@ -13,7 +13,8 @@ _NOT_SET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
 class KernelConfig:
     source: str = ""  # where it was read from, e.g. /boot/config-5.14.0-...
     options: dict[str, str] = field(default_factory=dict)  # name -> y, m, n (not set), or the value
-    truncated: bool = False  # the last line was cut short
+    truncated: bool = False  # the file was cut short (see truncated_why)
+    truncated_why: str = ""  # "last line incomplete", or the menu-end marker missing at its end
     unreadable_lines: int = 0
 
     def value(self, name: str) -> Optional[str]:
@@ -36,7 +37,7 @@ def parse_kernel_config(text: str, source: str = "") -> KernelConfig:
     config = KernelConfig(source=source)
     lines = text.split("\n")
     if text and not text.endswith("\n"):
-        config.truncated = True
+        config.truncated, config.truncated_why = True, "last line incomplete"
     for raw in lines:
         line = raw.strip()
         if not line:
@@ -51,6 +52,11 @@ def parse_kernel_config(text: str, source: str = "") -> KernelConfig:
             continue
         if not line.startswith("#"):
             config.unreadable_lines += 1
+    # Since 5.x the writer closes every menu with "# end of <menu>", so a whole file ends with one
+    # ("# end of Kernel hacking"): a file that has such markers but ends otherwise was cut at a line end.
+    last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
+    if not config.truncated and not last.startswith("# end of ") and any(ln.startswith("# end of ") for ln in lines):
+        config.truncated, config.truncated_why = True, "its last menu is never closed ('# end of ...')"
     if config.truncated and lines and lines[-1].strip():
         # The cut line may hold half a value ("CONFIG_VFIO=") or half a name: do not trust it.
         match = _SET.match(lines[-1].strip())

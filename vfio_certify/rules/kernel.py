@@ -73,7 +73,7 @@ def config_option(facts: HostFacts, option: str) -> CheckResult:
         return result(check_id, Outcome.PASSED, f"{option}={value} ({how})", evidence)
     if value is None and config.truncated:
         return result(check_id, Outcome.FAILED,
-                      f"{option} not found, and {config.source} is cut short (last line incomplete): re-collect it",
+                      f"{option} not found, and {config.source} is cut short ({config.truncated_why}): re-collect it",
                       evidence + [f"{len(config.options)} options read before the cut"],
                       "Re-collect the kernel config; if the file on the host is damaged, reinstall the kernel package.")
     state = "not set" if value == "n" else ("absent" if value is None else f"set to {value!r}")
