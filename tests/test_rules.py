@@ -394,3 +394,52 @@ def test_a_group_member_that_is_not_pci_blocks_while_a_driver_holds_it(tmp_path,
     assert facts.iommu_groups[7] == ["0000:00:14.0", "AMDI0020:00"]
     r = iommu.group_isolated(facts, parse_device("00:14.0"), [parse_device("00:14.0")])
     assert r.outcome is outcome and said in r.message, r.message
+
+
+# -- device.host_network and device.present: what the host really uses --------------------------
+
+def test_a_nic_whose_routes_were_not_collected_is_not_judged_free():
+    r = device.host_network(intel_host(routes=None), parse_device("07:00.1"))
+    assert r.outcome is Outcome.SKIPPED and "ip -o route" in r.message
+    r = device.host_network(intel_host(routes=None), parse_device("00:19.0"))  # eno1: no route known either
+    assert r.outcome is Outcome.SKIPPED
+
+
+def test_ipv6_link_local_is_no_host_use_but_an_address_or_a_look_alike_name_is_told_apart():
+    link_local = ["fe80::/64 dev enp7s0f1 proto kernel metric 256 pref medium",
+                  "10.9.0.0/24 dev enp7s0f1.100 proto kernel scope link src 10.9.0.2"]
+    r = device.host_network(intel_host(routes=link_local), parse_device("07:00.1"))
+    assert r.outcome is Outcome.PASSED, r.message  # eth0.100 is not eth0, and fe80::/64 is everywhere
+    r = device.host_network(intel_host(routes=[], addresses={"enp7s0f1": ["198.51.100.7", "fe80::1"]}),
+                            parse_device("07:00.1"))
+    assert r.outcome is Outcome.FAILED and "enp7s0f1 has the address(es) 198.51.100.7" in r.message
+
+
+def test_an_sriov_pf_is_in_use_when_one_of_its_vfs_carries_the_host_network():
+    pf = dataclasses.replace(pci("0000:41:00.0", "8086:1572", "020000", "i40e", 60), sriov_totalvfs=8, sriov_numvfs=2)
+    vf = dataclasses.replace(pci("0000:41:02.0", "8086:154c", "020000", "iavf", 61), physfn="0000:41:00.0")
+    base = intel_host()
+    facts = intel_host(pci={**base.pci, pf.address: pf, vf.address: vf},
+                       net={**base.net, "ens1f0v0": NetInterface("ens1f0v0", vf.address)},
+                       routes=["default via 192.0.2.1 dev ens1f0v0"])
+    r = device.host_network(facts, parse_device("41:00.0"))
+    assert r.outcome is Outcome.FAILED and "VF 0000:41:02.0: ens1f0v0 carries the default route" in r.message
+
+
+def test_a_usb_hub_or_an_ambiguous_vendor_product_cannot_be_assigned():
+    from vfio_certify.facts.usb import UsbDevice
+
+    hub = UsbDevice("1-1", "8087", "800a", 1, 2, "Intel Hub", device_class="09")
+    root = UsbDevice("usb1", "1d6b", "0002", 1, 1, "Linux Foundation 2.0 root hub", device_class="09")
+    disks = [UsbDevice("4-1", "152d", "9561", 4, 2, "JMicron"), UsbDevice("4-2", "152d", "9561", 4, 3, "JMicron")]
+    facts = intel_host(usb=[hub, root, *disks])
+    for key, said in (("001.002", "is a USB hub"), ("001.001", "is a USB root hub"), ("152d:9561", "2 USB devices match")):
+        r = device.present(facts, parse_device(key))
+        assert r.outcome is Outcome.FAILED and said in r.message, r.message
+    assert device.present(facts, parse_device("004.003")).outcome is Outcome.PASSED
+
+
+def test_a_pci_address_without_domain_points_at_the_device_in_another_domain():
+    vmd = pci("10000:e1:00.0", "144d:a808", "010802", "nvme", 90)
+    r = device.present(intel_host(pci={**intel_host().pci, vmd.address: vmd}), parse_device("e1:00.0"))
+    assert r.outcome is Outcome.FAILED and "but 10000:e1:00.0 exists: name it with its domain" in r.message

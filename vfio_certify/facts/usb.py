@@ -17,6 +17,7 @@ class UsbDevice:
     devnum: int
     name: str = ""  # "JMicron ... goreche" (lsusb) or manufacturer + product (sysfs)
     serial: str = ""
+    device_class: str = ""  # bDeviceClass: "09" a hub, "00" per interface
 
     @property
     def vendor_product(self) -> str:
@@ -29,6 +30,11 @@ class UsbDevice:
     @property
     def is_root_hub(self) -> bool:
         return self.vendor == "1d6b"
+
+    @property
+    def is_hub(self) -> bool:
+        """A hub (root hubs included): QEMU's usb-host passes single devices through, never a hub."""
+        return self.is_root_hub or self.device_class == "09" or (bool(self.sysfs_id) and self.devnum == 1)
 
     def summary(self) -> str:
         text = f"Bus {self.busnum:03d} Device {self.devnum:03d}: ID {self.vendor_product}"
@@ -55,4 +61,5 @@ def build_usb_device(sysfs_id: str, attrs: dict[str, Optional[str]]) -> Optional
     if not re.fullmatch(r"[0-9a-f]{4}", vendor) or not re.fullmatch(r"[0-9a-f]{4}", product):
         return None
     name = " ".join(x.strip() for x in (attrs.get("manufacturer"), attrs.get("product")) if x and x.strip())
-    return UsbDevice(sysfs_id, vendor, product, busnum, devnum, name, (attrs.get("serial") or "").strip())
+    return UsbDevice(sysfs_id, vendor, product, busnum, devnum, name, (attrs.get("serial") or "").strip(),
+                     (attrs.get("bDeviceClass") or "").strip().lower())

@@ -24,7 +24,11 @@ def _pci_present(facts: HostFacts, spec: DeviceSpec, check_id: str) -> CheckResu
         nearby = [d.summary() for a, d in facts.pci.items() if a.startswith(bus + ":")]
         if not nearby:
             nearby = [d.summary() for d in facts.pci.values() if d.class_pair[0] in (0x02, 0x03, 0x0C)][:8]
-        return result(check_id, Outcome.FAILED, f"no PCI device {spec.key} on this host",
+        # 07:00.1 means domain 0000: the same bus:slot.function in another domain (VMD, multi-segment hosts)
+        elsewhere = [a for a in facts.pci if a.split(":", 1)[1] == spec.key.split(":", 1)[1] and a != spec.key]
+        return result(check_id, Outcome.FAILED,
+                      f"no PCI device {spec.key} on this host" + (f" (but {', '.join(elsewhere)} exists: name it with "
+                                                                   "its domain)" if elsewhere else ""),
                       [f"/sys/bus/pci/devices/{spec.key} absent"] + nearby[:8],
                       "List the host's devices with `lspci -Dnn` and name one of them with --device.")
     details = [device.summary()]
@@ -58,11 +62,16 @@ def _usb_present(facts: HostFacts, spec: DeviceSpec, check_id: str) -> CheckResu
                       others or ["no USB device besides root hubs"],
                       "List the host's USB devices with `lsusb` and name one as bus.device (004.002) or vendor:product.")
     if len(matches) > 1:
-        return result(check_id, Outcome.WARNING,
+        return result(check_id, Outcome.FAILED,
                       f"{len(matches)} USB devices match {spec.key}: libvirt refuses an ambiguous vendor:product",
                       [d.summary() for d in matches],
                       "Name the device by bus.device instead (" + ", ".join(d.bus_device for d in matches) + ").")
     device = matches[0]
+    if device.is_hub:
+        return result(check_id, Outcome.FAILED,
+                      f"{spec.key} is a USB {'root hub' if device.is_root_hub or device.devnum == 1 else 'hub'}: "
+                      "QEMU's usb-host passes single devices through, never a hub", [device.summary()],
+                      "Name the device plugged into it (lsusb -t shows the tree).")
     message = device.summary()
     evidence = [device.summary()] + ([f"serial {device.serial}"] if device.serial else [])
     if spec.usb_bus_device:
@@ -79,6 +88,33 @@ def _interfaces_of(facts: HostFacts, device: PciDevice) -> list[str]:
     return sorted(n for n, i in (facts.net or {}).items() if i.device == device.address)
 
 
+def _is_link_local(route: str) -> bool:
+    """fe80::/64 is on every IPv6-enabled interface that is up: it carries no configured traffic."""
+    return route.startswith("fe80::/64 ")
+
+
+def _host_use(facts: HostFacts, name: str) -> tuple[list[str], list[str]]:
+    """What the host does with netdev `name`: (findings, evidence)."""
+    iface, findings = facts.net[name], []
+    word = re.compile(rf"(?:^|\s)dev {re.escape(name)}(?:\s|$)")  # not eth0.100 for eth0
+    routes = [r for r in facts.routes or [] if word.search(r) and not _is_link_local(r)]
+    if any(r.startswith("default") for r in routes):
+        findings.append(f"{name} carries the default route")
+    elif routes:
+        findings.append(f"{name} carries {len(routes)} route(s)")
+    addresses = [a for a in (facts.addresses or {}).get(name, []) if not a.lower().startswith("fe80:")]
+    if addresses and not routes:  # routes in another table (policy routing), or a /32 with none at all
+        findings.append(f"{name} has the address(es) {', '.join(addresses[:3])}")
+    if facts.ssh_session_address and facts.ssh_session_address in (facts.addresses or {}).get(name, []):
+        findings.append(f"{name} carries the SSH session this certification runs over ({facts.ssh_session_address})")
+    if iface.master:
+        findings.append(f"{name} is a member of {iface.master} (bond or bridge)")
+    uppers = sorted(n for n, i in facts.net.items() if name in i.lowers and n != iface.master)
+    if uppers:
+        findings.append(f"{name} carries {', '.join(uppers)} (VLAN or macvlan on top of it)")
+    return findings, routes[:3]
+
+
 def host_network(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
     check_id = f"{HOST_NETWORK}[{spec.key}]"
     device = facts.pci_device(spec.key) if spec.is_pci else None
@@ -88,27 +124,25 @@ def host_network(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
         return result(check_id, Outcome.SKIPPED, f"not a network device ({device.class_name or 'unknown class'})")
     if facts.net is None:
         return not_collected(check_id, "/sys/class/net")
+    # An SR-IOV PF takes its VFs with it: unbinding it destroys them, so their host use is its own.
+    vfs = sorted(a for a, d in (facts.pci or {}).items() if d.physfn == device.address)
     names = _interfaces_of(facts, device)
-    if not names:
-        return result(check_id, Outcome.PASSED, f"{spec.key} has no host network interface (driver {device.driver or 'none'})")
+    vf_names = {n: vf for vf in vfs for n in _interfaces_of(facts, facts.pci[vf])}
+    if not names and not vf_names:
+        return result(check_id, Outcome.PASSED, f"{spec.key} has no host network interface (driver {device.driver or 'none'})"
+                      + (f"; its {len(vfs)} VF(s) have none either" if vfs else ""))
     findings, evidence = [], []
-    for name in names:
-        iface = facts.net[name]
-        word = re.compile(rf"\bdev {re.escape(name)}\b")
-        routes = [r for r in facts.routes or [] if word.search(r)]
-        if any(r.startswith("default") for r in routes):
-            findings.append(f"{name} carries the default route")
-        elif routes:
-            findings.append(f"{name} carries {len(routes)} route(s)")
-        evidence += routes[:3]
-        if facts.ssh_session_address and facts.ssh_session_address in (facts.addresses or {}).get(name, []):
-            findings.append(f"{name} carries the SSH session this certification runs over ({facts.ssh_session_address})")
-        if iface.master:
-            findings.append(f"{name} is a member of {iface.master} (bond or bridge)")
-        uppers = sorted(n for n, i in facts.net.items() if name in i.lowers and n != iface.master)
-        if uppers:
-            findings.append(f"{name} carries {', '.join(uppers)} (VLAN or macvlan on top of it)")
-    evidence.insert(0, f"{spec.key} is the host's {', '.join(names)}")
+    for name in names + sorted(vf_names):
+        found, routes = _host_use(facts, name)
+        via = f"VF {vf_names[name]}: " if name in vf_names else ""
+        findings += [via + f for f in found]
+        evidence += routes
+    if facts.routes is None and not findings:
+        return result(check_id, Outcome.SKIPPED, "not judged: the routing table (ip -o route) was not collected",
+                      [f"{spec.key} is the host's {', '.join(names + sorted(vf_names))}"])
+    evidence.insert(0, f"{spec.key} is the host's {', '.join(names)}" if names else f"{spec.key} has no netdev")
+    if vf_names:
+        evidence.insert(1, "its VFs: " + ", ".join(f"{vf} ({n})" for n, vf in sorted(vf_names.items())))
     if findings:
         return result(check_id, Outcome.FAILED,
                       f"{spec.key} is in use by the host: {'; '.join(findings)}. Assigning it cuts that traffic off",
@@ -118,9 +152,14 @@ def host_network(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
 
 
 def live_migration(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
+    """libvirt's qemuMigrationSrcIsAllowedHostdev: USB hostdevs may migrate (the destination must have the
+    device); PCI ones block it unless the device supports VFIO migration or is a NIC VF under <teaming>."""
     check_id = f"{LIVE_MIGRATION}[{spec.key}]"
-    kind = "PCI" if spec.is_pci else "USB"
+    if not spec.is_pci:
+        return result(check_id, Outcome.PASSED,
+                      "a VM holding this USB <hostdev> can be live-migrated only to a host that has the same device "
+                      "(libvirt looks it up there by the same vendor:product or bus.device)", [])
     return result(check_id, Outcome.PASSED,
-                  f"a VM holding this {kind} <hostdev> cannot be live-migrated: libvirt refuses to migrate it "
-                  "while the device is attached (detach first, or pair a virtio NIC with the VF through <teaming>)",
+                  "a VM holding this PCI <hostdev> cannot be live-migrated while it is attached (detach first, pair a "
+                  "virtio NIC with the VF through <teaming>, or use a device and driver with VFIO migration support)",
                   [])
