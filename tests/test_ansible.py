@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -44,15 +45,19 @@ def test_ansible_host_is_collected_in_one_remote_command(tmp_path, loopback_sshd
     assert via_ansible == outcomes(tmp_path / "local")[1]
 
 
+def playbook(inv, script, bundle_dir):
+    return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inv), str(REPO / "ansible" / "collect-bundles.yml"),
+                           "-e", f"collect_script={script}", "-e", f"bundle_dir={bundle_dir}"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False", "PATH": f"{BIN}:{os.environ['PATH']}"})
+
+
 def test_playbook_collects_bundles_that_vfio_certify_judges(tmp_path, loopback_sshd):
     inv = inventory(tmp_path, {"kvm-a": loopback_sshd, "kvm-b": loopback_sshd})
     script = tmp_path / "collect.sh"
     script.write_text(certify("script").stdout)
     loopback_sshd.reset_log()
-    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inv), str(REPO / "ansible" / "collect-bundles.yml"),
-                           "-e", f"collect_script={script}", "-e", f"bundle_dir={tmp_path / 'bundles'}"],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False", "PATH": f"{BIN}:{os.environ['PATH']}"})
+    proc = playbook(inv, script, tmp_path / "bundles")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert len(loopback_sshd.remote_commands()) == 2  # one per inventory host
     bundles = sorted((tmp_path / "bundles").glob("*.tar.gz"))
@@ -63,6 +68,17 @@ def test_playbook_collects_bundles_that_vfio_certify_judges(tmp_path, loopback_s
     certify("--output", tmp_path / "local")
     local = outcomes(tmp_path / "local")[1]
     assert all({c["id"]: c["outcome"] for c in h["checks"]} == local for h in hosts)
+
+    # The next night kvm-b is down: its old bundle is gone, not judged again, and --baseline names it.
+    down = SimpleNamespace(port=9, identity_file=loopback_sshd.identity_file)
+    proc = playbook(inventory(tmp_path, {"kvm-a": loopback_sshd, "kvm-b": down}), script, tmp_path / "bundles")
+    assert proc.returncode != 0 and "kvm-b" in proc.stdout
+    assert sorted(b.name for b in (tmp_path / "bundles").iterdir()) == ["kvm-a.tar.gz"]
+    tonight = [arg for b in sorted((tmp_path / "bundles").glob("*.tar.gz")) for arg in ("--snapshot", b)]
+    judged = certify(*tonight, "--output", tmp_path / "night-2", "--baseline", tmp_path / "out")
+    diff = json.loads((tmp_path / "night-2" / "diff.json").read_text())
+    assert diff["regression"] and diff["removed_hosts"] == [str(bundles[1])] and judged.returncode == 1
+    assert f"{bundles[1]}: REGRESSION: no longer in the run" in judged.stdout
 
 
 def test_an_inventory_group_expands_to_its_hosts(tmp_path, loopback_sshd):

@@ -216,3 +216,42 @@ def test_the_controller_merges_into_the_scripts_meta_json(tmp_path):
                     "hostname": evil, "kernel_release": "6.1.0-9-amd64",
                     "collector_notes": ["unreadable: /etc/modprobe.d/x.conf"]}
     assert not (tmp_path / "notes").exists()
+
+
+def test_with_jobs_a_non_ascii_host_stays_on_one_worker(tmp_path):
+    """pytest escapes non-ASCII in node ids (kvm-\\xfc): the scheduler must still see one host, one scope."""
+    import shutil
+    from types import SimpleNamespace
+
+    from vfio_certify.plugin import SESSION_KEY, CertifySession, CertifyTarget, pytest_xdist_make_scheduler
+
+    names = [str(tmp_path / "kvm-ü"), str(tmp_path / "kvm-u")]
+    for name in names:
+        shutil.copytree(REPO / "fixtures" / "hosts" / "rocky9-after-intel-iommu", name, symlinks=True)
+    proc = subprocess.run([sys.executable, "-m", "pytest", str(REPO / "checks"), "--collect-only", "-q",
+                           "-p", "no:cacheprovider", *[f"--snapshot={n}" for n in names], "--device=07:00.1"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    nodeids = [line for line in proc.stdout.splitlines() if "::" in line]
+    assert any("kvm-\\xfc" in n for n in nodeids), proc.stdout[-2000:]
+    session = CertifySession([CertifyTarget(n, "snapshot", snapshot_path=n) for n in names], [], None)
+    config = SimpleNamespace(option=SimpleNamespace(dist="load"), stash={SESSION_KEY: session},
+                             getvalue=lambda name: ["2*popen"])
+    scheduler = pytest_xdist_make_scheduler(config, None)
+    assert {scheduler._split_scope(n) for n in nodeids} == set(names)
+
+
+@pytest.mark.parametrize("same", [lambda out: out, lambda out: out / "summary.json"])
+def test_baseline_and_output_in_the_same_folder_is_refused_and_the_baseline_kept(tmp_path, same):
+    out = tmp_path / "night"
+    out.mkdir()
+    summary = {"format": "certify-summary/1", "started_at": "t", "duration_s": 1.0, "hosts": []}
+    (out / "summary.json").write_text(json.dumps(summary))
+    proc = certify("--baseline", same(out), "--output", out)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "same folder" in proc.stderr and json.loads((out / "summary.json").read_text()) == summary
+
+
+def test_a_target_given_twice_is_a_usage_error(tmp_path):
+    snap = REPO / "fixtures" / "hosts" / "rocky9-after-intel-iommu"
+    proc = certify("--snapshot", snap, "--snapshot", snap, "--output", tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"vfio-certify: --snapshot {snap}: given twice"

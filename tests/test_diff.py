@@ -118,3 +118,57 @@ def test_load_run_without_overview_still_diffs_checks(tmp_path):
     assert record.overviews == {}
     kvm1 = by_host(diff_runs(NIGHT_1, record))["kvm1"]
     assert kvm1.regression and kvm1.kernel is None
+
+
+def test_a_host_missing_from_tonights_run_is_a_regression(tmp_path):
+    """A failed inventory expansion or a missing bundle looks exactly like this: never a quiet exit 0."""
+    tonight = RunRecord("night-2", summary(*[h for h in NIGHT_1.summary["hosts"] if h["host"] != "kvm3"]),
+                        NIGHT_1.overviews)
+    diff = diff_runs(NIGHT_1, tonight)
+    assert diff.removed_hosts == ["kvm3"] and diff.regression and diff.to_dict()["regression"]
+    assert "kvm3: REGRESSION: no longer in the run" in diff.text()
+    old, new = _write(tmp_path / "n1", NIGHT_1), _write(tmp_path / "n2", tonight)
+    proc = subprocess.run([sys.executable, "-m", "vfio_certify.cli", "diff", old, new], capture_output=True, text=True,
+                          cwd=REPO)
+    assert proc.returncode == 1 and "kvm3: REGRESSION" in proc.stdout
+
+
+def test_a_baseline_without_a_usable_overview_says_what_was_not_compared(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "summary.json").write_text(json.dumps(NIGHT_1.summary))
+    for content, why in ((None, "missing"), ("{not json", "not valid JSON"), ('{"format": "x"}', "not a certify-overview/1")):
+        if content is not None:
+            (old / "overview.json").write_text(content)
+        diff = diff_runs(load_run(old), NIGHT_1)
+        assert f"{old / 'overview.json'}: {why}" in diff.not_compared and not diff.regression
+        assert f"kernel, command line and IOMMU groups not compared: {old / 'overview.json'}: {why}" in diff.text()
+        assert "no change" not in diff.text().splitlines()
+        assert diff.to_dict()["not_compared"] == diff.not_compared
+    assert diff_runs(NIGHT_1, NIGHT_1).to_dict()["not_compared"] is None
+
+
+def test_a_host_reachable_again_is_not_a_regression_of_its_checks():
+    for old_checks in ([check("host.reachable", "failed", "timed out")],
+                       [check("host.reachable", "failed", "timed out"), check("iommu.enabled", "skipped")]):
+        old = RunRecord("n1", summary(host("kvm1", "unreachable", *old_checks)), {})
+        new = RunRecord("n2", summary(host("kvm1", "not-certified", check("host.reachable", "passed"),
+                                           check("iommu.enabled", "failed"), check("kvm.device", "passed"))),
+                        {"kvm1": overview("6.1", "ro", {})})
+        kvm1 = by_host(diff_runs(old, new))["kvm1"]
+        assert kvm1.changed and not kvm1.regression and not kvm1.newly_failing and not kvm1.newly_passing
+        assert kvm1.lines() == ["verdict: unreachable -> not-certified",
+                                "reachable again (unreachable in the baseline): checks not compared; failing now: iommu.enabled"]
+        assert not diff_runs(old, new).regression
+
+
+def test_checks_that_disappear_are_listed_as_no_longer_checked():
+    device = check("device.present[0000:07:00.1]", "failed")
+    old = RunRecord("n1", summary(host("kvm1", "not-certified", OK, device), host("kvm2", "certified", OK, device)), {})
+    new = RunRecord("n2", summary(host("kvm1", "certified", OK),
+                                  host("kvm2", "unreachable", check("host.reachable", "failed", "timed out"))), {})
+    hosts = by_host(diff_runs(old, new))
+    assert hosts["kvm1"].changed and not hosts["kvm1"].regression
+    assert hosts["kvm1"].lines() == ["verdict: not-certified -> certified",
+                                     "no longer checked: device.present[0000:07:00.1] (was failed)"]
+    assert not any(line.startswith("no longer checked") for line in hosts["kvm2"].lines())  # not judged: not "gone"

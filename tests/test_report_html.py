@@ -169,3 +169,25 @@ def test_chromium_renders_the_page(tmp_path):
     assert "NOT CERTIFIED for device assignment" in dom
     assert 'class="groups"' in dom and "0000:41:00.0" in dom and "NOT VIABLE" in dom
     assert "<script" not in dom.lower()
+
+
+def test_chromium_keeps_a_hostile_test_id_inert_in_report_html(tmp_path):
+    """pytest-html's app.js inserts each row's cells with innerHTML; the test id carries the snapshot path
+    (or host name) as the user or customer wrote it, so it must reach the page escaped."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    evil = "<img src=x onerror=document.body.dataset.pwned=1>"
+    snap = tmp_path / "evil" / evil
+    shutil.copytree(repo / "fixtures" / "hosts" / "rocky9-after-intel-iommu", snap, symlinks=True)
+    proc = subprocess.run([sys.executable, "-m", "vfio_certify.cli", "--snapshot", str(snap), "--output",
+                           str(tmp_path / "out"), "--", "-k", "reachable or enabled"],
+                          capture_output=True, text=True, cwd=repo, timeout=300)
+    assert proc.returncode in (0, 1), proc.stdout[-2000:] + proc.stderr[-2000:]
+    dom, _ = chromium.render(tmp_path / "out" / "report.html", tmp_path)
+    assert "data-pwned" not in dom and '<img src="x"' not in dom  # the payload neither ran nor became an element
+    cells = re.findall(r'<td class="col-testId">(.*?)</td>', dom)
+    assert cells and all("&lt;img src=x onerror=document.body.dataset.pwned=1&gt;" in c for c in cells), cells[:3]

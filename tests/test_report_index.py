@@ -124,8 +124,9 @@ def test_header_counts_and_regression_line(page):
     assert "2026-11-24T02:00:00Z" in text and "3725.50 s" in text and "(1 h 2 min 5 s)" in text
     assert "Hosts 6" in text
     assert "3 certified · 2 not certified · 1 unreachable" in text
-    assert "2 hosts regressed since /srv/certify/2026-11-23" in text
-    assert "1 more changed · 1 new host · 1 no longer in the run" in text
+    # kvm-gone, in the baseline only, is a regression too: a host that was not collected tonight
+    assert "3 hosts regressed since /srv/certify/2026-11-23 (1 no longer in the run)" in text
+    assert "1 more changed · 1 new host — see" in text
 
 
 def test_one_row_per_host_with_link_and_verdict(page, run):
@@ -211,7 +212,7 @@ def test_changes_section(page):
         assert expected in b, expected
     assert "REGRESSION" in b and 'href="certification.html#host-2"' in b
     assert "New hosts (not in the baseline): kvm-new&lt;script&gt;" in text
-    assert "No longer in the run (in the baseline only): kvm-gone" in text
+    assert "REGRESSION No longer in the run (in the baseline only): kvm-gone" in text
     assert 'id="changes-1"' not in section  # kvm-a did not change
 
 
@@ -278,3 +279,21 @@ def test_chromium_renders_the_page(tmp_path, run, diff):
     dom, _ = chromium.render(page, tmp_path, window="1400,1000")
     assert 'class="matrix"' in dom and "REGRESSION" in dom and "No route to host" in dom
     assert "<script" not in dom.lower()
+
+
+def test_a_diff_without_overviews_says_what_was_not_compared():
+    run = RunResult("t", 1.0, [HostResult("solo", "local", healthy_checks(), overview())])
+    baseline = RunRecord("old", run.to_summary(), {}, "old/overview.json: missing")
+    text = _text(render_index_page(run, diff_runs(baseline, record("new", run))))
+    assert "No change: every host has the same" not in text
+    assert "Kernel, command line, IOMMU groups and drivers were not compared: old/overview.json: missing" in text
+    assert "No change in verdicts or checks" in text
+    assert "kernel, command line and IOMMU groups not compared" in text  # in the header line too
+    compared = _text(render_index_page(run, diff_runs(record("old", run), record("new", run))))
+    assert "No change: every host has the same" in compared and "not compared" not in compared
+
+
+def test_hosts_sort_in_natural_order():
+    names = ("kvm10", "kvm5", "KVM7", "kvm5b", "kvm1²")  # ² is a digit to str.isdigit(), not to int()
+    run = RunResult("t", 1.0, [HostResult(n, "ssh", healthy_checks()) for n in names])
+    assert list(rows_of(render_index_page(run))) == ["kvm1²", "kvm5", "kvm5b", "KVM7", "kvm10"]

@@ -94,3 +94,44 @@ def test_a_multi_line_reason_keeps_the_message_on_one_line():
     result = apply_waivers(failed(), "kvm1", waivers, today=dt.date(2026, 11, 25))
     assert result.outcome is Outcome.WAIVED and "\n" not in result.message
     assert "GPU and audio go together" in result.message and "\n" in result.waiver["reason"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('waiver = ["x"]\n', "waivers.toml:1: each waiver must be a [[waiver]] table, not 'x'"),
+    ('\nwaiver = "x"\n', "waivers.toml:2: 'waiver' must be [[waiver]] tables"),
+    ('# one\n[waiver]\ncheck = "x"\n', "waivers.toml:2: 'waiver' must be [[waiver]] tables"),
+    ('waiver = [{check = "x", reason = "r", owner = "o", expires = 2026-01-01}, 3]\n',
+     "waivers.toml:1: each waiver must be a [[waiver]] table, not 3"),
+    ('[[waiver]]\ncheck = 1\nreason = "r"\nowner = "o"\nexpires = 2026-01-01\n', "waivers.toml:1: check must be a string"),
+    ('[[waiver]]\ncheck = "x"\nhost = ["a"]\nreason = "r"\nowner = "o"\nexpires = 2026-01-01\n',
+     "waivers.toml:1: host must be a string"),
+    ('[[waiver]]\ncheck = "x"\nreason = "r"\nowner = "o"\nexpires = 12\n', "waivers.toml:1: expires must be a date"),
+    ('[[waiver]]\ncheck = "x"\nreason = "r"\nowner = "o"\nexpires = 12:00:00\n', "waivers.toml:1: expires must be a date"),
+])
+def test_malformed_shapes_are_a_waiver_error_naming_the_line(text, message):
+    with pytest.raises(WaiverError) as excinfo:
+        parse_waivers(text)
+    assert str(excinfo.value).startswith(message) and "\n" not in str(excinfo.value)
+
+
+def test_cli_refuses_a_waiver_that_is_not_a_table_with_exit_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('waiver = ["x"]\n')
+    proc = subprocess.run([sys.executable, "-m", "vfio_certify.cli", "--waivers", bad, "--output", tmp_path / "o"],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"vfio-certify: {bad}:1: ") and "Traceback" not in proc.stderr
+
+
+def test_line_numbers_are_not_shifted_by_a_multi_line_string():
+    text = ('[[waiver]]\ncheck = "a"\nreason = """two\n[[waiver]]\nlines"""\nowner = "o"\nexpires = 2099-01-01\n\n'
+            '[[waiver]]\ncheck = "b"\nreason = "r"\nowner = "o"\n')
+    with pytest.raises(WaiverError) as excinfo:
+        parse_waivers(text)
+    assert str(excinfo.value) == "waivers.toml:9: waiver lacks expires"
+
+
+def test_brackets_in_the_host_glob_are_literal():
+    [waiver] = parse_waivers('[[waiver]]\ncheck = "*"\nhost = "ssh://root@[fe80::1]:*"\nreason = "r"\nowner = "o"\n'
+                             'expires = 2099-01-01\n')
+    assert waiver.matches("iommu.enabled", "ssh://root@[fe80::1]:22")
+    assert not waiver.matches("iommu.enabled", "ssh://root@f:22")

@@ -179,7 +179,15 @@ def _validate(args: argparse.Namespace) -> None:
     if args.waivers:
         load_waivers(args.waivers)  # raises WaiverError naming the file and line, before anything runs
     if args.baseline:
+        baseline = Path(args.baseline)
+        if (baseline if baseline.is_dir() else baseline.parent).resolve() == Path(args.output).resolve():
+            raise UsageError(f"--baseline {args.baseline} and --output {args.output} are the same folder: "
+                             "this run would replace the baseline; write to a new folder")
         load_run(args.baseline)  # raises DiffInputError
+    for flag, values in (("--host", args.host), ("--snapshot", args.snapshot)):
+        twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if twice is not None:
+            raise UsageError(f"{flag} {twice}: given twice")
     for path in args.snapshot:
         p = Path(path)
         if not p.exists():

@@ -2,10 +2,12 @@
 
 A run's output folder holds summary.json (the contract, specs/summary.md) and
 overview.json (each host's kernel, command line and IOMMU groups with their devices and
-drivers). The diff reads both: checks newly failing or newly passing, hosts that became
-unreachable, kernel and command-line changes, and every device whose IOMMU group
-membership or driver changed. A regression (exit non-zero) is a host whose verdict got
-worse, or a check that newly fails.
+drivers). The diff reads both: checks newly failing, newly passing or no longer checked, hosts
+that became unreachable or reachable again, kernel and command-line changes, and every device
+whose IOMMU group membership or driver changed. A regression (exit non-zero) is a host whose
+verdict got worse, a check that newly fails, or a host of the baseline missing from the run.
+Checks are compared only when both runs judged the host (an unreachable host records only
+host.reachable); a run whose overview.json is missing or unreadable says what was not compared.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ class RunRecord:
     source: str
     summary: dict
     overviews: dict[str, dict]  # host -> HostOverview as a dict
+    overview_problem: str = ""  # why overviews is empty when it should not be: "<path>: missing"
 
     def hosts(self) -> dict[str, dict]:
         return {h["host"]: h for h in self.summary.get("hosts", [])}
@@ -47,15 +50,21 @@ def load_run(path: str | Path) -> RunRecord:
     if not isinstance(summary, dict) or summary.get("format") != "certify-summary/1":
         raise DiffInputError(f"{summary_path}: not a certify-summary/1 file")
     overviews: dict[str, dict] = {}
-    overview_path = summary_path.parent / "overview.json"
-    if overview_path.is_file():
-        try:
-            data = json.loads(overview_path.read_text(encoding="utf-8"))
-            if data.get("format") == OVERVIEW_FORMAT:
-                overviews = data.get("hosts", {})
-        except (OSError, ValueError, AttributeError):
-            overviews = {}
-    return RunRecord(str(path), summary, overviews)
+    overview_path, problem = summary_path.parent / "overview.json", ""
+    try:
+        data = json.loads(overview_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problem = f"{overview_path}: missing"
+    except OSError as exc:
+        problem = f"{overview_path}: cannot read ({exc.strerror or exc})"
+    except ValueError:
+        problem = f"{overview_path}: not valid JSON"
+    else:
+        if isinstance(data, dict) and data.get("format") == OVERVIEW_FORMAT and isinstance(data.get("hosts"), dict):
+            overviews = data["hosts"]
+        else:
+            problem = f"{overview_path}: not a {OVERVIEW_FORMAT} file"
+    return RunRecord(str(path), summary, overviews, problem)
 
 
 def write_overview(path: Path, overviews: dict[str, dict]) -> None:
@@ -78,6 +87,9 @@ class HostDiff:
     new_verdict: str
     newly_failing: list[CheckChange] = field(default_factory=list)
     newly_passing: list[CheckChange] = field(default_factory=list)
+    no_longer_checked: list[CheckChange] = field(default_factory=list)
+    reachable_again: bool = False  # unreachable in the baseline: its checks have nothing to be compared with
+    failing_now: list[str] = field(default_factory=list)  # with reachable_again: tonight's failing check ids
     kernel: Optional[tuple[str, str]] = None
     cmdline_added: list[str] = field(default_factory=list)
     cmdline_removed: list[str] = field(default_factory=list)
@@ -92,7 +104,8 @@ class HostDiff:
     @property
     def changed(self) -> bool:
         return bool(self.old_verdict != self.new_verdict or self.newly_failing or self.newly_passing or self.kernel
-                    or self.cmdline_added or self.cmdline_removed or self.group_changes or self.driver_changes)
+                    or self.no_longer_checked or self.reachable_again or self.cmdline_added or self.cmdline_removed
+                    or self.group_changes or self.driver_changes)
 
     def lines(self) -> list[str]:
         out = []
@@ -100,6 +113,10 @@ class HostDiff:
             out.append(f"verdict: {self.old_verdict} -> {self.new_verdict}")
         out += [f"newly failing: {c.id} ({c.old} -> {c.new}): {c.message}" for c in self.newly_failing]
         out += [f"newly passing: {c.id} ({c.old} -> {c.new})" for c in self.newly_passing]
+        out += [f"no longer checked: {c.id} (was {c.old})" for c in self.no_longer_checked]
+        if self.reachable_again:
+            failing = f"; failing now: {', '.join(self.failing_now)}" if self.failing_now else ""
+            out.append(f"reachable again (unreachable in the baseline): checks not compared{failing}")
         if self.kernel:
             out.append(f"kernel: {self.kernel[0]} -> {self.kernel[1]}")
         if self.cmdline_added:
@@ -121,16 +138,18 @@ class RunDiff:
     new: str
     hosts: list[HostDiff] = field(default_factory=list)
     added_hosts: list[str] = field(default_factory=list)
-    removed_hosts: list[str] = field(default_factory=list)
+    removed_hosts: list[str] = field(default_factory=list)  # a regression: not collected tonight
+    not_compared: str = ""  # why kernels, command lines and IOMMU groups were not compared
 
     @property
     def regression(self) -> bool:
-        return any(h.regression for h in self.hosts)
+        return any(h.regression for h in self.hosts) or bool(self.removed_hosts)
 
     def to_dict(self) -> dict:
         return {"old": self.old, "new": self.new, "regression": self.regression,
                 "hosts": [h.to_dict() for h in self.hosts if h.changed],
-                "added_hosts": self.added_hosts, "removed_hosts": self.removed_hosts}
+                "added_hosts": self.added_hosts, "removed_hosts": self.removed_hosts,
+                "not_compared": self.not_compared or None}
 
     def text(self) -> str:
         lines = [f"vfio-certify diff: {self.old} -> {self.new}"]
@@ -140,9 +159,12 @@ class RunDiff:
                 lines.append(f"{host.host}: {tag}")
                 lines += [f"  {line}" for line in host.lines()]
         lines += [f"{h}: new host" for h in self.added_hosts]
-        lines += [f"{h}: no longer in the run" for h in self.removed_hosts]
+        lines += [f"{h}: REGRESSION: no longer in the run (in the baseline; not expanded from the inventory, "
+                  "or its bundle missing?)" for h in self.removed_hosts]
         if len(lines) == 1:
-            lines.append("no change")
+            lines.append("no change in verdicts or checks" if self.not_compared else "no change")
+        if self.not_compared:
+            lines.append(f"kernel, command line and IOMMU groups not compared: {self.not_compared}")
         lines.append("regression" if self.regression else "no regression")
         return "\n".join(lines)
 
@@ -191,6 +213,10 @@ def diff_host(name: str, old: dict, new: dict, old_overview: Optional[dict], new
     old_checks = {c["id"]: c for c in old.get("checks", [])}
     new_checks = {c["id"]: c for c in new.get("checks", [])}
     reachable_both = "unreachable" not in (result.old_verdict, result.new_verdict)
+    if result.old_verdict == "unreachable" and result.new_verdict != "unreachable":
+        result.reachable_again = True
+        result.failing_now = [i for i, c in new_checks.items() if c["outcome"] in _BAD]
+        new_checks = {}
     for check_id, check in new_checks.items():
         before = old_checks.get(check_id, {}).get("outcome", "absent")
         after = check["outcome"]
@@ -198,6 +224,9 @@ def diff_host(name: str, old: dict, new: dict, old_overview: Optional[dict], new
             result.newly_failing.append(CheckChange(check_id, before, after, check.get("message", "")))
         elif after in _GOOD and before in _BAD and reachable_both:
             result.newly_passing.append(CheckChange(check_id, before, after, check.get("message", "")))
+    if reachable_both:
+        result.no_longer_checked = [CheckChange(i, c["outcome"], "absent", c.get("message", ""))
+                                    for i, c in old_checks.items() if i not in new_checks]
     if old_overview and new_overview:
         if old_overview.get("kernel_release") != new_overview.get("kernel_release"):
             result.kernel = (old_overview.get("kernel_release", ""), new_overview.get("kernel_release", ""))
@@ -216,4 +245,5 @@ def diff_runs(old: RunRecord, new: RunRecord) -> RunDiff:
             run.hosts.append(diff_host(name, old_hosts[name], host, old.overviews.get(name), new.overviews.get(name)))
     run.added_hosts = [h for h in new_hosts if h not in old_hosts]
     run.removed_hosts = [h for h in old_hosts if h not in new_hosts]
+    run.not_compared = "; ".join(p for p in (old.overview_problem, new.overview_problem) if p)
     return run

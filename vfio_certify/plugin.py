@@ -191,7 +191,7 @@ def _targets(config: pytest.Config) -> list[CertifyTarget]:
             connect_timeout_s=opt.connect_timeout,
         )
         targets.append(CertifyTarget(name, spec.source, spec=spec))
-    for path in opt.snapshot:
+    for path in dict.fromkeys(opt.snapshot):  # a snapshot named twice is judged once
         targets.append(CertifyTarget(path, "snapshot", snapshot_path=path))
     if not targets:
         targets.append(CertifyTarget("local://", "local", spec=Target("local://")))
@@ -266,18 +266,26 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """With pytest-xdist (-j), a host's checks all go to one worker: one collection per host.
 
     xdist's own loadgroup cannot be used: it renames node ids, which pytest 9 no longer
-    honours. This scheduler groups by the host named first in each check's parameters.
+    honours. This scheduler groups by the host named first in each check's parameters. The
+    controller has node ids only, not items: a host is matched as pytest writes it into the id
+    (non-ASCII escaped, `kvm-\\xfc`), and as given (escaping disabled by the ini option).
     """
     if config.option.dist not in ("load", "loadgroup", "loadscope"):
         return None  # the user chose another distribution on purpose
+    try:  # how pytest escapes non-ASCII ids (kvm-ü -> kvm-\xfc); private, so with a fallback of the same rule
+        from _pytest.compat import ascii_escaped
+    except ImportError:  # pragma: no cover
+        def ascii_escaped(text: str) -> str:
+            return text.encode("unicode_escape").decode("ascii")
     from xdist.scheduler import LoadScopeScheduling
 
-    names = sorted((t.name for t in _session(config).targets), key=len, reverse=True)
+    spelled = {form: t.name for t in _session(config).targets for form in (t.name, ascii_escaped(t.name))}
+    forms = sorted(spelled, key=len, reverse=True)
 
     class ByHost(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             params = nodeid[nodeid.find("[") + 1:-1] if nodeid.endswith("]") and "[" in nodeid else ""
-            return next((n for n in names if params == n or params.startswith(n + "-")), nodeid)
+            return next((spelled[f] for f in forms if params == f or params.startswith(f + "-")), nodeid)
 
     return ByHost(config, log)
 
@@ -506,7 +514,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     if session is not None and session.diff is not None:
         tr.section("vfio-certify diff against the baseline")
         for line in session.diff.text().splitlines():
-            tr.write_line(line, red=line.endswith("REGRESSION") or line == "regression")
+            tr.write_line(line, red="REGRESSION" in line.split(": ")[1:2] or line == "regression")
     if session is not None and session.output is not None:
         tr.write_line(f"summary: {session.output / 'summary.json'}  pages: {session.output / 'index.html'}, "
                       f"{session.output / 'certification.html'}")
@@ -523,6 +531,12 @@ class _HtmlColumns:
         props = dict(getattr(report, "user_properties", []))
         from markupsafe import escape
 
+        # pytest-html puts the raw test id (host names, snapshot paths: untrusted) into its cell, and
+        # its app.js inserts cells with innerHTML: escape it.
+        start, end = '<td class="col-testId">', "</td>"
+        for index, cell in enumerate(cells):
+            if isinstance(cell, str) and cell.startswith(start) and cell.endswith(end):
+                cells[index] = f"{start}{escape(cell[len(start):-len(end)])}{end}"
         cells.insert(1, f"<td>{escape(props.get('host', ''))}</td>")
         cells.insert(2, f"<td>{escape(props.get('severity', ''))}</td>")
 

@@ -7,6 +7,9 @@
     owner = "virt-team@example.com"
     expires = 2026-12-31                # a TOML date (or "2026-12-31")
 
+Globs know `*` and `?` only: brackets are literal, in check ids ("kernel.config[CONFIG_VFIO]")
+as in hosts ("ssh://root@[fe80::1]:22").
+
 A waived failure shows as `waived` with its reason and does not fail the host. An expired
 waiver stops waiving and says so. A malformed file is an error before anything runs,
 naming the line.
@@ -14,7 +17,6 @@ naming the line.
 from __future__ import annotations
 
 import datetime as dt
-import fnmatch
 import re
 import tomllib
 from dataclasses import dataclass
@@ -42,9 +44,7 @@ class Waiver:
     line: int
 
     def matches(self, check_id: str, host: str) -> bool:
-        # Brackets in ids are literal, not glob character classes: "kernel.config[CONFIG_VFIO]".
-        pattern = re.escape(self.check).replace(r"\*", ".*").replace(r"\?", ".")
-        return re.fullmatch(pattern, check_id) is not None and fnmatch.fnmatchcase(host, self.host)
+        return _glob_match(self.check, check_id) and _glob_match(self.host, host)
 
     def expired(self, today: dt.date) -> bool:
         return today > self.expires
@@ -54,8 +54,30 @@ class Waiver:
                 "check": self.check, "host": self.host}
 
 
+def _glob_match(pattern: str, value: str) -> bool:
+    """`*` and `?` only: brackets are literal, not character classes ("kernel.config[CONFIG_VFIO]", "[fe80::1]")."""
+    regex = re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
+    return re.fullmatch(regex, value, re.S) is not None
+
+
+def _lines(text: str, pattern: str) -> list[int]:
+    """Numbers of the lines matching pattern, skipping lines inside multi-line strings."""
+    found, quote = [], None
+    for number, line in enumerate(text.splitlines(), 1):
+        if quote is None and re.match(pattern, line):
+            found.append(number)
+        for delimiter in re.findall(r'"""|\'\'\'', line):  # a rough toggle: enough to keep line numbers right
+            quote = None if quote == delimiter else (quote or delimiter)
+    return found
+
+
 def _table_lines(text: str) -> list[int]:
-    return [i for i, line in enumerate(text.splitlines(), 1) if re.match(r"^\s*\[\[\s*waiver\s*\]\]", line)]
+    return _lines(text, r"\s*\[\[\s*waiver\s*\]\]")
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_waivers(text: str, source: str = "waivers.toml") -> list[Waiver]:
@@ -67,13 +89,17 @@ def parse_waivers(text: str, source: str = "waivers.toml") -> list[Waiver]:
     if unknown_top:
         raise WaiverError(f"{source}: unknown table or key {sorted(unknown_top)[0]!r} (expected [[waiver]] tables)")
     tables = data.get("waiver", [])
+    key_line = next(iter(_lines(text, r"\s*(\[\s*waiver\s*\]|waiver\s*=)")), 0)  # [waiver] or waiver = ...
     if not isinstance(tables, list):
-        raise WaiverError(f"{source}: 'waiver' must be [[waiver]] tables")
-    lines = _table_lines(text)
+        raise WaiverError(f"{source}:{key_line}: 'waiver' must be [[waiver]] tables" if key_line else
+                          f"{source}: 'waiver' must be [[waiver]] tables")
+    lines = _table_lines(text) or [key_line] * len(tables)  # an inline array: its key's line
     waivers = []
     for index, table in enumerate(tables):
         line = lines[index] if index < len(lines) else 0
         where = f"{source}:{line}" if line else source
+        if not isinstance(table, dict):
+            raise WaiverError(f"{where}: each waiver must be a [[waiver]] table, not {_shown(table)}")
         missing = [f for f in REQUIRED_FIELDS if not table.get(f)]
         if missing:
             raise WaiverError(f"{where}: waiver lacks {', '.join(missing)}")

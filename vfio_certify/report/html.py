@@ -11,6 +11,7 @@ whatever the template's file extension.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -77,9 +78,14 @@ WORST_FIRST = (Outcome.FAILED, Outcome.ERROR, Outcome.WARNING, Outcome.WAIVED, O
 ROW_CHANGE_LINES = 2
 
 _CHANGE_KINDS = (  # HostDiff.lines() prefix -> kind (a CSS class)
-    ("verdict:", "verdict"), ("newly failing:", "failing"), ("newly passing:", "passing"),
+    ("verdict:", "verdict"), ("newly failing:", "failing"), ("newly passing:", "passing"), ("reachable again", "passing"),
     ("kernel:", "kernel"), ("command line", "cmdline"), ("IOMMU group:", "group"), ("driver:", "driver"),
 )
+
+
+def natural_key(name: str) -> list:
+    """kvm5 before kvm10; case-insensitive."""
+    return [int(part) if part.isdecimal() else part.casefold() for part in re.split(r"(\d+)", name)]
 
 
 @dataclass
@@ -145,7 +151,7 @@ def change_lines(host_diff: HostDiff) -> list[ChangeLine]:
 
 
 def index_rows(run: RunResult, diff: Optional[RunDiff] = None) -> list[IndexRow]:
-    """The matrix rows: regressions first, then not certified, unreachable, certified; by host name within."""
+    """The matrix rows: regressions first, then not certified, unreachable, certified; by host name (natural order)."""
     areas = run_areas(run)
     diffs = {d.host: d for d in diff.hosts} if diff is not None else {}
     added = set(diff.added_hosts) if diff is not None else set()
@@ -166,7 +172,7 @@ def index_rows(run: RunResult, diff: Optional[RunDiff] = None) -> list[IndexRow]
             since = "unchanged"
         changes = change_lines(host_diff) if since in ("regression", "changed") else []
         rows.append(IndexRow(position, host, cells, since, changes, host_diff))
-    rows.sort(key=lambda r: (r.group, r.host.host.casefold(), r.host.host, r.position))
+    rows.sort(key=lambda r: (r.group, natural_key(r.host.host), r.host.host, r.position))
     return rows
 
 
@@ -187,12 +193,14 @@ def render_index_page(run: RunResult, diff: Optional[RunDiff] = None) -> str:
     changed = []  # (HostDiff, its change lines, its position in run.hosts or None): regressions first, by name
     if diff is not None:
         for host_diff in sorted((d for d in diff.hosts if d.changed),
-                                key=lambda d: (not d.regression, d.host.casefold(), d.host)):
+                                key=lambda d: (not d.regression, natural_key(d.host), d.host)):
             changed.append((host_diff, change_lines(host_diff), positions.get(host_diff.host)))
     return _environment().get_template(INDEX_TEMPLATE).render(
         run=run, diff=diff, areas=run_areas(run), rows=rows, changed=changed, positions=positions,
         area_failing=_area_failing(rows),
-        regressed=sum(1 for d in diff.hosts if d.regression) if diff is not None else 0,
+        # a host of the baseline missing from this run is a regression too (not collected tonight)
+        regressed=sum(1 for d in diff.hosts if d.regression) + len(diff.removed_hosts) if diff is not None else 0,
+        more_changed=sum(1 for d in diff.hosts if d.changed and not d.regression) if diff is not None else 0,
         row_change_lines=ROW_CHANGE_LINES,
     )
 
