@@ -46,6 +46,7 @@ def test_cli_e2e_alone_certifies_the_nested_lab_and_assigns_its_devices_as_hostd
     assert f"{NIC}: driver e1000e (was e1000e), driver_override clear" in nic
     usb = "\n".join(e2e[f"e2e.usb[{USB}]"]["evidence"])
     assert "sha256 matches" in usb and "ro," in usb
+    assert "marked read-only=True, mounted read-only=True" in usb and "blockdev-ro sd" in usb
     assert ChangeJournal(journal).leftovers() == []
     left = _lab_pids() - before
     assert not left, f"lab processes left behind: {left}"

@@ -290,6 +290,106 @@ def test_cli_refuses_the_management_nic_and_a_non_viable_group_before_touching_a
     assert drivers == ["virtio-pci", "virtio-pci"], drivers
 
 
+def _flow_on_l2(lab: NestedLab, tmp_path, device: str, guest_class=None, **options):
+    """flow.run_device on the nested host, as a user's run drives it: L1's facts collected over SSH, L2 reached
+    over SSH as a DomainGuest."""
+    from vfio_certify.collect.runner import Target
+    from vfio_certify.devices import parse_device
+    from vfio_certify.e2e.flow import E2EOptions, run_device
+    from vfio_certify.e2e.guest import DomainGuest
+    from vfio_certify.e2e.session import recollect_for
+
+    recollect = recollect_for(Target(lab.l1_ssh_url, ssh_config=str(lab.ssh_config)))
+    guest = (guest_class or DomainGuest)(lab.l1_conn, lab.l1_conn.lookupByName(lab.domain), lab.l2_ssh_url,
+                                         str(lab.ssh_config))
+    spec, journal = parse_device(device), ChangeJournal(tmp_path / "journal.jsonl")
+    result = run_device(guest, recollect(), spec, [spec], journal, lab.libvirt_uri, recollect,
+                        E2EOptions(visible_timeout_s=60, removal_timeout_s=60, **options))
+    return result, journal
+
+
+def test_l1_is_checked_after_the_undo_when_l2_stops_answering(nested_lab, tmp_path):
+    """The e1000e is attached (L1 binds vfio-pci), then L2 'stops answering' (simulated: the wait for the device
+    raises): the undo detaches it, and L1 is collected again and proven back on e1000e all the same."""
+    from vfio_certify.e2e.guest import DomainGuest
+    from vfio_certify.lab.guest import GuestError
+
+    class StopsAnswering(DomainGuest):
+        def run(self, command, timeout=30.0, check=True):
+            if command.startswith("probe()") and "if [ $rc = 0 ]" in command:  # waiting for the device to show
+                raise GuestError("the guest stopped answering over SSH (simulated)")
+            return super().run(command, timeout, check)
+
+    result, journal = _flow_on_l2(nested_lab, tmp_path, nested_lab.nic_address, StopsAnswering)
+    evidence = "\n".join(result.evidence)
+    assert result.outcome.value == "failed" and "stopped answering" in result.message, (result.message, evidence)
+    assert "host-restored" in evidence and f"{nested_lab.nic_address}: driver e1000e (was e1000e)" in evidence
+    assert _l1_nic_state(nested_lab) == ("e1000e", "(null)")
+    assert journal.leftovers() == [] and "<hostdev" not in nested_lab.l2.live_xml()
+
+
+def test_a_nic_kept_on_vfio_pci_is_assigned_unmanaged_and_stays_there(nested_lab, tmp_path):
+    """L1's e1000e set up as driverctl does (driver_override=vfio-pci, bound to vfio-pci): attached managed='no',
+    proven in L2, detached, and back on vfio-pci with its driver_override -- not handed to e1000e."""
+    lab, nic = nested_lab, nested_lab.nic_address
+    sysfs = f"/sys/bus/pci/devices/{nic}"
+
+    def bind(override: str) -> None:
+        lab.l1.run(f"modprobe vfio-pci 2>/dev/null; echo {override} > {sysfs}/driver_override; "
+                   f"[ -e {sysfs}/driver ] && echo {nic} > {sysfs}/driver/unbind; echo {nic} > /sys/bus/pci/drivers_probe",
+                   timeout=60, check=False)
+
+    bind("vfio-pci")
+    try:
+        assert _l1_nic_state(lab) == ("vfio-pci", "vfio-pci")
+        result, journal = _flow_on_l2(lab, tmp_path, nic)
+        evidence = "\n".join(result.evidence)
+        assert result.outcome.value == "passed", (result.message, evidence)
+        assert "attached managed='no'" in evidence and "8086:10d3 driver=e1000e" in evidence
+        assert f"{nic}: driver vfio-pci (was vfio-pci), driver_override vfio-pci (was vfio-pci)" in evidence
+        assert _l1_nic_state(lab) == ("vfio-pci", "vfio-pci") and journal.leftovers() == []
+    finally:
+        bind("")
+    assert _l1_nic_state(lab) == ("e1000e", "(null)")
+
+
+def test_the_read_only_proof_refuses_a_disk_already_mounted_in_the_guest(nested_lab, record_property):
+    """An automounter's mount (here: read-only, at /mnt/auto) makes a second read-only mount succeed: the proof
+    refuses the disk while it is mounted, and proves it -- marked ro=1, mounted read-only -- once it is not."""
+    vendor, product = nested_lab.usb_vendor_product.split(":")
+    alias = "ua-nested-usb-busy"
+    res = HotplugResult("usb-disk", alias, templates.render("hostdev_usb.xml.j2", vendor=vendor, product=product,
+                                                             bus=None, device=None, alias=alias))
+    probe = hotplug.usb_disk_probe(vendor, product, nested_lab.usb_serial)
+    runs = {}
+
+    def busy_then_free(r: HotplugResult) -> None:
+        [block] = hotplug.usb_blocks(r.step("absent-before").evidence, r.step("attach->visible").evidence,
+                                     nested_lab.usb_vendor_product, nested_lab.usb_serial)
+        script = hotplug.read_only_proof(block, nested_lab.disk_known_file)
+        nested_lab.l2.run(f"mkdir -p /mnt/auto && mount -o ro /dev/{block} /mnt/auto", timeout=60)
+        try:
+            runs["busy"] = nested_lab.l2.run(script, timeout=60, check=False)
+        finally:
+            nested_lab.l2.run("umount /mnt/auto", timeout=60)
+        runs["free"] = nested_lab.l2.run(script, timeout=60, check=False)
+        r.steps.append(Step("read-only-proof", 0.0, True, runs["busy"].stdout.splitlines() + runs["free"].stdout.splitlines()))
+
+    hp = Hotplugger(nested_lab.l2, visible_timeout=60, removal_timeout=60)
+    try:
+        hp.run_device(res, probe, prove=busy_then_free)
+    finally:
+        hp.close()
+    _print(res, record_property)
+    assert res.ok, res.summary()
+    assert runs["busy"].returncode == 5 and "in-use /dev/sd" in runs["busy"].stdout, runs["busy"]
+    free = runs["free"].stdout
+    assert runs["free"].returncode == 0, (free, runs["free"].stderr)
+    assert "blockdev-ro sd" in free and "=0" not in free.split("blockdev-ro", 1)[1].splitlines()[0], free
+    assert "(-o ro) ext2 ro," in free and f"sha256 {nested_lab.disk_sha256} " in free, free
+    assert alias not in nested_lab.l2.live_xml()
+
+
 def test_l2_under_kvm_failing_restarts_the_lab_with_l2_under_tcg():
     """KVM inside L1 (on TCG's emulated SVM) once wedged L1 while L2 booted. The cause is simulated here by
     a deadline no L2 can meet (1 s for SSH under KVM); the recovery is real: everything torn down, the lab

@@ -4,23 +4,27 @@
 2. the change is written to the on-disk journal, then the <hostdev> is attached live;
 3. the guest proves it over SSH (PCI vendor:device, driver and link; USB disk read-only);
 4. detach, wait for libvirt to remove it, prove it gone in the guest;
-5. for PCI, the host is collected again: the device must be back on its original driver
-   with driver_override clear (libvirt's managed re-bind);
-6. the journal entry is closed. Anything left attached is undone, now or by the next run.
+5. for PCI, the host is collected again, also after a failed step's undo: the device must be
+   back on its original driver with its original driver_override (libvirt's managed re-bind;
+   a device kept on vfio-pci or a variant of it is attached managed='no' and left as it is; pci-stub is refused);
+6. the journal entry is closed once libvirt says the device is gone. Anything left attached, or
+   whose state libvirt could not tell, is undone now or by the next run.
 """
 from __future__ import annotations
 
 import re
+import shlex
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..devices import DeviceSpec
 from ..facts import HostFacts
-from ..lab.hotplug import HotplugError, HotplugResult, Hotplugger, Step, nic_probe, read_only_proof, usb_disk_probe
+from ..lab.hotplug import (HotplugError, HotplugResult, Hotplugger, Step, nic_probe, read_only_proof, usb_blocks,
+                           usb_disk_probe)
 from ..model import CheckResult, Outcome, Severity
 from ..rules.device import usb_matches
-from .hostdev import alias_for, hostdev_matches, hostdev_xml, nodedev_name
+from .hostdev import alias_for, hostdev_matches, hostdev_xml, managed_for, nodedev_name
 from .journal import ChangeJournal
 from .preflight import preflight
 
@@ -115,29 +119,43 @@ def run_device(guest, facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec
                            "\n".join(pf.remediation) or "See the static checks for this device.",
                            time.monotonic() - began)
     original = facts.pci_device(spec.key) if spec.is_pci else None
-    xml = hostdev_xml(spec)
+    managed = managed_for(original.driver) if original else True
+    if not managed:
+        pf.evidence.append(f"{spec.key} is kept on {original.driver or 'no driver'}: attached managed='no', libvirt "
+                           "leaves its binding as it is" + ("" if original.driver == "vfio-pci" else " (VFIO needs vfio-pci)"))
+    xml = hostdev_xml(spec, managed)
+    restore = _restore_by_hand(spec.key, original.driver, original.driver_override, libvirt_uri) if original else ""
     res = HotplugResult(check_id.split("[")[0].split(".")[1], alias_for(spec), xml)
     res.steps.append(Step("preflight", preflight_seconds, True, pf.evidence))
     change = journal.open_change(kind="hostdev", libvirt_uri=libvirt_uri, domain=guest.dom.name(), xml=xml,
                                  alias=res.alias, device=spec.key,
                                  host_driver=original.driver if original else "",
                                  host_driver_override=original.driver_override if original else "",
-                                 persistent=options.persistent)
+                                 managed=managed, persistent=options.persistent)
     hotplugger = Hotplugger(guest, visible_timeout=options.visible_timeout_s, removal_timeout=options.removal_timeout_s,
                             persistent=options.persistent)
 
     def prove_usb(r: HotplugResult) -> None:
         t = time.monotonic()
-        block = next((line.split()[1] for line in r.step("attach->visible").evidence if line.startswith("block ")), None)
-        if not block:
-            raise HotplugError("no block device for the USB disk in the guest")
-        p = guest.run(read_only_proof(block, options.known_file), timeout=60, check=False)
-        lines = [ln for ln in p.stdout.splitlines() if ln.strip()]
+        usb = _usb_of(spec, facts)
+        blocks = usb_blocks(r.step("absent-before").evidence, r.step("attach->visible").evidence, usb.vendor_product,
+                            usb.serial)
+        if len(blocks) != 1:
+            raise HotplugError(f"{len(blocks)} new block devices in the guest are {usb.vendor_product}"
+                               f"{' serial ' + usb.serial if usb.serial else ''} ({', '.join(blocks) or 'none'}): "
+                               "expected exactly one")
+        p = guest.run(read_only_proof(blocks[0], options.known_file), timeout=60, check=False)
+        lines = [ln for ln in p.stdout.splitlines() if ln.strip()] + [f"stderr: {ln}" for ln in p.stderr.splitlines()]
         mounted = next((ln for ln in lines if ln.startswith("mounted ")), "")
         read_only = " ro," in f" {mounted.split()[-1]}," if mounted else False
+        marked = next((ln.split()[1:] for ln in lines if ln.startswith("blockdev-ro ")), [])
+        marked_ro = bool(marked) and all(m.endswith("=1") for m in marked)
         sums = [ln.split()[1] for ln in lines if ln.startswith("sha256 ")]
-        ok = p.returncode == 0 and read_only and (not options.known_sha256 or sums == [options.known_sha256])
-        detail = f"mounted read-only={read_only}" + (f", sha256 {'matches' if ok else 'MISMATCH'}" if options.known_sha256 else "")
+        ok = p.returncode == 0 and read_only and marked_ro and (not options.known_sha256 or sums == [options.known_sha256])
+        problem = next((ln for ln in lines if ln.split()[0] in ("in-use", "not-ro", "no")), "")
+        detail = (f"{blocks[0]} marked read-only={marked_ro}, mounted read-only={read_only}"
+                  + (f", sha256 {'matches' if sums == [options.known_sha256] else 'MISMATCH'}" if options.known_sha256 else "")
+                  + (f": {problem}" if problem else ""))
         r.steps.append(Step("read-only-proof", time.monotonic() - t, ok, lines, detail))
         if not ok:
             raise HotplugError(f"USB disk proof failed: {detail}")
@@ -147,51 +165,66 @@ def run_device(guest, facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec
         after = recollect().pci_device(spec.key)
         driver = after.driver if after else "(device gone)"
         override = after.driver_override if after else ""
-        ok = after is not None and driver == original.driver and not override
+        ok = after is not None and (driver, override) == (original.driver, original.driver_override)
         r.steps.append(Step("host-restored", time.monotonic() - t, ok,
                             [f"{spec.key}: driver {driver or 'none'} (was {original.driver or 'none'}), "
-                             f"driver_override {override or 'clear'}"]))
+                             f"driver_override {override or 'clear'}"
+                             + (f" (was {original.driver_override})" if original.driver_override else "")],
+                            "" if ok else f"not back on {original.driver or 'no driver'}"))
         if not ok:
             raise HotplugError(
-                f"{spec.key} is not back on {original.driver or 'no driver'} (now {driver or 'none'}"
-                f"{', driver_override ' + override if override else ''}); recover by hand: "
-                f"virsh -c {libvirt_uri} nodedev-reattach {nodedev_name(spec.key)}")
+                f"{spec.key} is not back on {original.driver or 'no driver'}"
+                f"{' with driver_override ' + original.driver_override if original.driver_override else ''} "
+                f"(now {driver or 'none'}{', driver_override ' + override if override else ''}); "
+                f"recover by hand: {restore}")
 
     try:
         hotplugger.run_device(res, _probe_for(spec, facts), prove_usb if not spec.is_pci else None,
                               host_restored if spec.is_pci else None)
     finally:
         hotplugger.close()
-        still_attached = res.alias in _domain_xml_or_empty(guest, options.persistent)
-        if not still_attached:
+        attached = hotplugger.attached(res.alias)  # None: libvirt could not say; the entry stays for the next run
+        if attached is False:
             journal.close_change(change, "detached" if res.ok else "undone after a failure")
-    return _result(check_id, res, still_attached, libvirt_uri, guest, time.monotonic() - began, options.persistent)
+    return _result(check_id, res, attached, libvirt_uri, guest, time.monotonic() - began, options.persistent, restore)
 
 
-def _domain_xml_or_empty(guest, persistent: bool) -> str:
-    """The live XML, and with persistent the persistent definition too: where the device may still be."""
-    import libvirt
-
-    try:
-        live = guest.live_xml() if guest.is_running() else ""
-        return live + (guest.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) if persistent else "")
-    except Exception:
-        return ""
+def _restore_by_hand(address: str, driver: str, override: str, uri: str) -> str:
+    """The command that puts a PCI function back on the driver and driver_override it had before the run."""
+    if driver and managed_for(driver) and not override:
+        return f"virsh -c {uri} nodedev-reattach {nodedev_name(address)}"
+    sysfs = f"/sys/bus/pci/devices/{address}"
+    return (f"echo {shlex.quote(override)} > {sysfs}/driver_override; echo {address} > {sysfs}/driver/unbind"
+            + (f"; echo {address} > /sys/bus/pci/drivers_probe" if driver else ""))
 
 
-def _result(check_id: str, res: HotplugResult, still_attached: bool, uri: str, guest, seconds: float,
-            persistent: bool) -> CheckResult:
+def _detach_by_hand(uri: str, domain: str, alias: str, persistent: bool) -> str:
+    return f"virsh -c {uri} detach-device-alias {domain} {alias} --live{' --config' if persistent else ''}"
+
+
+def _result(check_id: str, res: HotplugResult, attached: Optional[bool], uri: str, guest, seconds: float,
+            persistent: bool, restore: str = "") -> CheckResult:
     timings = ", ".join(f"{s.name} {s.seconds:.2f} s" for s in res.steps if s.name in
                         ("attach->visible", "detach->gone-in-guest", "read-only-proof", "host-restored"))
     evidence = res.summary().splitlines()[1:]
+    domain = guest.dom.name()
+    if attached is None:
+        return CheckResult(check_id, Outcome.ERROR, Severity.REQUIRED,
+                           f"unknown whether {res.alias} is still attached to {domain} (libvirt did not answer); the "
+                           f"journal keeps it for the next run to undo: {res.error or 'the flow itself passed'}",
+                           evidence, "; ".join(filter(None, [_detach_by_hand(uri, domain, res.alias, persistent),
+                                                             restore])), seconds)
     if res.ok:
         return CheckResult(check_id, Outcome.PASSED, Severity.REQUIRED,
                            f"attached, proven in the guest, detached, gone ({timings})", evidence, "", seconds)
-    if still_attached:
+    if attached:
         return CheckResult(check_id, Outcome.ERROR, Severity.REQUIRED,
-                           f"could not be restored: {res.alias} is still attached to {guest.dom.name()}: {res.error}",
-                           evidence, f"virsh -c {uri} detach-device-alias {guest.dom.name()} {res.alias} --live"
-                           f"{' --config' if persistent else ''}", seconds)
+                           f"could not be restored: {res.alias} is still attached to {domain}: {res.error}",
+                           evidence, _detach_by_hand(uri, domain, res.alias, persistent), seconds)
+    restored = next((s for s in res.steps if s.name == "host-restored"), None)
+    if restored is not None and not restored.ok:
+        return CheckResult(check_id, Outcome.ERROR, Severity.REQUIRED,
+                           f"detached, but the host is not restored: {res.error}", evidence, restore, seconds)
     tail = guest.console_tail(20)
     if tail:
         evidence += ["--- guest console ---", *tail.splitlines()]
@@ -199,40 +232,71 @@ def _result(check_id: str, res: HotplugResult, still_attached: bool, uri: str, g
                        "The device was detached again. See the steps above for where it failed.", seconds)
 
 
-def recover_leftovers(journal: ChangeJournal, open_connection: Callable[[str], object]) -> list[str]:
-    """Undo what a killed run left attached. Returns one line per leftover: what was done."""
+LIBVIRT_KEEPALIVE = (5, 3)  # seconds between probes, unanswered probes before the connection is closed
+
+
+def open_with_keepalive(open_connection: Callable[[str], object], uri: str):
+    """A libvirt connection on which a host that stops answering fails calls after ~20 s instead of hanging them
+    (needs the event loop: lab.daemons.ensure_event_loop)."""
     import libvirt
 
-    lines = []
-    for change in journal.leftovers():
-        uri, domain, alias = change.get("libvirt_uri", ""), change.get("domain", ""), change.get("alias", "")
-        try:
-            conn = open_connection(uri)
+    conn = open_connection(uri)
+    try:
+        conn.setKeepAlive(*LIBVIRT_KEEPALIVE)
+    except libvirt.libvirtError:
+        pass  # a local driver has no keepalive
+    return conn
+
+
+def recover_leftovers(journal: ChangeJournal, open_connection: Callable[[str], object]) -> list[str]:
+    """Undo what a killed run left attached. Returns one line per leftover: what was done."""
+    lines, conns = [], {}
+    try:
+        for change in journal.leftovers():
+            lines.append(_recover(journal, change, conns, open_connection))
+    finally:
+        for conn in conns.values():
             try:
-                dom = conn.lookupByName(domain)
-                attached = dom.isActive() and alias in dom.XMLDesc(0)
-            except libvirt.libvirtError:
-                dom, attached = None, False
-            if attached:
-                dom.detachDeviceFlags(change["xml"], libvirt.VIR_DOMAIN_AFFECT_LIVE)
-                deadline = time.monotonic() + 60
-                while alias in dom.XMLDesc(0) and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                if alias in dom.XMLDesc(0):
-                    raise RuntimeError("still attached 60 s after the detach")
-            if dom is not None and dom.isPersistent() and alias in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE):
-                dom.detachDeviceFlags(change["xml"], libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-                attached = True
-            if change.get("device", "").count(":") == 2 and change.get("host_driver"):
-                node = conn.nodeDeviceLookupByName(nodedev_name(change["device"]))
-                if f"<name>{change['host_driver']}</name>" not in node.XMLDesc(0):
-                    node.reAttach()  # back from vfio-pci to the host driver
-            journal.close_change(change["id"], "recovered by a later run")
-            lines.append(f"recovered {change.get('device')} on {domain}: "
-                         f"{'detached' if attached else 'was no longer attached'}")
-        except Exception as exc:
-            lines.append(f"COULD NOT RECOVER {change.get('device')} on {domain} ({exc}); by hand: "
-                         f"virsh -c {uri} detach-device-alias {domain} {alias} --live"
-                         f"{' --config' if change.get('persistent') else ''}; "
-                         f"virsh -c {uri} nodedev-reattach {nodedev_name(change.get('device', ''))}")
+                conn.close()
+            except Exception:
+                pass
     return lines
+
+
+def _recover(journal: ChangeJournal, change: dict, conns: dict, open_connection: Callable[[str], object]) -> str:
+    import libvirt
+
+    uri, domain, alias = change.get("libvirt_uri", ""), change.get("domain", ""), change.get("alias", "")
+    device = change.get("device", "")
+    try:
+        if uri not in conns:
+            conns[uri] = open_with_keepalive(open_connection, uri)
+        conn = conns[uri]
+        try:
+            dom = conn.lookupByName(domain)
+            attached = dom.isActive() and alias in dom.XMLDesc(0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise  # libvirt could not say: the entry stays open
+            dom, attached = None, False
+        if attached:
+            dom.detachDeviceFlags(change["xml"], libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            deadline = time.monotonic() + 60
+            while alias in dom.XMLDesc(0) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if alias in dom.XMLDesc(0):
+                raise RuntimeError("still attached 60 s after the detach")
+        if dom is not None and dom.isPersistent() and alias in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE):
+            dom.detachDeviceFlags(change["xml"], libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            attached = True
+        if device.count(":") == 2 and managed_for(change.get("host_driver", "")):
+            node = conn.nodeDeviceLookupByName(nodedev_name(device))
+            if f"<name>{change['host_driver']}</name>" not in node.XMLDesc(0):
+                node.reAttach()  # back from vfio-pci to the host driver
+        journal.close_change(change["id"], "recovered by a later run")
+        return f"recovered {device} on {domain}: {'detached' if attached else 'was no longer attached'}"
+    except Exception as exc:
+        restore = (_restore_by_hand(device, change.get("host_driver", ""), change.get("host_driver_override", ""), uri)
+                   if device.count(":") == 2 else "")
+        return (f"COULD NOT RECOVER {device} on {domain} ({exc}); by hand: "
+                + "; ".join(filter(None, [_detach_by_hand(uri, domain, alias, change.get("persistent")), restore])))

@@ -12,12 +12,26 @@ def alias_for(spec: DeviceSpec) -> str:
     return "ua-vfio-certify-" + re.sub(r"[^A-Za-z0-9_-]", "-", spec.key)
 
 
-def hostdev_xml(spec: DeviceSpec) -> str:
-    """The device as a <hostdev>; every value comes from a validated DeviceSpec, never raw input."""
+def kept_off_host(driver: str) -> bool:
+    """A device deliberately kept away from the host (driverctl, vfio-pci.ids=, pci-stub.ids=): on vfio-pci, a
+    vfio-pci variant (mlx5_vfio_pci, ...) or pci-stub. managed='yes' would have libvirt re-probe it onto its host
+    driver after the detach. A device with no driver is not: libvirt's re-probe leaves it without one."""
+    return driver == "pci-stub" or driver.startswith("vfio") or driver.endswith(("_vfio_pci", "-vfio-pci"))
+
+
+def managed_for(driver: str) -> bool:
+    """managed='yes' (libvirt binds vfio-pci and re-binds the host driver) unless the device is kept off the host."""
+    return not kept_off_host(driver)
+
+
+def hostdev_xml(spec: DeviceSpec, managed: bool = True) -> str:
+    """The device as a <hostdev>; every value comes from a validated DeviceSpec, never raw input.
+    managed=False (PCI): libvirt neither detaches it from its driver nor re-attaches it afterwards."""
     if spec.is_pci:
         domain, bus, slot_function = spec.key.split(":")
         slot, function = slot_function.split(".")
-        return render("hostdev_pci.xml.j2", domain=domain, bus=bus, slot=slot, function=function, alias=alias_for(spec))
+        return render("hostdev_pci.xml.j2", domain=domain, bus=bus, slot=slot, function=function, alias=alias_for(spec),
+                      managed="yes" if managed else "no")
     if spec.usb_vendor_product:
         vendor, product = spec.usb_vendor_product.split(":")
         return render("hostdev_usb.xml.j2", vendor=vendor, product=product, bus=None, device=None, alias=alias_for(spec))
@@ -31,18 +45,20 @@ def nodedev_name(pci_address: str) -> str:
 
 
 def hostdev_matches(domain_xml: str, spec: DeviceSpec) -> bool:
-    """Whether a domain's XML holds this device as a <hostdev> (to refuse a device already assigned)."""
+    """Whether a domain's XML holds this device as a <hostdev> or an <interface type='hostdev'> (SR-IOV VF NICs),
+    to refuse a device already assigned."""
     import xml.etree.ElementTree as ET
 
     try:
         root = ET.fromstring(domain_xml)
     except ET.ParseError:
         return False
-    for hostdev in root.iter("hostdev"):
+    interfaces = [i for i in root.iter("interface") if i.get("type") == "hostdev"]
+    for hostdev in [*root.iter("hostdev"), *interfaces]:
         source = hostdev.find("source")
         if source is None:
             continue
-        if spec.is_pci and hostdev.get("type") == "pci":
+        if spec.is_pci and (hostdev.get("type") == "pci" or hostdev.tag == "interface"):
             address = source.find("address")
             if address is None:
                 continue

@@ -2,10 +2,12 @@
 
 Each change is written (and fsynced) before it is made, and closed once undone. A run that
 was killed leaves open changes behind; the next run reads them and undoes them first.
-JSON lines, append only, so a half-written last line loses nothing before it.
+JSON lines, append only, so a half-written last line loses nothing before it. One run at a time:
+an e2e session holds an exclusive flock on <journal>.lock (holding its pid) from start to end.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -23,9 +25,35 @@ def default_path() -> Path:
     return Path(state) / "vfio-certify" / "journal.jsonl"
 
 
+class JournalLocked(Exception):
+    """Another run holds the journal; str() is one line naming the journal and that run's pid."""
+
+
 class ChangeJournal:
     def __init__(self, path: Optional[os.PathLike] = None):
         self.path = Path(path) if path else default_path()
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._lock_fd: Optional[int] = None
+
+    def lock(self) -> None:
+        """Take the journal for this run (released by unlock() or when the process ends), or raise JournalLocked."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise JournalLocked(f"journal {self.path} is in use by another vfio-certify run (pid {holder}, "
+                                f"lock {self.lock_path}): wait for it to end") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # the file stays: removing it would race a run taking it just now
+            self._lock_fd = None
 
     def _append(self, record: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,8 @@ from ..devices import DeviceSpec
 from ..facts import HostFacts
 from ..model import CheckResult, Outcome, Severity
 from ..lab.daemons import ensure_event_loop
-from .flow import E2EOptions, recover_leftovers, run_device
-from .journal import ChangeJournal
-
-LIBVIRT_KEEPALIVE = (5, 3)  # seconds between probes, unanswered probes before the connection is closed
+from .flow import E2EOptions, open_with_keepalive, recover_leftovers, run_device
+from .journal import ChangeJournal, JournalLocked
 
 
 class E2ESetupError(Exception):
@@ -63,20 +61,28 @@ class E2ESession:
         self.setup_error = ""  # set when start() failed: every e2e check then reports it
 
     def start(self) -> "E2ESession":
+        """Lock the journal, undo leftovers, reach the domain; when that fails, nothing stays held."""
+        try:
+            return self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> "E2ESession":
         import libvirt
 
         began = time.monotonic()
+        try:  # for the whole session: another run would take this run's open changes for leftovers and undo them
+            self.journal.lock()
+        except JournalLocked as exc:
+            raise E2ESetupError(str(exc)) from None
+        ensure_event_loop()  # DEVICE_REMOVED events, and keepalive on every connection
         self.recovered = recover_leftovers(self.journal, libvirt.open)
         if not self.config.domain or not self.config.guest:
             raise E2ESetupError("--e2e needs --domain NAME and --guest ssh://root@<the VM> to prove the devices inside it")
         self.uri = self.config.libvirt_uri or default_libvirt_uri(self.host_spec)
-        ensure_event_loop()  # DEVICE_REMOVED events, and keepalive below
         try:
-            conn = libvirt.open(self.uri)
-            try:  # a host that stops answering fails libvirt calls after ~20 s instead of hanging them
-                conn.setKeepAlive(*LIBVIRT_KEEPALIVE)
-            except libvirt.libvirtError:
-                pass  # a local driver has no keepalive
+            conn = open_with_keepalive(libvirt.open, self.uri)
             dom = conn.lookupByName(self.config.domain)
         except libvirt.libvirtError as exc:
             raise E2ESetupError(f"libvirt {self.uri}: {exc.get_error_message()}") from None
@@ -98,6 +104,7 @@ class E2ESession:
             except Exception:
                 pass
             self.guest = None
+        self.journal.unlock()
 
     def _labelled(self, result: CheckResult) -> CheckResult:
         if self.config.lab_note:

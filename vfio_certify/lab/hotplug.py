@@ -24,6 +24,8 @@ no device behind. The device is never written to.
 from __future__ import annotations
 
 import dataclasses
+import re
+import shlex
 import threading
 import time
 from typing import Callable, Dict, List, Optional
@@ -115,7 +117,7 @@ exit 2
 
 def nic_probe(vendor: str, device: str, mac: str = "") -> str:
     """Guest probe for a PCI NIC by vendor:device (and, when known, its MAC in `ip -o link`)."""
-    mac_line = f'if ip -o link | grep -qi "{mac}"; then any=1; fi' if mac else ""
+    mac_line = f"if ip -o link | grep -qi {shlex.quote(mac)}; then any=1; fi" if mac else ""
     return _NIC_PROBE.replace("@V@", vendor).replace("@D@", device).replace("@MACLINE@", mac_line)
 
 
@@ -141,7 +143,7 @@ for b in /sys/block/sd*; do
   echo "block ${b##*/} usb=${d##*/} $v:$p serial=$s ro=$ro sectors=$size"
   if [ "$v:$p" = "@V@:@P@" ]; then
     any=1
-    { [ -z "@S@" ] || [ "$s" = "@S@" ]; } && [ -b /dev/${b##*/} ] && full=1
+    { [ -z @S@ ] || [ "$s" = @S@ ]; } && [ -b /dev/${b##*/} ] && full=1
   fi
 done
 [ $full = 1 ] && exit 0
@@ -151,30 +153,75 @@ exit 2
 
 
 def usb_disk_probe(vendor: str, product: str, serial: str = "") -> str:
-    """Guest probe for a USB disk by vendor:product (and serial when given) with its block device."""
-    return _USB_PROBE.replace("@V@", vendor).replace("@P@", product).replace("@S@", serial)
+    """Guest probe for a USB disk by vendor:product (and serial when given) with its block device.
+    The serial is the device's own string: shell-quoted, never pasted into the script as code."""
+    return _USB_PROBE.replace("@V@", vendor).replace("@P@", product).replace("@S@", shlex.quote(serial))
+
+
+_BLOCK_LINE = re.compile(r"block (sd[a-z]+) usb=\S+ ([0-9a-f]{4}:[0-9a-f]{4}) serial=(.*) ro=\d+ sectors=\d+$")
+
+
+def usb_blocks(before: List[str], after: List[str], vendor_product: str, serial: str = "") -> List[str]:
+    """From the probe's lines before and after the attach: the block devices that are this USB disk --
+    its vendor:product, its serial when it has one, and not there before the attach."""
+    def disks(lines: List[str]):
+        return [m.groups() for m in map(_BLOCK_LINE.match, lines) if m]
+
+    old = {name for name, _, _ in disks(before)}
+    return [name for name, vp, s in disks(after) if vp == vendor_product and (not serial or s == serial) and name not in old]
 
 
 USB_PROBE = usb_disk_probe(USB_VENDOR, USB_PRODUCT, USB_SERIAL)
 
 
+# Mount options that replay nothing, from the superblock (read, never written): ext3/4 with a journal
+# get noload, xfs norecovery -- a dirty journal is not replayed onto the device.
+RO_MOUNT_OPTIONS = r"""
+ro_opts() {
+  m=$(dd if=$1 bs=1 skip=1080 count=2 2>/dev/null | od -An -tx1 | tr -d ' \n')
+  c=$(dd if=$1 bs=1 skip=1116 count=1 2>/dev/null | od -An -tu1 | tr -d ' \n')
+  if [ "$m" = 53ef ] && [ $(( ${c:-0} & 4 )) != 0 ]; then echo ro,noload
+  elif [ "$(dd if=$1 bs=4 count=1 2>/dev/null)" = XFSB ]; then echo ro,norecovery
+  else echo ro; fi
+}
+"""
+
+
 def read_only_proof(block: str, known_file: str = "", sha256: str = "", mount_point: str = MOUNT_POINT) -> str:
-    """Guest script: mount the disk (or its first mountable partition) READ-ONLY, show what is
-    there, read the known file's checksum back, unmount. Never writes to the device."""
-    check = (f'echo "sha256 $(sha256sum "{mount_point}/{known_file}" | cut -d" " -f1) {known_file}"'
-             if known_file else f'ls -1 {mount_point} | head -20 | sed "s/^/file /"')
+    """Guest script: refuse a disk already mounted, swapped on or held (an automounter's rw mount would make
+    a second read-only mount succeed), mark it and its partitions read-only in the kernel and check that
+    they are (ro=1), mount the first mountable one READ-ONLY without a journal replay, show what is there,
+    read the known file's checksum back, unmount. Never writes to the device. Exit 4: no filesystem
+    mounted (mount's stderr shown), 5: in use, 6: not read-only."""
+    if not re.fullmatch(r"sd[a-z]+", block):
+        raise HotplugError(f"not a guest disk name: {block!r}")
+    mp, file = shlex.quote(mount_point), shlex.quote(f"{mount_point}/{known_file}")
+    check = (f'echo "sha256 $(sha256sum {file} | cut -d" " -f1) {known_file}"'
+             if known_file else f'ls -1 {mp} | head -20 | sed "s/^/file /"')
     return (
-        f"mkdir -p {mount_point}\n"
+        RO_MOUNT_OPTIONS + f"mkdir -p {mp}\n"
+        f'grep -q " {mount_point} " /proc/mounts && {{ echo "in-use {mount_point} is already a mount point"; exit 5; }}\n'
+        f"for s in /sys/block/{block} /sys/block/{block}/{block}*; do\n"
+        "  [ -f $s/dev ] || continue; n=${s##*/}; read -r mm < $s/dev\n"
+        '  if grep -q "^/dev/$n " /proc/mounts /proc/swaps || cut -d" " -f3 /proc/self/mountinfo | grep -qx "$mm"; then\n'
+        '    echo "in-use /dev/$n is already mounted or swapped on"; exit 5; fi\n'
+        '  h=$(ls $s/holders 2>/dev/null); [ -z "$h" ] || { echo "in-use /dev/$n is held by" $h; exit 5; }\n'
+        "done\n"
         # The kernel then refuses every write, a journal replay on mount included.
-        f"for d in /dev/{block} /dev/{block}[0-9]*; do [ -b $d ] && blockdev --setro $d; done\n"
+        "ro=\n"
+        f"for s in /sys/block/{block} /sys/block/{block}/{block}*; do\n"
+        "  [ -f $s/ro ] || continue; n=${s##*/}\n"
+        '  blockdev --setro /dev/$n || { echo "not-ro blockdev --setro /dev/$n failed"; exit 6; }\n'
+        '  read -r r < $s/ro; ro="$ro $n=$r"; [ "$r" = 1 ] || { echo "not-ro /dev/$n: ro=$r after setro"; exit 6; }\n'
+        "done\n"
+        'echo "blockdev-ro${ro}"\n'
         f"for dev in $(ls -d /sys/block/{block}/{block}* 2>/dev/null | sed 's|.*/||') {block}; do\n"
-        f"  mount -o ro /dev/$dev {mount_point} 2>/dev/null && break\n"
-        "  dev=\n"
+        f"  o=$(ro_opts /dev/$dev); err=$(mount -o $o /dev/$dev {mp} 2>&1) && break\n"
+        '  echo "mount-failed /dev/$dev -o $o:" $err; dev=\n'
         "done\n"
         '[ -n "$dev" ] || { echo "no mountable filesystem on ' + block + '"; exit 4; }\n'
-        f"trap 'umount {mount_point}' EXIT\n"
-        f'echo "mounted /dev/$dev $(grep " {mount_point} " /proc/mounts | cut -d" " -f3,4)"\n'
-        f'echo "blockdev-ro $(cat /sys/block/{block}/ro)"\n'
+        f"trap 'umount {mp}' EXIT\n"
+        f'echo "mounted /dev/$dev (-o $o) $(grep " {mount_point} " /proc/mounts | cut -d" " -f3,4)"\n'
         f"{check}\n"
     )
 
@@ -279,23 +326,45 @@ class Hotplugger:
             raise HotplugError(f"{res.alias} {'missing from' if want else 'still in'} the domain's persistent definition")
 
     def _attach(self, res: HotplugResult, key: str) -> float:
-        import libvirt
-
+        # The undo first: a Ctrl-C raised as the call returns must not leave the device attached with
+        # nothing to undo it (the undo reads the XML first: undoing a device never attached does nothing).
+        self.journal.push_undo(key, f"detach {res.device} {res.alias}",
+                               lambda: self._detach_for_undo(res))
         t0 = time.monotonic()
         self.guest.dom.attachDeviceFlags(res.xml, self.flags)
         dt = time.monotonic() - t0
         self.journal.record("attach", f"{res.device} {res.alias} ({dt:.3f}s)")
-        self.journal.push_undo(key, f"detach {res.device} {res.alias}",
-                               lambda: self._detach_for_undo(res))
         res.steps.append(Step("attach-call", dt, True, detail=f"attachDeviceFlags({self.flags_text})"))
         return t0
+
+    def _active(self) -> Optional[bool]:
+        """Whether the domain runs; None when it no longer exists. Raises when libvirt cannot say (a dropped
+        connection): an unknown state is never taken for a detached device."""
+        import libvirt
+
+        try:
+            return bool(self.guest.dom.isActive())
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    def attached(self, alias: str) -> Optional[bool]:
+        """Whether alias is still in the domain (live, and with persistent in its definition); None: unknown."""
+        try:
+            active = self._active()
+            return bool(active and self._in_live_xml(alias)
+                        or active is not None and self.persistent and self._in_persistent_xml(alias))
+        except Exception:
+            return None
 
     def _detach_for_undo(self, res: HotplugResult) -> None:
         import libvirt
 
-        if self.guest.dom is None or not self.guest.is_running():
-            return  # domain gone (or libvirt unreachable): nothing to detach
-        if self._in_live_xml(res.alias):
+        active = self._active() if self.guest.dom is not None else None
+        if active is None:
+            return  # the domain is gone: nothing to detach
+        if active and self._in_live_xml(res.alias):
             self.guest.dom.detachDeviceFlags(res.xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
             self._wait_removed(res.alias, time.monotonic() + self.removal_timeout)
         if self.persistent and self._in_persistent_xml(res.alias):
@@ -357,6 +426,7 @@ class Hotplugger:
     def _run(self, res: HotplugResult, key: str, probe: str,
              prove: Optional[Callable[[HotplugResult], None]] = None,
              after_detach: Optional[Callable[[HotplugResult], None]] = None) -> HotplugResult:
+        tried = False  # the attach was called: after_detach then runs after the detach, or after the undo
         try:
             ok, lines, dt = self._guest_wait(probe, present=False, timeout=1)
             res.steps.append(Step("absent-before", dt, ok, lines))
@@ -364,6 +434,7 @@ class Hotplugger:
                 raise HotplugError(f"a matching {res.device} is already in the guest")
             if self._in_live_xml(res.alias):
                 raise HotplugError(f"alias {res.alias} already in the live XML")
+            tried = True
             t0 = self._attach(res, key)
             ok, lines, _ = self._guest_wait(probe, present=True,
                                             timeout=self.visible_timeout)
@@ -376,8 +447,6 @@ class Hotplugger:
             if prove:
                 prove(res)
             self._detach(res, key, probe)
-            if after_detach:
-                after_detach(res)
         except (HotplugError, GuestError, Exception) as exc:
             res.error = f"{type(exc).__name__}: {exc}"
             self.journal.record("hotplug-failed", f"{res.device}: {res.error}", ok=False)
@@ -385,6 +454,13 @@ class Hotplugger:
             if key in self.journal.pending:  # still attached: undo now
                 for err in self._undo_one(key):
                     res.error = (res.error or "") + f"; undo failed: {err}"
+                    tried = False  # still attached: the host side is not back to judge
+        if tried and after_detach:  # detached, by the flow or by the undo: the host side is judged either way
+            try:
+                after_detach(res)
+            except Exception as exc:
+                res.error = (f"{res.error}; then " if res.error else "") + f"{type(exc).__name__}: {exc}"
+                self.journal.record("hotplug-failed", f"{res.device}: {exc}", ok=False)
         return res
 
     def _undo_one(self, key: str) -> List[str]:
