@@ -1,24 +1,30 @@
 """Collect a host's snapshot in one remote command.
 
 The target is a testinfra host (local://, ssh://, ansible://, ...). Exactly one
-`host.run` is made per collection: the rendered script. Its output is unpacked with
-the same safety checks as a customer bundle. The script writes meta.json on the host
+remote command is run per collection: the rendered script. It is bounded in time and
+output size on this side, and its output is unpacked with the same safety checks as a
+customer bundle. The script writes meta.json on the host
 (format, the absence convention, the host's clock; see script.py); it is then completed
 on this side (`_write_meta`): hostname and kernel release from the recorded uname output
 and the collector's notes are JSON-encoded here, so hostile host text cannot shape it.
 """
 from __future__ import annotations
 
+import ast
 import base64
 import binascii
+import contextlib
 import json
 import os
 import re
+import selectors
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,15 +35,22 @@ from ..snapshot.reader import ABSENCE_PARENT_FOLDER, decode
 from .script import BEGIN_MARK, END_MARK, render_script
 
 # Options that keep one dead or hung host from stalling a run; a user's
-# --ssh-extra-args replaces them.
-DEFAULT_SSH_EXTRA_ARGS = "-o BatchMode=yes -o ServerAliveInterval=5 -o ServerAliveCountMax=3"
+# --ssh-extra-args replaces them. ansible:// hosts get the keepalives added to theirs.
+_KEEPALIVE = "-o ServerAliveInterval=5 -o ServerAliveCountMax=3"
+DEFAULT_SSH_EXTRA_ARGS = "-o BatchMode=yes " + _KEEPALIVE
 
 
-# The whole collection is bounded on the host (when it has `timeout`); the script comes in as $0,
-# so this stays one remote command.
+# The whole collection is bounded on the host (when it has `timeout`); the script comes in as $0
+# and the SSH session as $1, so this stays one remote command.
 COLLECT_TIMEOUT_S = 120
-_BOUNDED = ('if command -v timeout >/dev/null 2>&1; then exec timeout {t} sh -c "$0"; '
+_BOUNDED = ('[ -z "$1" ] || export SSH_CONNECTION="$1"; '
+            'if command -v timeout >/dev/null 2>&1; then exec timeout {t} sh -c "$0"; '
             'else exec sh -c "$0"; fi')
+# On this side: the host's bound plus the connection and this much.
+BOUND_SLACK_S = 15
+MAX_OUTPUT_BYTES = 256 << 20  # the script's base64 output (a big host's is a few MiB)
+MAX_UNREADABLE_NOTES = 2000  # beyond this, no path is judged absent
+MAX_OTHER_NOTES = 50
 
 
 class CollectError(Exception):
@@ -77,8 +90,7 @@ class Target:
             )
         if self.source == "ansible" and self.ansible_inventory:
             kwargs["ansible_inventory"] = self.ansible_inventory
-        if self.sudo:
-            kwargs["sudo"] = True
+        # --sudo is not testinfra's: it is put in the remote command (_remote_command).
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         return testinfra.get_host(self.spec, **kwargs)
 
@@ -97,15 +109,35 @@ def _one_line(text: str, limit: int = 300) -> str:
     return line[:limit]
 
 
+_STDERR = re.compile(r"""_stderr=(b'(?:[^'\\]|\\.)*'|b"(?:[^"\\]|\\.)*")""")
+# ansible says why in a warning or error, then adds deprecation warnings: the first line that says why.
+_REASONS = ("ERROR", "Unable to parse", "No inventory was parsed", "Could not match", "UNREACHABLE")
+
+
+def _reason(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and "deprecation" not in ln.lower()]
+    for key in _REASONS:
+        for line in lines:
+            if key in line:
+                return re.sub(r"^\[(WARNING|ERROR)\]:\s*", "", line)[:300]
+    return _one_line("\n".join(lines))
+
+
 def _backend_failure(exc: Exception) -> str:
-    """One readable line for a testinfra backend's failure (they raise with whole reprs)."""
+    """One readable line for a testinfra backend's failure (they raise with whole reprs, or
+    with a CommandResult)."""
+    failed = exc.args[0] if exc.args else None
+    if hasattr(failed, "stderr_bytes"):
+        return _reason(decode(failed.stderr_bytes or b""))
     text = str(exc)
     missing = re.search(r"(\S+): (?:command )?not found", text)
     if missing:
         return f"{missing.group(1)} not found on this machine (ansible:// hosts need ansible-core: pip install ansible-core)"
-    stderr = re.search(r"_stderr=b['\"](.*?)['\"]\)", text)
-    detail = stderr.group(1).encode().decode("unicode_escape") if stderr else text
-    return f"{type(exc).__name__}: {_one_line(detail, 200) or 'connection failed'}"
+    stderr = _STDERR.search(text)
+    with contextlib.suppress(ValueError, SyntaxError):
+        if stderr:
+            return _reason(decode(ast.literal_eval(stderr.group(1))))
+    return f"{type(exc).__name__}: {_one_line(text, 200) or 'connection failed'}"
 
 
 def _payload(stdout: bytes) -> bytes:
@@ -127,31 +159,107 @@ class _Ran:
     stderr: bytes
 
 
-def _run_bounded(host: Any, target: Target, command: str, *args: str) -> _Ran:
-    """host.run with a wall-clock bound on this side, for the backends that run a local process.
+def _remote_command(target: Target, sudo: bool, sudo_user: str | None = None) -> str:
+    """The one remote command: the script is $0 of a bounded sh, the SSH session its $1. The host's
+    login shell expands $SSH_CONNECTION before sudo, whose env_reset would drop it."""
+    command = shlex.join(["sh", "-c", _BOUNDED.format(t=int(target.collect_timeout_s)), render_script()])
+    command += ' "$SSH_CONNECTION"'
+    if sudo:
+        command = "sudo " + (f"-u {shlex.quote(sudo_user)} " if sudo_user else "") + command
+    return command
+
+
+def _too_much() -> CollectError:
+    return CollectError(f"the host sent more than {MAX_OUTPUT_BYTES >> 20} MiB of output; stopped")
+
+
+def _read_within(proc: subprocess.Popen, limit: float) -> tuple[bytes, bytes]:
+    """proc's stdout (at most MAX_OUTPUT_BYTES) and the tail of its stderr, within limit seconds."""
+    stalled = CollectError(f"no complete answer within {limit:g} s (host stalled)")
+    deadline = time.monotonic() + limit
+    out, err = bytearray(), bytearray()
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ, out)
+        selector.register(proc.stderr, selectors.EVENT_READ, err)
+        while selector.get_map():
+            ready = selector.select(max(deadline - time.monotonic(), 0))
+            if not ready and time.monotonic() >= deadline:
+                raise stalled
+            for key, _ in ready:
+                chunk = os.read(key.fd, 1 << 16)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                key.data.extend(chunk)
+            if len(out) > MAX_OUTPUT_BYTES:
+                raise _too_much()
+            del err[:-65536]  # only its last lines are ever shown
+    try:
+        proc.wait(max(deadline - time.monotonic(), 0))
+    except subprocess.TimeoutExpired:
+        raise stalled from None
+    return bytes(out), bytes(err)
+
+
+def _run_in_thread(host: Any, command: str, limit: float) -> _Ran:
+    """host.run for the backends whose process is not ours to kill (paramiko, safe-ssh, ansible's
+    modules), in a daemon thread given up on at the bound: it never blocks the interpreter's exit."""
+    done: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            done["result"] = host.run(command)
+        except BaseException as exc:  # re-raised in the caller
+            done["error"] = exc
+
+    worker = threading.Thread(target=run, name="vfio-certify-collect", daemon=True)
+    worker.start()
+    worker.join(limit)
+    if worker.is_alive():
+        raise CollectError(f"no complete answer within {limit:g} s (host stalled)")
+    if "error" in done:
+        raise done["error"]
+    result = done["result"]
+    if len(result.stdout_bytes) > MAX_OUTPUT_BYTES:
+        raise _too_much()
+    return _Ran(result.rc, result.stdout_bytes, result.stderr_bytes)
+
+
+def _run_bounded(host: Any, target: Target) -> _Ran:
+    """The remote command with a wall-clock and output bound on this side.
 
     testinfra's run has no timeout: a host that accepts the connection and then stalls would
-    hang the run. For local:// and ssh:// we start testinfra's own command line ourselves,
-    in its own process group, and kill the group when the bound passes.
+    hang the run. For local:// and ssh:// (also an ansible:// host that ansible reaches over ssh)
+    we start testinfra's own command line ourselves, in its own process group, read at most
+    MAX_OUTPUT_BYTES and kill the group when the bound passes.
     """
-    backend = host.backend
-    limit = target.connect_timeout_s + target.collect_timeout_s + 15
+    backend, sudo, sudo_user = host.backend, target.sudo, None
+    limit = target.connect_timeout_s + target.collect_timeout_s + BOUND_SLACK_S
+    if backend.NAME == "ansible" and not backend.force_ansible:
+        inner = backend.ansible_runner.get_host(backend.host, ssh_config=backend.ssh_config,
+                                                ssh_identity_file=backend.ssh_identity_file)
+        if inner is not None and inner.backend.NAME in ("local", "ssh"):
+            backend = inner.backend
+            sudo, sudo_user = sudo or backend.sudo, None if sudo else backend.sudo_user  # ansible_become
+            if backend.NAME == "ssh":  # the options an ssh:// host gets, where the inventory sets none
+                backend.timeout = target.connect_timeout_s
+                if "serveralive" not in (backend.ssh_extra_args or "").lower():
+                    backend.ssh_extra_args = f"{backend.ssh_extra_args or ''} {_KEEPALIVE}".strip()
+    command = _remote_command(target, sudo, sudo_user)
     if backend.NAME == "local":
-        shell_command = backend.get_command(command, *args)
+        shell_command = command
     elif backend.NAME == "ssh":
-        cmd, cmd_args = backend._build_ssh_command(backend.get_command(command, *args))
+        cmd, cmd_args = backend._build_ssh_command(command)
         shell_command = backend.quote(" ".join(cmd), *cmd_args)
     else:
-        result = host.run(command, *args)
-        return _Ran(result.rc, result.stdout_bytes, result.stderr_bytes)
-    proc = subprocess.Popen(shell_command, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=limit)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise CollectError(f"no complete answer within {limit} s (host stalled)") from None
+        return _run_in_thread(host, command, limit)
+    with subprocess.Popen(shell_command, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, start_new_session=True) as proc:
+        try:
+            stdout, stderr = _read_within(proc, limit)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
     if backend.NAME == "ssh" and proc.returncode == 255:
         raise CollectError(_one_line(decode(stderr)) or f"cannot connect to {target.spec}")
     return _Ran(proc.returncode, stdout, stderr)
@@ -161,24 +269,21 @@ def collect_snapshot(target: Target, dest: os.PathLike | str) -> Snapshot:
     """Collect `target` into the folder `dest` (created); return the snapshot."""
     dest = Path(dest)
     try:
-        host = target.testinfra_host()
-        result = _run_bounded(host, target, "sh -c %s %s", _BOUNDED.format(t=int(target.collect_timeout_s)),
-                              render_script())
+        result = _run_bounded(target.testinfra_host(), target)
     except CollectError:
         raise
-    except RuntimeError as exc:  # testinfra's ssh backends: ssh itself failed (rc 255)
-        failed = exc.args[0] if exc.args else None
-        detail = _one_line(decode(getattr(failed, "stderr_bytes", b"") or b"")) if failed else ""
-        raise CollectError(detail or f"cannot connect to {target.spec}") from None
     except Exception as exc:  # any backend's connection failure, reported in one line
-        raise CollectError(_backend_failure(exc)) from None
+        raise CollectError(_backend_failure(exc) or f"cannot connect to {target.spec}") from None
 
     if result.rc == 124:
         raise CollectError(f"collection took longer than {target.collect_timeout_s} s on the host and was stopped")
+    detail = _one_line(decode(result.stderr or b""))
     if result.rc != 0:
-        detail = _one_line(decode(result.stderr or b""))
         raise CollectError(f"collection script exited {result.rc}" + (f": {detail}" if detail else ""))
     archive = _payload(result.stdout)
+    if not archive:
+        raise CollectError("the host sent an empty archive (its tar, gzip or base64 failed)"
+                           + (f": {detail}" if detail else ""))
 
     with tempfile.NamedTemporaryFile(suffix=".tar.gz") as tmp:
         tmp.write(archive)
@@ -223,7 +328,15 @@ def _write_meta(dest: Path) -> None:
         meta["collected_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     notes_path = dest / "notes"
     if notes_path.is_file():
-        meta["collector_notes"] = decode(notes_path.read_bytes()).splitlines()[:50]
+        # The reader judges a path named in an 'unreadable: ' note not collected (never absent): keep them all.
+        lines = decode(notes_path.read_bytes()).splitlines()
+        unreadable = [ln for ln in lines if ln.startswith("unreadable: ")]
+        notes = [ln for ln in lines if not ln.startswith("unreadable: ")][:MAX_OTHER_NOTES]
+        if len(unreadable) > MAX_UNREADABLE_NOTES:
+            del meta["absence"]
+            notes.append(f"{len(unreadable)} paths unreadable, the first {MAX_UNREADABLE_NOTES} listed:"
+                         " no missing path is judged absent")
+        meta["collector_notes"] = notes + unreadable[:MAX_UNREADABLE_NOTES]
         notes_path.unlink()
     meta_path = dest / "meta.json"
     if meta_path.is_symlink() or meta_path.is_file():

@@ -4,8 +4,10 @@ The script only reads the host. It builds the snapshot in a private temporary fo
 (removed on exit), then prints it as base64 of a .tar.gz between two marker lines, so
 that whatever a login shell prints around it is ignored; run as `sh collect.sh FILE`
 it writes the .tar.gz bundle to FILE instead. It runs unchanged under
-dash, bash and busybox sh: no bashisms, only cat, mkdir, ln, readlink, tar, gzip,
-base64, uname, and `timeout` and `date` when the host has them.
+dash, bash and busybox sh: no bashisms, only cat, ln, ls, mkdir, rm, tar, gzip, uname,
+base64 (not for FILE), and `mktemp`, `timeout` and `date` when the host has them. A
+missing tool stops it first, exit status 69 and one line naming it. Nothing is left on
+the host: the folder is removed on exit, also on a signal or a hang-up (SIGPIPE).
 
 The snapshot's meta.json is written by the script too, so every bundle has one (also
 those made without vfio-certify on the controller): the format, `"absence":
@@ -22,15 +24,25 @@ from . import spec
 BEGIN_MARK = "--- vfio-certify snapshot begin ---"
 END_MARK = "--- vfio-certify snapshot end ---"
 COMMAND_TIMEOUT_S = 30
+MISSING_TOOL_STATUS = 69  # EX_UNAVAILABLE: stderr's last line names the tool
 
 _PRELUDE = r"""
 PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 LC_ALL=C
 export PATH LC_ALL
 umask 077
-T=$(mktemp -d 2>/dev/null) || { T=/tmp/vfio-certify.$$; mkdir -p "$T" || exit 70; }
+NL='
+'
+_need="cat ln ls mkdir rm tar gzip uname"; [ -n "${1:-}" ] || _need="$_need base64"
+for _t in $_need; do
+  command -v "$_t" >/dev/null 2>&1 || { echo "$_t not found on the host" >&2; exit @MISSING@; }
+done
+# Without mktemp: a fresh folder or nothing (plain mkdir fails on anything planted there, links too).
+T=$(mktemp -d 2>/dev/null) || { T=/tmp/vfio-certify.$$; mkdir -m 700 "$T" 2>/dev/null ||
+  { echo "cannot create the private folder $T" >&2; exit 70; }; }
 trap 'rm -rf "$T"' EXIT
 trap 'exit 130' INT TERM HUP
+trap 'exit 141' PIPE
 R=$T/root
 C=$T/commands
 mkdir -p "$R" "$C"
@@ -46,22 +58,28 @@ printf '%s}\n' "$_m" > "$T/meta.json"
 TO=
 if command -v timeout >/dev/null 2>&1; then TO="timeout @TIMEOUT@"; fi
 vc_folder() { for d in "$@"; do mkdir -p "$R$d"; done; }
+vc_unreadable() { rm -f "$R$1"; echo "unreadable: $1" >> "$T/notes"; }
+# Many folders in one mkdir: the newline-separated list is split on newlines only, never globbed.
+vc_mkdirs() { [ -z "$1" ] || ( IFS=$NL; set -f; mkdir -p -- $1 ); }
 vc_copy() {
   for f in "$@"; do
     [ -f "$f" ] || continue
     mkdir -p "$R${f%/*}"
-    cat "$f" > "$R$f" 2>/dev/null || { rm -f "$R$f"; echo "unreadable: $f" >> "$T/notes"; }
+    cat "$f" > "$R$f" 2>/dev/null || vc_unreadable "$f"
   done
 }
 vc_mark() {
-  _d=; _f=
+  _d=
   for f in "$@"; do
     [ -e "$f" ] || [ -L "$f" ] || continue
-    _d="$_d $R${f%/*}"
-    if [ -d "$f" ]; then _d="$_d $R$f"; else _f="$_f $R$f"; fi
+    _d="$_d$NL$R${f%/*}"
+    [ ! -d "$f" ] || _d="$_d$NL$R$f"
   done
-  [ -z "$_d" ] || mkdir -p $_d
-  for f in $_f; do : > "$f"; done
+  vc_mkdirs "$_d"
+  for f in "$@"; do
+    [ -d "$f" ] && continue
+    if [ -e "$f" ] || [ -L "$f" ]; then : > "$R$f"; fi
+  done
 }
 vc_link() {
   _p=$1; shift
@@ -75,17 +93,27 @@ vc_link() {
 vc_attrs() {
   _a=$1; _t=$2; shift 2
   _d=
-  for d in "$@"; do [ -e "$d" ] && _d="$_d $R$d"; done
-  [ -z "$_d" ] || mkdir -p $_d
+  for d in "$@"; do [ -e "$d" ] && _d="$_d$NL$R$d"; done
+  vc_mkdirs "$_d"
   for d in "$@"; do
     [ -e "$d" ] || continue
     for a in $_a; do
-      [ -r "$d/$a" ] && [ -f "$d/$a" ] || continue
-      # kernel-formatted one-line values: builtins keep them byte for byte without a fork
-      if IFS= read -r v < "$d/$a"; then printf '%s\n' "$v"; else printf '%s' "$v"; fi > "$R$d/$a"
+      [ -f "$d/$a" ] || continue
+      # kernel-formatted one-line values: builtins keep them byte for byte without a fork.
+      # _r stays empty when the file cannot be opened; a sysfs read error (EIO) reads nothing
+      # from a file whose size is not 0 (sysfs says 4096).
+      v=; _r=
+      { IFS= read -r v; _r=$?; } 2>/dev/null < "$d/$a"
+      case $_r$v in
+        0*) printf '%s\n' "$v" > "$R$d/$a" ;;
+        1?*) printf '%s' "$v" > "$R$d/$a" ;;
+        1) if [ -s "$d/$a" ]; then vc_unreadable "$d/$a"; else : > "$R$d/$a"; fi ;;
+        *) vc_unreadable "$d/$a" ;;
+      esac
     done
     for a in $_t; do
-      [ -f "$d/$a" ] && cat "$d/$a" > "$R$d/$a" 2>/dev/null
+      [ -f "$d/$a" ] || continue
+      cat "$d/$a" > "$R$d/$a" 2>/dev/null || vc_unreadable "$d/$a"
     done
   done
   return 0
@@ -121,7 +149,7 @@ def _words(items: list[str]) -> str:
 
 def render_script() -> str:
     lines = ["#!/bin/sh", "# vfio-certify collector: reads the host, changes nothing."]
-    prelude = _PRELUDE.replace("@TIMEOUT@", str(COMMAND_TIMEOUT_S))
+    prelude = _PRELUDE.replace("@TIMEOUT@", str(COMMAND_TIMEOUT_S)).replace("@MISSING@", str(MISSING_TOOL_STATUS))
     lines.append(prelude.replace("@FORMAT@", FORMAT).replace("@ABSENCE@", ABSENCE_PARENT_FOLDER).strip("\n"))
     lines.append(f"vc_folder {_words(spec.PROBED_FOLDERS)}")
     lines.append(f"vc_copy {_words(spec.COPY_FILES)}")

@@ -4,7 +4,9 @@ A bundle comes from outside (a customer's host), so unpacking checks every membe
 before anything is written: absolute paths, `..` components, links that leave the
 bundle, a member whose path runs through a link of the bundle (links chained to climb
 out, or a file written through a link), hard links, devices and FIFOs refuse the whole
-bundle. Python's tar "data" filter, where this Python has it, checks again on the way out.
+bundle. So do a file bigger than MAX_MEMBER_BYTES and a bundle that unpacks to more than
+MAX_TOTAL_BYTES (a gzip bomb), as the tar headers declare them, which is what is written.
+Python's tar "data" filter, where this Python has it, checks again on the way out.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import tarfile
 from pathlib import Path
 
 MAX_MEMBERS = 200_000
+MAX_MEMBER_BYTES = 64 << 20  # a snapshot's biggest files (dmesg, modules.dep, cpuinfo) are a few MiB
+MAX_TOTAL_BYTES = 512 << 20
 
 
 class BundleError(Exception):
@@ -95,11 +99,18 @@ def unpack_bundle(bundle: os.PathLike | str, dest: os.PathLike | str) -> Path:
     bundle, dest = Path(bundle), Path(dest)
     try:
         with tarfile.open(bundle, "r:*") as tar:
-            members = []
+            members, total = [], 0
             for member in tar:
                 members.append(member)
+                total += member.size
                 if len(members) > MAX_MEMBERS:
                     raise BundleError(f"{bundle}: refused: more than {MAX_MEMBERS} entries")
+                if member.size > MAX_MEMBER_BYTES:
+                    raise BundleError(f"{bundle}: refused: {member.name!r}: {member.size} bytes, "
+                                      f"more than the {MAX_MEMBER_BYTES >> 20} MiB a snapshot file may have")
+                if total > MAX_TOTAL_BYTES:
+                    raise BundleError(f"{bundle}: refused: {member.name!r}: "
+                                      f"the bundle unpacks to more than {MAX_TOTAL_BYTES >> 20} MiB")
                 problem = _member_problem(member)
                 if problem:
                     raise BundleError(f"{bundle}: refused: {member.name!r}: {problem}")

@@ -87,14 +87,14 @@ class Snapshot:
 
     def _read_notes(self) -> list[str]:
         """The collector's notes: meta.json's collector_notes (vfio-certify collect), else the script's own
-        notes file (a bundle made by `sh collect.sh FILE`). At most 200 lines."""
+        notes file (a bundle made by `sh collect.sh FILE`). At most 2250 lines (2000 'unreadable:' and 250 more)."""
         notes = self.meta.get("collector_notes")
         if isinstance(notes, list):
-            return [str(n) for n in notes][:200]
+            return [str(n) for n in notes][:2250]
         path = self.path / "notes"
         if path.is_file() and not path.is_symlink():
             try:
-                return decode(path.read_bytes()[:65536]).splitlines()[:200]
+                return decode(path.read_bytes()[:1 << 20]).splitlines()[:2250]
             except OSError:
                 return []
         return [str(notes)] if notes is not None else []

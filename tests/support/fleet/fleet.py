@@ -49,11 +49,11 @@ printf '%s %s\\n' "$(printf '%s' "$cmd" | wc -c)" "$head" >> '{log}'
 if [ -z "$cmd" ]; then
     exec {env} -i PATH={path} HOME=/ TERM="${{TERM:-dumb}}" USER=root LOGNAME=root SHELL=/bin/sh \\
         ${{SSH_CONNECTION:+"SSH_CONNECTION=$SSH_CONNECTION"}} ${{SSH_CLIENT:+"SSH_CLIENT=$SSH_CLIENT"}} \\
-        {chroot} '{root}' /bin/sh -i
+        {chroot} {userspec}'{root}' /bin/sh -i
 fi
 exec {env} -i PATH={path} HOME=/ USER=root LOGNAME=root SHELL=/bin/sh \\
     ${{SSH_CONNECTION:+"SSH_CONNECTION=$SSH_CONNECTION"}} ${{SSH_CLIENT:+"SSH_CLIENT=$SSH_CLIENT"}} \\
-    {chroot} '{root}' /bin/sh -c "$cmd"
+    {chroot} {userspec}'{root}' /bin/sh -c "$cmd"
 """
 
 
@@ -72,6 +72,8 @@ class FleetHost:
                   float("inf"): a host that never answers once logged in)
     hostname      what `uname -n` says (default: meta.json's hostname)
     shell         "dash" (default, faithful) or "busybox" (exercises ash; see rootfs.py)
+    user          None (root), or "uid:gid": sessions run as that user in the fake root
+                  (a collection without root: files it cannot read)
     """
 
     name: str
@@ -80,6 +82,7 @@ class FleetHost:
     delay_s: float = 0.0
     hostname: Optional[str] = None
     shell: str = "dash"
+    user: Optional[str] = None
 
     @classmethod
     def down(cls, name: str, how: str = REFUSED) -> "FleetHost":
@@ -98,6 +101,8 @@ class FleetHost:
             raise FleetError(f"{self.name}: a reachable host needs a snapshot_dir")
         if self.delay_s < 0:
             raise FleetError(f"{self.name}: delay_s must be >= 0")
+        if self.user is not None and not re.match(r"^[0-9]+:[0-9]+$", self.user):
+            raise FleetError(f"{self.name}: user must be numeric uid:gid")
 
 
 class _Host:
@@ -314,7 +319,8 @@ class LoopbackFleet:
                 delay = f"sleep {host.spec.delay_s:g}" if host.spec.delay_s else ""
                 host.wrapper.write_text(_WRAPPER.format(
                     name=host.name, log=host.commands_log, delay=delay, env=env,
-                    chroot=chroot, root=host.root, path=SESSION_PATH))
+                    chroot=chroot, root=host.root, path=SESSION_PATH,
+                    userspec=f"--userspec={host.spec.user} " if host.spec.user else ""))
                 host.wrapper.chmod(0o755)
                 host.authorized_keys.write_text(f'command="{host.wrapper}" {pubkey}\n')
             host.authorized_keys.chmod(0o600)
@@ -463,7 +469,7 @@ Host *
                 current, depth = nxt, depth + 1
         for level in reversed(levels):
             _terminate(level)
-        strays = self._chrooted_pids()
+        strays = self._orphaned_sessions() + self._chrooted_pids()
         if strays:
             _terminate(strays)
         for proc in listeners:
@@ -577,6 +583,25 @@ Host *
             except OSError:
                 continue
         return {pid for pid in mine if _alive(pid)}
+
+    def _orphaned_sessions(self) -> List[int]:
+        """Forced commands left behind by a client that hung up while the login stalled (delay_s):
+        no longer under their sshd. Each comes before its children (its sleep), so that it
+        is gone before a dead child would let it go on to run the command."""
+        needle = f"{self.dir}/hosts/".encode()
+        children = _children_map()
+        found: List[int] = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if needle in cmdline and b"forced-command.sh" in cmdline:
+                found += [int(entry), *children.get(int(entry), [])]
+        return found
 
     def _chrooted_pids(self) -> List[int]:
         prefix = str(self.dir) + "/"

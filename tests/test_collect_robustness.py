@@ -1,0 +1,270 @@
+"""The collection's failure modes, against fake hosts over real SSH (tests/support/fleet).
+
+Hosts that lack a tool, stall, run the script through sudo or without root, hang up
+mid-output, or send too much: each is reported in one line, bounded in time and size,
+and the host is left as it was (nothing in its /tmp, nothing written through a link).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from vfio_certify.collect import CollectError, Target, collect_snapshot
+from vfio_certify.collect import runner
+from vfio_certify.collect.script import render_script
+from vfio_certify.snapshot import BundleError, Snapshot, bundle, unpack_bundle
+from vfio_certify.snapshot.reader import PathState
+
+try:
+    from support.fleet import FleetHost, LoopbackFleet
+except ImportError:
+    from tests.support.fleet import FleetHost, LoopbackFleet
+
+HAS_ANSIBLE = (Path(sys.executable).parent / "ansible").exists()
+USB = "sys/bus/usb/devices/1-1 [x]"  # a space and a glob in a sysfs name
+GPU = "sys/bus/pci/devices/0000:01:00.0"
+
+
+def _write(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+
+
+def _snapshot(dest: Path, cpuinfo: bytes = b"processor\t: 0\n") -> Path:
+    _write(dest / "meta.json", json.dumps({"format": "host-snapshot/1", "hostname": dest.name,
+                                           "kernel_release": "6.1.0-18-amd64"}))
+    root = dest / "root"
+    _write(root / "proc/cmdline", "BOOT_IMAGE=/vmlinuz ro intel_iommu=on\n")
+    _write(root / "proc/cpuinfo", cpuinfo)
+    for i in range(60):
+        _write(root / f"etc/modprobe.d/m{i:02}.conf", f"options m{i} x=1\n")
+    for attr, value in (("vendor", "0x10de"), ("device", "0x1eb8"), ("class", "0x030200")):
+        _write(root / GPU / attr, value + "\n")
+    for attr, value in (("idVendor", "152d"), ("idProduct", "9561"), ("product", "USB disk")):
+        _write(root / USB / attr, value + "\n")
+    (root / "sys/class/iommu/dmar [0]").mkdir(parents=True)
+    _write(dest / "commands/uname_-r", "6.1.0-18-amd64\n")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    reason = LoopbackFleet.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    base = tmp_path_factory.mktemp("snapshots")
+    plain = _snapshot(base / "plain")
+    big = _snapshot(base / "big", cpuinfo=os.urandom(3 << 20))  # ~4 MiB of base64, incompressible
+    with LoopbackFleet([FleetHost("plain", plain), FleetHost("big", big),
+                        FleetHost("nob64", plain), FleetHost("nomktemp", plain),
+                        FleetHost("nobody", _snapshot(base / "nobody"), user="65534:65534"),
+                        FleetHost.slow("stall", plain, delay_s=float("inf"))]) as fleet:
+        os.unlink(fleet.root("nob64") / "bin/base64")
+        os.unlink(fleet.root("nomktemp") / "bin/mktemp")
+        sudo = fleet.root("plain") / "bin/sudo"  # like sudo's env_reset: the session's environment is gone
+        sudo.write_text('#!/bin/sh\nexec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"\n')
+        sudo.chmod(0o755)
+        root = fleet.root("nobody")
+        for path in [*root.glob("etc/modprobe.d/*.conf"), root / GPU / "vendor", root / USB / "product"]:
+            path.chmod(0)
+        yield fleet
+    assert not fleet.leftover_pids()  # also the stalled logins' sessions are gone
+
+
+def collect(fleet, name, dest, **kw):
+    return collect_snapshot(Target(fleet.urls[name], ssh_config=fleet.ssh_config, **kw), dest)
+
+
+def left_on_host(fleet, name):
+    return sorted(p.name for p in (fleet.root(name) / "tmp").iterdir())
+
+
+def run_in_root(root: Path, shell: str = "/bin/sh", **kw):
+    """The script run straight in a fake root (no SSH), stdout a pipe."""
+    return subprocess.Popen(["chroot", str(root), *shell.split(), "-c", render_script()], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, **kw)
+
+
+# -- 1. --sudo keeps the SSH session ------------------------------------------------
+
+
+def test_sudo_still_records_the_ssh_session(fleet, tmp_path):
+    snap = collect(fleet, "plain", tmp_path / "s", sudo=True)
+    [command] = fleet.remote_commands("plain")[-1:]
+    assert command.split(" ", 1)[1].startswith("sudo ")
+    session = snap.command("printenv SSH_CONNECTION").stdout.split()
+    assert session[2:] == [fleet.address("plain"), str(fleet.port("plain"))]
+    assert left_on_host(fleet, "plain") == []
+
+
+# -- 2. a host that accepts the connection and stalls -------------------------------
+
+
+@pytest.mark.parametrize("how", ["ansible", "safe-ssh"])
+def test_a_stalled_host_is_given_up_on(fleet, monkeypatch, how):
+    if how == "ansible" and not HAS_ANSIBLE:
+        pytest.skip("needs ansible-core in the venv")
+    monkeypatch.setattr(runner, "BOUND_SLACK_S", 1, raising=False)
+    address, port = fleet.address("stall"), fleet.port("stall")
+    if how == "ansible":
+        target = Target("ansible://stall", ansible_inventory=fleet.ansible_inventory)
+    else:
+        target = Target(f"safe-ssh://root@{address}:{port}", ssh_config=fleet.ssh_config)
+    target.connect_timeout_s = target.collect_timeout_s = 2
+    started = time.monotonic()
+    with pytest.raises(CollectError) as failed:
+        collect_snapshot(target, "/nonexistent/never-written")
+    assert "within 5 s (host stalled)" in str(failed.value)
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.skipif(not HAS_ANSIBLE, reason="needs ansible-core in the venv")
+def test_ansible_host_collects_in_one_command_with_keepalives(fleet, tmp_path):
+    before = len(fleet.remote_commands("plain"))
+    snap = collect_snapshot(Target("ansible://plain", ansible_inventory=fleet.ansible_inventory), tmp_path / "a")
+    assert snap.read_value(f"/{GPU}/vendor") == "0x10de"
+    assert len(fleet.remote_commands("plain")) == before + 1
+    from testinfra.utils.ansible_runner import AnsibleRunner
+    inner = AnsibleRunner.get_runner(fleet.ansible_inventory).get_host("plain")
+    assert "ServerAliveInterval" in inner.backend.ssh_extra_args
+
+
+# -- 3. output and bundle sizes ------------------------------------------------------
+
+
+def test_output_beyond_the_bound_is_refused(fleet, monkeypatch, tmp_path):
+    monkeypatch.setattr(runner, "MAX_OUTPUT_BYTES", 1 << 20, raising=False)
+    with pytest.raises(CollectError) as failed:
+        collect(fleet, "big", tmp_path / "s")
+    assert "more than 1 MiB" in str(failed.value) and "\n" not in str(failed.value)
+    collect(fleet, "plain", tmp_path / "small")  # the same bound lets a small host through
+
+
+def _tar_gz(path: Path, members: dict[str, int]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, size in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = size
+            tar.addfile(info, io.BytesIO(bytes(size)))
+    return path
+
+
+def test_gzip_bomb_is_refused_before_anything_is_unpacked(tmp_path):
+    bomb = _tar_gz(tmp_path / "bomb.tar.gz", {"s/meta.json": 2, "s/root/proc/cpuinfo": bundle.MAX_MEMBER_BYTES + 1})
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(BundleError) as refused:
+        unpack_bundle(bomb, tmp_path / "out")
+    assert "'s/root/proc/cpuinfo'" in str(refused.value) and "\n" not in str(refused.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bundle_total_size_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(bundle, "MAX_TOTAL_BYTES", 1 << 20)
+    many = _tar_gz(tmp_path / "many.tar.gz", {f"s/root/f{i}": 400 << 10 for i in range(3)})
+    with pytest.raises(BundleError) as refused:
+        unpack_bundle(many, tmp_path / "out")
+    assert "'s/root/f2'" in str(refused.value) and "1 MiB" in str(refused.value)
+    assert not (tmp_path / "out").exists()
+
+
+# -- 4. a host without a tool the script needs ----------------------------------------
+
+
+def test_missing_base64_is_named(fleet, tmp_path):
+    with pytest.raises(CollectError) as failed:
+        collect(fleet, "nob64", tmp_path / "s")
+    assert str(failed.value) == "collection script exited 69: base64 not found on the host"
+    assert left_on_host(fleet, "nob64") == []
+
+
+# -- 5. no mktemp: a private folder, never one planted beforehand ---------------------
+
+
+def test_without_mktemp_a_planted_link_is_refused(fleet, tmp_path):
+    root = fleet.root("nomktemp")
+    (root / "victim").mkdir()
+
+    def plant():  # in the child, before chroot execs the shell: $$ is this pid
+        os.symlink("/victim", f"{root}/tmp/vfio-certify.{os.getpid()}")
+
+    proc = run_in_root(root, preexec_fn=plant)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 70 and b"vfio-certify." in err.splitlines()[-1]
+    assert list((root / "victim").iterdir()) == []
+    for link in (root / "tmp").iterdir():
+        assert link.is_symlink()
+        link.unlink()
+    collect(fleet, "nomktemp", tmp_path / "s")  # the fallback folder works, and is removed
+    assert left_on_host(fleet, "nomktemp") == []
+
+
+# -- 6. a hang-up mid-output ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("shell", ["/bin/sh", "/bin/busybox sh"])
+def test_hang_up_mid_output_leaves_nothing(fleet, shell):
+    proc = run_in_root(fleet.root("big"), shell)
+    assert len(proc.stdout.read(65536)) == 65536
+    proc.stdout.close()
+    proc.wait(timeout=60)
+    proc.stderr.close()
+    assert left_on_host(fleet, "big") == []
+
+
+# -- 7. ansible's own reasons --------------------------------------------------------
+
+
+@pytest.mark.skipif(not HAS_ANSIBLE, reason="needs ansible-core in the venv")
+def test_missing_inventory_says_so(tmp_path):
+    with pytest.raises(CollectError) as failed:
+        collect_snapshot(Target("ansible://kvm1", ansible_inventory=str(tmp_path / "missing.ini")), tmp_path / "s")
+    message = str(failed.value)
+    assert "missing.ini" in message and "inventory" in message and "\n" not in message
+
+
+# -- 8, 9. unreadable files and attributes are noted, all of them --------------------
+
+
+def test_every_unreadable_path_is_noted(fleet, tmp_path):
+    snap = collect(fleet, "nobody", tmp_path / "s")
+    notes = json.loads((tmp_path / "s/meta.json").read_text())["collector_notes"]
+    expected = {f"unreadable: /etc/modprobe.d/m{i:02}.conf" for i in range(60)}
+    expected |= {f"unreadable: /{GPU}/vendor", f"unreadable: /{USB}/product"}
+    assert expected <= set(notes)
+    for path in ("/etc/modprobe.d/m59.conf", f"/{GPU}/vendor", f"/{USB}/product"):
+        assert snap.state(path) is PathState.NOT_COLLECTED, path
+    assert snap.read_value(f"/{GPU}/device") == "0x1eb8"
+    assert left_on_host(fleet, "nobody") == []
+
+
+def test_too_many_unreadable_paths_judge_nothing_absent(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "MAX_UNREADABLE_NOTES", 3, raising=False)
+    dest = tmp_path / "s"
+    (dest / "root/etc").mkdir(parents=True)
+    (dest / "meta.json").write_text('{"format": "host-snapshot/1", "absence": "parent-folder"}')
+    (dest / "notes").write_text("".join(f"unreadable: /etc/f{i}\n" for i in range(5)))
+    runner._write_meta(dest)
+    snap = Snapshot(dest)
+    assert snap.state("/etc/f4") is PathState.NOT_COLLECTED
+    assert snap.state("/etc/never-there") is PathState.NOT_COLLECTED
+
+
+# -- 10. sysfs names are never split or globbed --------------------------------------
+
+
+def test_names_with_spaces_and_globs_are_collected(fleet, tmp_path):
+    snap = collect(fleet, "plain", tmp_path / "s")
+    assert snap.read_value(f"/{USB}/idVendor") == "152d"
+    assert snap.read_value(f"/{USB}/product") == "USB disk"
+    assert snap.is_dir("/sys/class/iommu/dmar [0]")
+    assert not (fleet.root("plain") / "[x]").exists()
