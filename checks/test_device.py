@@ -10,7 +10,6 @@ def test_device_present(host_facts, certify, device):
 
 
 @pytest.mark.check("device.host_network")
-@pytest.mark.device_kind("pci")
 def test_device_host_network(host_facts, certify, device):
     certify(rules.host_network(host_facts, device))
 

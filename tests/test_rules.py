@@ -443,3 +443,20 @@ def test_a_pci_address_without_domain_points_at_the_device_in_another_domain():
     vmd = pci("10000:e1:00.0", "144d:a808", "010802", "nvme", 90)
     r = device.present(intel_host(pci={**intel_host().pci, vmd.address: vmd}), parse_device("e1:00.0"))
     assert r.outcome is Outcome.FAILED and "but 10000:e1:00.0 exists: name it with its domain" in r.message
+
+
+def test_a_usb_network_adapter_the_host_uses_is_in_use():
+    """A USB NIC (its netdev on interface 2-3:1.0 of USB device 2-3) carrying the default route: assigning it as
+    a USB <hostdev> takes it from the host just like a PCI NIC."""
+    from vfio_certify.e2e.preflight import preflight
+    from vfio_certify.facts.usb import UsbDevice
+
+    nic, disk = UsbDevice("2-3", "0bda", "8153", 2, 4, "Realtek USB 10/100/1000 LAN"), UsbDevice("4-1", "152d", "9561", 4, 2)
+    base = intel_host()
+    facts = intel_host(usb=[nic, disk], net={**base.net, "enx00e04c680001": NetInterface("enx00e04c680001", "2-3:1.0")},
+                       routes=["default via 192.0.2.1 dev enx00e04c680001 proto dhcp"])
+    r = device.host_network(facts, parse_device("0bda:8153"))
+    assert r.outcome is Outcome.FAILED and "enx00e04c680001 carries the default route" in r.message
+    assert device.host_network(facts, parse_device("004.002")).outcome is Outcome.SKIPPED  # a disk: no netdev
+    pf = preflight(facts, parse_device("0bda:8153"), [parse_device("0bda:8153")], {})
+    assert not pf.ok and any("device.host_network" in r for r in pf.refusals)

@@ -42,6 +42,10 @@ def preflight(facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec], held_
             result.remediation.append(check.remediation)
 
     need(device_rules.present(facts, spec), strict=not spec.is_pci)  # an ambiguous USB vendor:product: libvirt refuses
+    if not spec.is_pci:
+        network = device_rules.host_network(facts, spec)  # a USB network adapter the host uses
+        if network.outcome is not Outcome.SKIPPED:
+            need(network, overridable=True)
     if spec.is_pci:
         need(iommu.enabled(facts))
         need(iommu.group_isolated(facts, spec, named))

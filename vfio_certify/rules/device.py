@@ -115,22 +115,43 @@ def _host_use(facts: HostFacts, name: str) -> tuple[list[str], list[str]]:
     return findings, routes[:3]
 
 
+def _usb_netdevs(facts: HostFacts, spec: DeviceSpec) -> tuple[str, list[str]]:
+    """('', netdevs on the named USB device: a USB NIC's netdev sits on one of its interfaces, 4-1:1.0), or
+    (why it is not judged, [])."""
+    if facts.usb is None:
+        return "not judged: /sys/bus/usb/devices was not collected", []
+    matches = usb_matches(facts.usb, spec)
+    if len(matches) != 1 or not matches[0].sysfs_id:
+        return "not judged: see device.present", []
+    usb = matches[0].sysfs_id
+    return "", sorted(n for n, i in (facts.net or {}).items() if i.device.split(":", 1)[0] == usb)
+
+
 def host_network(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
     check_id = f"{HOST_NETWORK}[{spec.key}]"
-    device = facts.pci_device(spec.key) if spec.is_pci else None
-    if device is None:
-        return result(check_id, Outcome.SKIPPED, "not judged: not a PCI device on this host")
-    if device.class_pair[0] != 0x02:
-        return result(check_id, Outcome.SKIPPED, f"not a network device ({device.class_name or 'unknown class'})")
-    if facts.net is None:
-        return not_collected(check_id, "/sys/class/net")
-    # An SR-IOV PF takes its VFs with it: unbinding it destroys them, so their host use is its own.
-    vfs = sorted(a for a, d in (facts.pci or {}).items() if d.physfn == device.address)
-    names = _interfaces_of(facts, device)
-    vf_names = {n: vf for vf in vfs for n in _interfaces_of(facts, facts.pci[vf])}
-    if not names and not vf_names:
-        return result(check_id, Outcome.PASSED, f"{spec.key} has no host network interface (driver {device.driver or 'none'})"
-                      + (f"; its {len(vfs)} VF(s) have none either" if vfs else ""))
+    vf_names: dict[str, str] = {}
+    if spec.is_pci:
+        device = facts.pci_device(spec.key)
+        if device is None:
+            return result(check_id, Outcome.SKIPPED, "not judged: not a PCI device on this host")
+        if device.class_pair[0] != 0x02:
+            return result(check_id, Outcome.SKIPPED, f"not a network device ({device.class_name or 'unknown class'})")
+        if facts.net is None:
+            return not_collected(check_id, "/sys/class/net")
+        # An SR-IOV PF takes its VFs with it: unbinding it destroys them, so their host use is its own.
+        vfs = sorted(a for a, d in (facts.pci or {}).items() if d.physfn == device.address)
+        names = _interfaces_of(facts, device)
+        vf_names = {n: vf for vf in vfs for n in _interfaces_of(facts, facts.pci[vf])}
+        if not names and not vf_names:
+            return result(check_id, Outcome.PASSED,
+                          f"{spec.key} has no host network interface (driver {device.driver or 'none'})"
+                          + (f"; its {len(vfs)} VF(s) have none either" if vfs else ""))
+    else:  # a USB network adapter passed through as a USB <hostdev> takes its netdev from the host as well
+        if facts.net is None:
+            return not_collected(check_id, "/sys/class/net")
+        why, names = _usb_netdevs(facts, spec)
+        if why or not names:
+            return result(check_id, Outcome.SKIPPED, why or "not a network device (no netdev on it)")
     findings, evidence = [], []
     for name in names + sorted(vf_names):
         found, routes = _host_use(facts, name)
@@ -147,7 +168,7 @@ def host_network(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
         return result(check_id, Outcome.FAILED,
                       f"{spec.key} is in use by the host: {'; '.join(findings)}. Assigning it cuts that traffic off",
                       evidence, "Pick a port the host does not use, or move the host's addresses and routes off "
-                      f"{', '.join(names)} first (and out of any bond or bridge).")
+                      f"{', '.join(names or sorted(vf_names))} first (and out of any bond or bridge).")
     return result(check_id, Outcome.PASSED, f"{spec.key} ({', '.join(names)}) carries no host route and is in no bond or bridge", evidence)
 
 
