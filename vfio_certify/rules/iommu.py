@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from ..devices import DeviceSpec
 from ..facts import HostFacts
+from ..facts.kernel_cmdline import (intel_iommu_default_on, intremap_disabled_by, iommu_off_by, iommu_switch, kstrtobool,
+                                    unsafe_interrupts_by)
 from ..facts.pci import normalize_pci_address
 from ..model import CheckResult, Outcome
 from .catalog import not_collected, result
-from .kernel import (intel_iommu_default_on, intremap_disabled_by, iommu_cmdline_fix, iommu_off_by, iommu_switch,
-                     kstrtobool, unsafe_interrupts_by)
-from .remedy import firmware_iommu
+from .remedy import firmware_iommu, iommu_cmdline_fix
 
 ENABLED = "iommu.enabled"
 IRQ_REMAPPING = "iommu.irq_remapping"
@@ -44,7 +44,7 @@ def _why_off(facts: HostFacts) -> tuple[str, str]:
         facts.dmesg and (facts.dmesg.acpi_dmar or facts.dmesg.acpi_ivrs)
     ):
         return "the firmware publishes no DMAR/IVRS table", firmware_iommu(facts)
-    params = facts.cmdline or []  # judged as the kernel reads every occurrence (kernel.iommu_switch)
+    params = facts.cmdline or []  # judged as the kernel reads every occurrence (facts/kernel_cmdline.py)
     for offs in (iommu_switch(params, "intel_iommu")[1], iommu_switch(params, "amd_iommu")[1], iommu_off_by(params)):
         if offs:
             return f"{' '.join(offs)} on the kernel command line", iommu_cmdline_fix(facts)

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from ..facts import HostFacts
+from ..facts.kconfig import iommufd_container
 from ..model import CheckResult, Outcome
 from ..snapshot.reader import PathState
 from .catalog import not_collected, result
-from .kernel import iommufd_container
 from .remedy import load_module, reinstall_modules
 
 MODULE = "vfio.module"
@@ -47,9 +47,9 @@ def module(facts: HostFacts, name: str) -> CheckResult:
         evidence.append(facts.kernel_config.line(option))
     if state == "loaded":
         return result(check_id, Outcome.PASSED, f"{name} is loaded", evidence)
-    if name == "vfio_iommu_type1" and state in ("missing", "unknown") and iommufd_container(facts):
+    if name == "vfio_iommu_type1" and state in ("missing", "unknown") and iommufd_container(facts.kernel_config):
         return result(check_id, Outcome.PASSED, "not needed: iommufd provides the VFIO container (/dev/vfio/vfio)",
-                      [iommufd_container(facts), *evidence])
+                      [iommufd_container(facts.kernel_config), *evidence])
     if state == "builtin":
         note = "" if config_value in (None, "y") else f" (config says {option}={config_value}: the config and the kernel disagree)"
         return result(check_id, Outcome.WARNING if note else Outcome.PASSED, f"{name} is built into the kernel{note}", evidence)
