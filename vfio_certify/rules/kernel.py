@@ -15,11 +15,9 @@ from ..facts.kernel_cmdline import (AMD_IOMMU_VALUES, INTEL_IOMMU_VALUES, intel_
                                     unsafe_interrupts_by, vtd_running)
 from ..model import CheckResult, Outcome
 from ..snapshot.reader import PathState
-from .catalog import not_collected, result
+from .catalog import RECOMMENDED, REQUIRED, check, not_collected, result
 from .remedy import kernel_args
 
-CONFIG = "kernel.config"
-CMDLINE = "kernel.cmdline"
 
 # Options every host needs; the vendor IOMMU driver is judged by the IOMMU's vendor.
 CONFIG_OPTIONS = [
@@ -29,8 +27,9 @@ CONFIG_OPTIONS = [
 _VENDOR_OPTION = {"CONFIG_INTEL_IOMMU": "intel", "CONFIG_AMD_IOMMU": "amd"}
 
 
+@check("kernel.config", REQUIRED, "the kernel is built with the IOMMU, VFIO and KVM-VFIO options (=y or =m)")
 def config_option(facts: HostFacts, option: str) -> CheckResult:
-    check_id = f"{CONFIG}[{option}]"
+    check_id = f"{config_option.id}[{option}]"
     if option == "CONFIG_VFIO_IOMMU_TYPE1" and iommufd_container(facts.kernel_config) and facts.kernel_config.value(option) not in ("y", "m"):
         return result(check_id, Outcome.PASSED, "not needed: iommufd provides the VFIO container (/dev/vfio/vfio)",
                       [iommufd_container(facts.kernel_config)])
@@ -164,13 +163,14 @@ def _vfio_pci_ids(params: list[Param], found: _Findings) -> None:
     found.notes += [f"{p.raw}: vfio-pci claims these devices at boot" for p in params if p.name == "vfio_pci.ids"]
 
 
+@check("kernel.cmdline", RECOMMENDED, "the kernel command line enables, and does not undermine, the IOMMU")
 def cmdline(facts: HostFacts) -> CheckResult:
     params = facts.cmdline
     if params is None:
         if facts.dmesg and facts.dmesg.command_line:
             params = parse_cmdline(facts.dmesg.command_line)
         else:
-            return not_collected(CMDLINE, "/proc/cmdline")
+            return not_collected(cmdline.id, "/proc/cmdline")
     found = _Findings()
     _vendor_switches(params, found)
     _iommu_param(params, found)
@@ -187,14 +187,14 @@ def cmdline(facts: HostFacts) -> CheckResult:
     evidence += [f"note: {n}" for n in found.notes]
     remove = sorted(set(found.remove), key=found.remove.index)
     if found.failures:
-        return result(CMDLINE, Outcome.FAILED, "; ".join(found.failures + found.warnings), evidence,
+        return result(cmdline.id, Outcome.FAILED, "; ".join(found.failures + found.warnings), evidence,
                       kernel_args(facts, add=found.add, remove=remove))
     if found.warnings:
         fix = kernel_args(facts, remove=remove) if remove else ("Reboot into the configured command line." if pending else "")
-        return result(CMDLINE, Outcome.WARNING, "; ".join(found.warnings), evidence, fix)
+        return result(cmdline.id, Outcome.WARNING, "; ".join(found.warnings), evidence, fix)
     iommu_bits = [p.raw for p in params if p.name in ("intel_iommu", "amd_iommu", "iommu", "iommu.passthrough", "iommu.strict")]
     summary = ("IOMMU parameters: " + " ".join(iommu_bits)) if iommu_bits else "no IOMMU parameter needed"
-    return result(CMDLINE, Outcome.PASSED, f"command line is sound for device assignment ({summary})", evidence)
+    return result(cmdline.id, Outcome.PASSED, f"command line is sound for device assignment ({summary})", evidence)
 
 
 _IOMMU_PARAM_NAMES = ("intel_iommu", "amd_iommu", "iommu", "pcie_acs_override", "intremap", "nointremap",
