@@ -1,19 +1,7 @@
 """device.*: the devices named with --device."""
-import pytest
+from vfio_certify.checklist import per_device
+from vfio_certify.rules import device
 
-from vfio_certify.rules import device as rules
-
-
-@pytest.mark.check("device.present")
-def test_device_present(host_facts, certify, device):
-    certify(rules.present(host_facts, device))
-
-
-@pytest.mark.check("device.host_network")
-def test_device_host_network(host_facts, certify, device):
-    certify(rules.host_network(host_facts, device))
-
-
-@pytest.mark.check("device.live_migration")
-def test_device_live_migration(host_facts, certify, device):
-    certify(rules.live_migration(host_facts, device))
+test_device_present = per_device(device.present)
+test_device_host_network = per_device(device.host_network)
+test_device_live_migration = per_device(device.live_migration)

@@ -1,9 +1,5 @@
 """firmware.iommu_table: ACPI DMAR (VT-d) or IVRS (AMD-Vi)."""
-import pytest
-
+from vfio_certify.checklist import per_host
 from vfio_certify.rules import firmware
 
-
-@pytest.mark.check("firmware.iommu_table")
-def test_firmware_iommu_table(host_facts, certify):
-    certify(firmware.iommu_table(host_facts))
+test_firmware_iommu_table = per_host(firmware.iommu_table)

@@ -1,9 +1,5 @@
 """host.reachable: the host answered, and its facts were collected and read."""
-import pytest
-
+from vfio_certify.checklist import per_collection
 from vfio_certify.rules import host
 
-
-@pytest.mark.check("host.reachable")
-def test_host_reachable(collected, certify_target, certify):
-    certify(host.reachable(certify_target.name, collected.facts, collected.error, collected.seconds))
+test_host_reachable = per_collection(host.reachable)

@@ -1,9 +1,5 @@
 """kvm.device: /dev/kvm."""
-import pytest
-
+from vfio_certify.checklist import per_host
 from vfio_certify.rules import kvm
 
-
-@pytest.mark.check("kvm.device")
-def test_kvm_device(host_facts, certify):
-    certify(kvm.device(host_facts))
+test_kvm_device = per_host(kvm.device)

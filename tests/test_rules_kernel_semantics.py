@@ -2,11 +2,12 @@
 import pytest
 
 from vfio_certify.facts.cmdline import parse_cmdline
+from vfio_certify.facts import kernel_cmdline
 from vfio_certify.facts.dmesg import parse_dmesg
 from vfio_certify.facts.osrelease import OsRelease
 from vfio_certify.model import Outcome
 from vfio_certify.rules import iommu, kernel
-from vfio_certify.rules.remedy import kernel_args
+from vfio_certify.rules.remedy import iommu_cmdline_fix, kernel_args
 from support.hosts import intel_host
 
 IOMMU_OFF = dict(iommu_units=[], iommu_groups={}, dmesg=parse_dmesg(""))  # sysfs: the IOMMU is not running
@@ -85,14 +86,14 @@ def test_missing_flag_still_fails_when_vtd_is_not_seen_running(sysfs):
 ])
 def test_intremap_last_on_off_wins(args, disabled):
     params = parse_cmdline(f"ro intel_iommu=on {args}")
-    assert kernel.intremap_disabled_by(params) == disabled
+    assert kernel_cmdline.intremap_disabled_by(params) == disabled
     r = cmdline_result(f"ro intel_iommu=on {args}")
     assert (r.outcome is Outcome.FAILED) == bool(disabled)
     assert ("disables interrupt remapping" in r.message) == bool(disabled)
 
 
 def test_intremap_fix_removes_comma_separated_off():
-    fix = kernel.iommu_cmdline_fix(intel_host(cmdline="ro intel_iommu=on intremap=off,nopost"))
+    fix = iommu_cmdline_fix(intel_host(cmdline="ro intel_iommu=on intremap=off,nopost"))
     assert '--remove-args="intremap=off,nopost"' in fix and "--args=" not in fix
 
 
@@ -111,7 +112,7 @@ def test_allow_unsafe_interrupts_true_values_warn(value):
 
 
 def test_allow_unsafe_interrupts_last_accepted_value_wins():
-    assert kernel.unsafe_interrupts_by(parse_cmdline("vfio_iommu_type1.allow_unsafe_interrupts=1 "
+    assert kernel_cmdline.unsafe_interrupts_by(parse_cmdline("vfio_iommu_type1.allow_unsafe_interrupts=1 "
                                                      "vfio_iommu_type1.allow_unsafe_interrupts=off")) == ""
     r = cmdline_result("ro intel_iommu=on vfio_iommu_type1.allow_unsafe_interrupts=maybe")
     assert r.outcome is Outcome.WARNING and "not a boolean" in r.message
@@ -152,3 +153,32 @@ def test_fedora_and_rhel8_uefi_paths():
     assert "-o /boot/grub2/grub.cfg --update-bls-cmdline" in fedora
     rhel8 = kernel_args(intel_host(os=OsRelease("rhel", ("fedora",), "RHEL 8.6", "8.6")), add=["intel_iommu=on"])
     assert "/boot/efi/EFI/redhat/grub.cfg" in rhel8
+
+
+# -- layering: how the kernel reads its command line is a fact, judged by rules -------------------------------
+
+def test_rules_import_facts_never_another_rules_internals():
+    """A rule module imports facts/ and the shared catalog and remedies, never another rule module."""
+    import ast
+    from pathlib import Path
+
+    import vfio_certify.rules
+
+    shared = {"catalog", "remedy"}
+    crossings = []
+    for path in sorted(Path(vfio_certify.rules.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                modules = [node.module] if node.module else [a.name for a in node.names]
+                crossings += [f"{path.name} imports .{m}" for m in modules if m.split(".")[0] not in shared]
+    assert crossings == []
+
+
+def test_the_kernels_reading_of_its_command_line_is_in_facts():
+    from vfio_certify.facts import kernel_cmdline
+
+    params = parse_cmdline("intel_iommu=on,igfx_off intel-iommu=off iommu=usedac,off intremap=off,on")
+    assert kernel_cmdline.iommu_switch(params, "intel_iommu") == (False, ["intel-iommu=off"])
+    assert kernel_cmdline.iommu_off_by(params) == []  # iommu_setup stops at usedac
+    assert kernel_cmdline.intremap_disabled_by(params) == []  # the last on/off wins
+    assert kernel_cmdline.iommu_option_name("pti") == "pt" and kernel_cmdline.iommu_option_name("64M") == "<size>"

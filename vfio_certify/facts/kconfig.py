@@ -63,3 +63,11 @@ def parse_kernel_config(text: str, source: str = "") -> KernelConfig:
         if match:
             config.options.pop(match.group(1), None)
     return config
+
+
+def iommufd_container(config: KernelConfig | None) -> str:
+    """The config lines saying iommufd provides /dev/vfio/vfio instead of VFIO's type1 container (6.2+:
+    CONFIG_IOMMUFD_VFIO_CONTAINER=y with CONFIG_VFIO_CONTAINER off): then no vfio_iommu_type1 is needed. '' if not."""
+    if config is None or config.value("CONFIG_IOMMUFD_VFIO_CONTAINER") != "y" or config.value("CONFIG_VFIO_CONTAINER") == "y":
+        return ""
+    return f"{config.line('CONFIG_IOMMUFD_VFIO_CONTAINER')}, {config.line('CONFIG_VFIO_CONTAINER')}"

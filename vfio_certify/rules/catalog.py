@@ -1,41 +1,83 @@
-"""The public check ids, their severity and what each certifies.
+"""The registry of public checks: each check is registered once, beside its judgement.
+
+A rule module registers a check with `@check(id, severity, description)` on its function:
+
+    @check("iommu.enabled", REQUIRED, "the kernel runs the IOMMU: units in /sys/class/iommu, populated groups")
+    def enabled(facts: HostFacts) -> CheckResult:
+        ...
+        return result(enabled.id, Outcome.PASSED, "IOMMU enabled", evidence)
+
+The decorator returns a Check: it is called as the function was (`iommu.enabled(facts)`) and carries
+`.id`, `.severity` and `.description`. checks/ turns it into its pytest test in one line
+(vfio_certify/checklist.py). Checks judged outside rules/ (e2e/) are declared without a function,
+in the rule module of their id prefix (rules/e2e.py).
 
 Ids appear in summary.json, waivers and dashboards: they never change meaning once
 released, and a retired id is never reused. Parametrized checks add [param].
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import Callable, Optional
+
 from ..model import CheckResult, Outcome, Severity
 
 REQUIRED, RECOMMENDED, INFO = Severity.REQUIRED, Severity.RECOMMENDED, Severity.INFO
 
-CATALOG: dict[str, tuple[Severity, str]] = {
-    "host.reachable": (REQUIRED, "the host answered and its facts were collected"),
-    "cpu.virtualization": (REQUIRED, "the CPU exposes VT-x (vmx) or AMD-V (svm)"),
-    "kvm.device": (REQUIRED, "/dev/kvm exists"),
-    "kernel.config": (REQUIRED, "the kernel is built with the IOMMU, VFIO and KVM-VFIO options (=y or =m)"),
-    "firmware.iommu_table": (REQUIRED, "the firmware describes an IOMMU (ACPI DMAR for VT-d, IVRS for AMD-Vi)"),
-    "iommu.enabled": (REQUIRED, "the kernel runs the IOMMU: units in /sys/class/iommu, populated groups"),
-    "kernel.cmdline": (RECOMMENDED, "the kernel command line enables, and does not undermine, the IOMMU"),
-    "iommu.irq_remapping": (REQUIRED, "interrupt remapping is active"),
-    "iommu.groups": (REQUIRED, "IOMMU groups exist"),
-    "iommu.group_isolated": (REQUIRED, "the named device's IOMMU group can be assigned as named"),
-    "device.present": (REQUIRED, "the named device exists on the host"),
-    "device.host_network": (RECOMMENDED, "a named NIC does not carry the host's own network"),
-    "device.live_migration": (INFO, "what a <hostdev> means for live migration"),
-    "vfio.module": (REQUIRED, "the vfio module is loaded, built in or loadable"),
-    "vfio.device_node": (RECOMMENDED, "/dev/vfio/vfio exists"),
-    # End to end (--e2e): a device proven in a running guest, and the host left as it was.
-    "e2e.leftovers": (REQUIRED, "changes an interrupted earlier run left behind were undone"),
-    "e2e.nic": (REQUIRED, "a NIC attached as <hostdev>, proven in the guest, detached, host driver restored"),
-    "e2e.pci": (REQUIRED, "a PCI device attached as <hostdev>, proven in the guest, detached, host driver restored"),
-    "e2e.usb": (REQUIRED, "a USB disk attached as <hostdev>, proven read-only in the guest, detached"),
-    "e2e.device": (REQUIRED, "the end-to-end flow for a device (an id used only when the check itself crashed)"),
-}
+
+@dataclass(frozen=True)
+class Check:
+    id: str  # public: summary.json, waivers, JUnit
+    severity: Severity
+    description: str  # one line: what a pass certifies
+    judge: Optional[Callable[..., CheckResult]] = None  # None: judged outside rules/ (the e2e flow)
+
+    def __call__(self, *args, **kwargs) -> CheckResult:
+        if self.judge is None:
+            raise TypeError(f"{self.id} is judged outside rules/ and has no rule function")
+        return self.judge(*args, **kwargs)
+
+
+_REGISTRY: dict[str, Check] = {}
+
+
+def declare(check_id: str, severity: Severity, description: str,
+            judge: Optional[Callable[..., CheckResult]] = None) -> Check:
+    """Register a check id; an id registered twice for different checks is a bug, refused at import."""
+    entry = Check(check_id, severity, description, judge)
+    known = _REGISTRY.get(check_id)
+    if known is not None and (known.severity, known.description, _origin(known.judge)) != (
+            severity, description, _origin(judge)):
+        raise ValueError(f"check id {check_id!r} is registered twice")
+    _REGISTRY[check_id] = entry
+    return entry
+
+
+def _origin(judge: Optional[Callable]) -> tuple[str, str]:
+    return (judge.__module__, judge.__qualname__) if judge is not None else ("", "")
+
+
+def check(check_id: str, severity: Severity, description: str) -> Callable[[Callable[..., CheckResult]], Check]:
+    """Decorator: the rule function below is the judgement of `check_id`."""
+    def register(judge: Callable[..., CheckResult]) -> Check:
+        return declare(check_id, severity, description, judge)
+    return register
+
+
+def registered() -> dict[str, Check]:
+    """Every check, by id: each module of rules/ is imported (once), so a new module needs no listing."""
+    package = __name__.rsplit(".", 1)[0]
+    for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        importlib.import_module(f"{package}.{module.name}")
+    return dict(_REGISTRY)
 
 
 def severity_of(check_id: str) -> Severity:
-    return CATALOG[check_id.split("[", 1)[0]][0]
+    base = check_id.split("[", 1)[0]
+    known = _REGISTRY.get(base) or registered()[base]
+    return known.severity
 
 
 def result(check_id: str, outcome: Outcome, message: str, evidence: list[str] | None = None,

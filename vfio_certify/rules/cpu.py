@@ -3,17 +3,16 @@ from __future__ import annotations
 
 from ..facts import HostFacts
 from ..model import CheckResult, Outcome
-from .catalog import not_collected, result
-
-CHECK = "cpu.virtualization"
+from .catalog import REQUIRED, check, not_collected, result
 
 
+@check("cpu.virtualization", REQUIRED, "the CPU exposes VT-x (vmx) or AMD-V (svm)")
 def virtualization(facts: HostFacts) -> CheckResult:
     cpu = facts.cpu
     if cpu is None:
-        return not_collected(CHECK, "/proc/cpuinfo")
+        return not_collected(virtualization.id, "/proc/cpuinfo")
     if not cpu.flags:
-        return result(CHECK, Outcome.FAILED, "/proc/cpuinfo lists no CPU flags (file empty or cut short)",
+        return result(virtualization.id, Outcome.FAILED, "/proc/cpuinfo lists no CPU flags (file empty or cut short)",
                       [f"{cpu.processors} processor entries read"], "Re-collect /proc/cpuinfo from the host.")
     nested = cpu.is_virtual_machine
     evidence = [f"model name: {cpu.model_name}" if cpu.model_name else "", f"vendor_id: {cpu.vendor}" if cpu.vendor else ""]
@@ -24,7 +23,7 @@ def virtualization(facts: HostFacts) -> CheckResult:
         message = f"{name} available on {cpu.processors} CPUs"
         if nested:
             message += "; this host is itself a virtual machine (nested virtualization)"
-        return result(CHECK, Outcome.PASSED, message, evidence)
+        return result(virtualization.id, Outcome.PASSED, message, evidence)
     evidence.append("flags: neither vmx nor svm" + (", hypervisor present" if nested else ""))
     if nested:
         fix = (
@@ -37,4 +36,4 @@ def virtualization(facts: HostFacts) -> CheckResult:
             "Enable 'Intel Virtualization Technology' (VT-x) or 'SVM Mode' (AMD-V) in the firmware setup, "
             "then power-cycle the host."
         )
-    return result(CHECK, Outcome.FAILED, "the CPU exposes neither VT-x (vmx) nor AMD-V (svm)", evidence, fix)
+    return result(virtualization.id, Outcome.FAILED, "the CPU exposes neither VT-x (vmx) nor AMD-V (svm)", evidence, fix)

@@ -8,11 +8,7 @@ from ..facts import HostFacts
 from ..facts.pci import PciDevice
 from ..facts.usb import UsbDevice
 from ..model import CheckResult, Outcome
-from .catalog import not_collected, result
-
-PRESENT = "device.present"
-HOST_NETWORK = "device.host_network"
-LIVE_MIGRATION = "device.live_migration"
+from .catalog import INFO, RECOMMENDED, REQUIRED, check, not_collected, result
 
 
 def _pci_present(facts: HostFacts, spec: DeviceSpec, check_id: str) -> CheckResult:
@@ -79,8 +75,9 @@ def _usb_present(facts: HostFacts, spec: DeviceSpec, check_id: str) -> CheckResu
     return result(check_id, Outcome.PASSED, message, evidence)
 
 
+@check("device.present", REQUIRED, "the named device exists on the host")
 def present(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
-    check_id = f"{PRESENT}[{spec.key}]"
+    check_id = f"{present.id}[{spec.key}]"
     return _pci_present(facts, spec, check_id) if spec.is_pci else _usb_present(facts, spec, check_id)
 
 
@@ -127,8 +124,9 @@ def _usb_netdevs(facts: HostFacts, spec: DeviceSpec) -> tuple[str, list[str]]:
     return "", sorted(n for n, i in (facts.net or {}).items() if i.device.split(":", 1)[0] == usb)
 
 
+@check("device.host_network", RECOMMENDED, "a named NIC does not carry the host's own network")
 def host_network(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
-    check_id = f"{HOST_NETWORK}[{spec.key}]"
+    check_id = f"{host_network.id}[{spec.key}]"
     vf_names: dict[str, str] = {}
     if spec.is_pci:
         device = facts.pci_device(spec.key)
@@ -172,10 +170,11 @@ def host_network(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
     return result(check_id, Outcome.PASSED, f"{spec.key} ({', '.join(names)}) carries no host route and is in no bond or bridge", evidence)
 
 
+@check("device.live_migration", INFO, "what a <hostdev> means for live migration")
 def live_migration(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
     """libvirt's qemuMigrationSrcIsAllowedHostdev: USB hostdevs may migrate (the destination must have the
     device); PCI ones block it unless the device supports VFIO migration or is a NIC VF under <teaming>."""
-    check_id = f"{LIVE_MIGRATION}[{spec.key}]"
+    check_id = f"{live_migration.id}[{spec.key}]"
     if not spec.is_pci:
         return result(check_id, Outcome.PASSED,
                       "a VM holding this USB <hostdev> can be live-migrated only to a host that has the same device "

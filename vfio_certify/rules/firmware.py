@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from ..facts import HostFacts
 from ..model import CheckResult, Outcome
-from .catalog import not_collected, result
+from .catalog import REQUIRED, check, not_collected, result
 from .remedy import firmware_iommu
 
-CHECK = "firmware.iommu_table"
 
-
+@check("firmware.iommu_table", REQUIRED, "the firmware describes an IOMMU (ACPI DMAR for VT-d, IVRS for AMD-Vi)")
 def iommu_table(facts: HostFacts) -> CheckResult:
     tables = facts.acpi_tables
     dmesg = facts.dmesg
@@ -18,19 +17,19 @@ def iommu_table(facts: HostFacts) -> CheckResult:
         if dmesg:
             evidence += dmesg.acpi_dmar[:1] + dmesg.acpi_ivrs[:1]
         kind = "Intel VT-d (ACPI DMAR)" if "DMAR" in found else "AMD-Vi (ACPI IVRS)"
-        return result(CHECK, Outcome.PASSED, f"firmware describes {kind}", evidence)
+        return result(iommu_table.id, Outcome.PASSED, f"firmware describes {kind}", evidence)
     if dmesg and (dmesg.acpi_dmar or dmesg.acpi_ivrs):
         kind = "Intel VT-d (ACPI DMAR)" if dmesg.acpi_dmar else "AMD-Vi (ACPI IVRS)"
-        return result(CHECK, Outcome.PASSED, f"firmware describes {kind} (seen in dmesg)",
+        return result(iommu_table.id, Outcome.PASSED, f"firmware describes {kind} (seen in dmesg)",
                       dmesg.acpi_dmar[:1] + dmesg.acpi_ivrs[:1])
     if tables is None and dmesg is None:
-        return not_collected(CHECK, "/sys/firmware/acpi/tables and dmesg")
+        return not_collected(iommu_table.id, "/sys/firmware/acpi/tables and dmesg")
     evidence = []
     if tables is not None:
         evidence.append("/sys/firmware/acpi/tables has neither DMAR nor IVRS")
     if dmesg is not None:
         evidence.append(f"dmesg ({dmesg.lines_read} lines) has no 'ACPI: DMAR' or 'ACPI: IVRS' line")
         evidence += dmesg.amd_vi[:2]
-    return result(CHECK, Outcome.FAILED,
+    return result(iommu_table.id, Outcome.FAILED,
                   "no ACPI DMAR or IVRS table: the IOMMU (VT-d / AMD-Vi) is off or absent in the firmware",
                   evidence, firmware_iommu(facts))

@@ -5,9 +5,7 @@ from typing import Optional
 
 from ..facts import HostFacts
 from ..model import CheckResult, Outcome
-from .catalog import result
-
-CHECK = "host.reachable"
+from .catalog import REQUIRED, check, result
 
 
 def _nothing_collected(facts: HostFacts) -> bool:
@@ -17,23 +15,24 @@ def _nothing_collected(facts: HostFacts) -> bool:
     return all(s is None for s in sources) and not facts.read_errors
 
 
+@check("host.reachable", REQUIRED, "the host answered and its facts were collected")
 def reachable(name: str, facts: Optional[HostFacts], error: str, seconds: float) -> CheckResult:
     if facts is None:
-        return result(CHECK, Outcome.FAILED, f"{name} could not be collected: {error}", [error],
+        return result(reachable.id, Outcome.FAILED, f"{name} could not be collected: {error}", [error],
                       "Check that the host is up, reachable over SSH with key authentication, "
                       "and that the user can run /bin/sh.")
     identity = f"hostname {facts.hostname or '(unknown)'}, kernel {facts.kernel_release or '(unknown)'}"
     notes = [f"note: {n}" for n in facts.notes]
     if facts.read_errors:
-        return result(CHECK, Outcome.ERROR,
+        return result(reachable.id, Outcome.ERROR,
                       f"collected, but part of its facts could not be read: {'; '.join(facts.read_errors)}",
                       [identity, *[f"read error: {e}" for e in facts.read_errors], *notes],
                       "A bug in vfio-certify (its parsers must read any input): report it with this snapshot "
                       "(vfio-certify collect --output host.tar.gz). The checks above judged what could be read.")
     if _nothing_collected(facts):
-        return result(CHECK, Outcome.FAILED,
+        return result(reachable.id, Outcome.FAILED,
                       f"{name} holds none of the facts the checks judge (no /proc, /sys, /boot files or commands)",
                       [identity, *notes],
                       "Point --snapshot at the folder holding meta.json, root/ and commands/, or collect the host "
                       "again: vfio-certify collect --host ... --output host.tar.gz")
-    return result(CHECK, Outcome.PASSED, f"collected in {seconds:.2f} s", [identity, *notes])
+    return result(reachable.id, Outcome.PASSED, f"collected in {seconds:.2f} s", [identity, *notes])

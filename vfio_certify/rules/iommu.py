@@ -3,17 +3,13 @@ from __future__ import annotations
 
 from ..devices import DeviceSpec
 from ..facts import HostFacts
+from ..facts.kernel_cmdline import (intel_iommu_default_on, intremap_disabled_by, iommu_off_by, iommu_switch, kstrtobool,
+                                    unsafe_interrupts_by)
 from ..facts.pci import normalize_pci_address
 from ..model import CheckResult, Outcome
-from .catalog import not_collected, result
-from .kernel import (intel_iommu_default_on, intremap_disabled_by, iommu_cmdline_fix, iommu_off_by, iommu_switch,
-                     kstrtobool, unsafe_interrupts_by)
-from .remedy import firmware_iommu
+from .catalog import REQUIRED, check, not_collected, result
+from .remedy import firmware_iommu, iommu_cmdline_fix
 
-ENABLED = "iommu.enabled"
-IRQ_REMAPPING = "iommu.irq_remapping"
-GROUPS = "iommu.groups"
-GROUP_ISOLATED = "iommu.group_isolated"
 
 # Drivers that leave a group viable for VFIO: no DMA of their own on the host side.
 VFIO_SAFE_DRIVERS = {"vfio-pci", "pci-stub", "pcieport"}
@@ -44,7 +40,7 @@ def _why_off(facts: HostFacts) -> tuple[str, str]:
         facts.dmesg and (facts.dmesg.acpi_dmar or facts.dmesg.acpi_ivrs)
     ):
         return "the firmware publishes no DMAR/IVRS table", firmware_iommu(facts)
-    params = facts.cmdline or []  # judged as the kernel reads every occurrence (kernel.iommu_switch)
+    params = facts.cmdline or []  # judged as the kernel reads every occurrence (facts/kernel_cmdline.py)
     for offs in (iommu_switch(params, "intel_iommu")[1], iommu_switch(params, "amd_iommu")[1], iommu_off_by(params)):
         if offs:
             return f"{' '.join(offs)} on the kernel command line", iommu_cmdline_fix(facts)
@@ -57,6 +53,7 @@ def _why_off(facts: HostFacts) -> tuple[str, str]:
     return "the kernel did not initialise the IOMMU", firmware_iommu(facts)
 
 
+@check("iommu.enabled", REQUIRED, "the kernel runs the IOMMU: units in /sys/class/iommu, populated groups")
 def enabled(facts: HostFacts) -> CheckResult:
     units, groups = facts.iommu_units, facts.iommu_groups
     support = _dmesg_support(facts)
@@ -67,28 +64,29 @@ def enabled(facts: HostFacts) -> CheckResult:
             f"/sys/kernel/iommu_groups: {len(populated)} groups with devices",
         ] + support
         if units and populated:
-            return result(ENABLED, Outcome.PASSED,
+            return result(enabled.id, Outcome.PASSED,
                           f"IOMMU enabled: {len(units)} unit(s) ({', '.join(units[:4])}), {len(populated)} groups", evidence)
         if units and not populated:
-            return result(ENABLED, Outcome.FAILED,
+            return result(enabled.id, Outcome.FAILED,
                           "IOMMU units exist but no device is in a group: translation is not in use",
                           evidence, "Check dmesg for DMAR/AMD-Vi errors; a kernel with iommu=off or a firmware bug can cause this.")
         why, fix = _why_off(facts)
-        return result(ENABLED, Outcome.FAILED, f"IOMMU not enabled: {why}", evidence, fix)
+        return result(enabled.id, Outcome.FAILED, f"IOMMU not enabled: {why}", evidence, fix)
     # sysfs not collected: dmesg is the fallback, and says so.
     if facts.dmesg is not None:
         if _dmesg_proof(facts):
-            return result(ENABLED, Outcome.PASSED, "IOMMU enabled (judged from dmesg only: sysfs was not collected)", support)
+            return result(enabled.id, Outcome.PASSED, "IOMMU enabled (judged from dmesg only: sysfs was not collected)", support)
         why, fix = _why_off(facts)
-        return result(ENABLED, Outcome.FAILED,
+        return result(enabled.id, Outcome.FAILED,
                       f"IOMMU not enabled according to dmesg (sysfs was not collected): {why}",
                       [f"dmesg ({facts.dmesg.lines_read} lines): no VT-d initialisation "
                        "('DMAR: Intel(R) Virtualization Technology for Directed I/O'), AMD-Vi IOMMU or iommu group line"]
                       + [f"{line} (intel_iommu=on was read; not proof that VT-d initialised)"
                          for line in facts.dmesg.dmar_iommu_enabled[:1]], fix)
-    return not_collected(ENABLED, "/sys/class/iommu, /sys/kernel/iommu_groups and dmesg")
+    return not_collected(enabled.id, "/sys/class/iommu, /sys/kernel/iommu_groups and dmesg")
 
 
+@check("iommu.irq_remapping", REQUIRED, "interrupt remapping is active")
 def irq_remapping(facts: HostFacts) -> CheckResult:
     d, irqs = facts.dmesg, facts.interrupts
     unsafe = kstrtobool(facts.allow_unsafe_interrupts) if facts.allow_unsafe_interrupts is not None else False
@@ -107,11 +105,11 @@ def irq_remapping(facts: HostFacts) -> CheckResult:
         message = "interrupt remapping enabled"
         if unsafe_note:
             message += ", yet allow_unsafe_interrupts is set: remove it, it is not needed here"
-        return result(IRQ_REMAPPING, outcome, message, evidence,
+        return result(irq_remapping.id, outcome, message, evidence,
                       "Remove vfio_iommu_type1.allow_unsafe_interrupts from the command line and /etc/modprobe.d."
                       if unsafe_note else "")
     if d is None and irqs is None:
-        return not_collected(IRQ_REMAPPING, "dmesg and /proc/interrupts")
+        return not_collected(irq_remapping.id, "dmesg and /proc/interrupts")
     evidence = []
     if irqs is not None:
         evidence.append("/proc/interrupts: no IR- (remapped) interrupt chip"
@@ -132,19 +130,20 @@ def irq_remapping(facts: HostFacts) -> CheckResult:
         message = "interrupt remapping is not active: VFIO refuses devices unless allow_unsafe_interrupts is set"
     if unsafe_note:
         message += " (allow_unsafe_interrupts is set: assignment works but a guest can inject interrupts)"
-    return result(IRQ_REMAPPING, Outcome.FAILED, message, evidence, fix)
+    return result(irq_remapping.id, Outcome.FAILED, message, evidence, fix)
 
 
+@check("iommu.groups", REQUIRED, "IOMMU groups exist")
 def groups(facts: HostFacts) -> CheckResult:
     if facts.iommu_groups is None:
-        return not_collected(GROUPS, "/sys/kernel/iommu_groups")
+        return not_collected(groups.id, "/sys/kernel/iommu_groups")
     populated = {n: m for n, m in facts.iommu_groups.items() if m}
     if not populated:
         why, fix = _why_off(facts)
-        return result(GROUPS, Outcome.FAILED, f"no IOMMU groups: {why}", ["/sys/kernel/iommu_groups is empty"], fix)
+        return result(groups.id, Outcome.FAILED, f"no IOMMU groups: {why}", ["/sys/kernel/iommu_groups is empty"], fix)
     largest = max(populated.items(), key=lambda kv: len(kv[1]))
     evidence = [f"{len(populated)} groups; largest is group {largest[0]} with {len(largest[1])} devices"]
-    return result(GROUPS, Outcome.PASSED, f"{len(populated)} IOMMU groups", evidence)
+    return result(groups.id, Outcome.PASSED, f"{len(populated)} IOMMU groups", evidence)
 
 
 def _blocking_members(facts: HostFacts, group: int, named: set[str]) -> tuple[list[str], list[str]]:
@@ -173,8 +172,9 @@ def _blocking_members(facts: HostFacts, group: int, named: set[str]) -> tuple[li
     return blocking, idle
 
 
+@check("iommu.group_isolated", REQUIRED, "the named device's IOMMU group can be assigned as named")
 def group_isolated(facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec]) -> CheckResult:
-    check_id = f"{GROUP_ISOLATED}[{spec.key}]"
+    check_id = f"{group_isolated.id}[{spec.key}]"
     if not spec.is_pci:
         return result(check_id, Outcome.SKIPPED,
                       "USB devices are passed through by QEMU's USB host redirection, not VFIO: no IOMMU group is involved")

@@ -4,17 +4,16 @@ from __future__ import annotations
 from ..facts import HostFacts
 from ..model import CheckResult, Outcome
 from ..snapshot.reader import PathState
-from .catalog import not_collected, result
+from .catalog import REQUIRED, check, not_collected, result
 from .remedy import load_module
 
-CHECK = "kvm.device"
 
-
+@check("kvm.device", REQUIRED, "/dev/kvm exists")
 def device(facts: HostFacts) -> CheckResult:
     if facts.kvm_device is PathState.NOT_COLLECTED:
-        return not_collected(CHECK, "/dev")
+        return not_collected(device.id, "/dev")
     if facts.kvm_device is PathState.PRESENT:
-        return result(CHECK, Outcome.PASSED, "/dev/kvm exists", ["/dev/kvm present"])
+        return result(device.id, Outcome.PASSED, "/dev/kvm exists", ["/dev/kvm present"])
     vendor = facts.cpu.vendor_short if facts.cpu else ""
     module = {"intel": "kvm_intel", "amd": "kvm_amd"}.get(vendor, "kvm_intel or kvm_amd")
     loaded = facts.modules.loaded or {}
@@ -25,4 +24,4 @@ def device(facts: HostFacts) -> CheckResult:
         fix = "The CPU exposes no VT-x/AMD-V (see cpu.virtualization): fix that first; /dev/kvm appears once kvm loads."
     else:
         fix = load_module(facts, module if vendor else "kvm_intel") if vendor else f"modprobe {module}"
-    return result(CHECK, Outcome.FAILED, f"/dev/kvm does not exist ({module} not loaded?)", evidence, fix)
+    return result(device.id, Outcome.FAILED, f"/dev/kvm does not exist ({module} not loaded?)", evidence, fix)

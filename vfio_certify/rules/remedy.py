@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 from ..facts import HostFacts
+from ..facts.kernel_cmdline import intel_iommu_default_on, intremap_disabled_by, iommu_off_by, iommu_switch
 
 
 def kernel_args(facts: HostFacts, add: list[str] = (), remove: list[str] = ()) -> str:
@@ -33,6 +34,18 @@ def kernel_args(facts: HostFacts, add: list[str] = (), remove: list[str] = ()) -
             "grub2-mkconfig -o /boot/grub2/grub.cfg\nreboot"
         )
     return f"{what.capitalize()} on the kernel command line in the boot loader's configuration, then reboot."
+
+
+def iommu_cmdline_fix(facts: HostFacts) -> str:
+    """Set the command line right for this host's IOMMU vendor ('' when it needs no change)."""
+    params = facts.cmdline or []
+    remove = (iommu_switch(params, "intel_iommu")[1] + iommu_switch(params, "amd_iommu")[1] + iommu_off_by(params)
+              + intremap_disabled_by(params))
+    kept = [p for p in params if p.raw not in remove]
+    add = []
+    if facts.iommu_vendor != "amd" and not iommu_switch(kept, "intel_iommu")[0] and not intel_iommu_default_on(facts)[0]:
+        add.append("intel_iommu=on")
+    return kernel_args(facts, add=add, remove=remove) if (add or remove) else ""
 
 
 def _grub_file(facts: HostFacts) -> str:

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 from ..facts import HostFacts
+from ..facts.kconfig import iommufd_container
 from ..model import CheckResult, Outcome
 from ..snapshot.reader import PathState
-from .catalog import not_collected, result
-from .kernel import iommufd_container
+from .catalog import RECOMMENDED, REQUIRED, check, not_collected, result
 from .remedy import load_module, reinstall_modules
 
-MODULE = "vfio.module"
-DEVICE_NODE = "vfio.device_node"
 MODULES = ["vfio", "vfio_pci", "vfio_iommu_type1"]
 _CONFIG_OF = {"vfio": "CONFIG_VFIO", "vfio_pci": "CONFIG_VFIO_PCI", "vfio_iommu_type1": "CONFIG_VFIO_IOMMU_TYPE1"}
 
@@ -38,8 +36,9 @@ def module_state(facts: HostFacts, module: str) -> tuple[str, list[str]]:
     return ("missing" if m.builtin is not None and m.loadable is not None else "unknown"), evidence
 
 
+@check("vfio.module", REQUIRED, "the vfio module is loaded, built in or loadable")
 def module(facts: HostFacts, name: str) -> CheckResult:
-    check_id = f"{MODULE}[{name}]"
+    check_id = f"{module.id}[{name}]"
     state, evidence = module_state(facts, name)
     option = _CONFIG_OF[name]
     config_value = facts.kernel_config.value(option) if facts.kernel_config else None
@@ -47,9 +46,9 @@ def module(facts: HostFacts, name: str) -> CheckResult:
         evidence.append(facts.kernel_config.line(option))
     if state == "loaded":
         return result(check_id, Outcome.PASSED, f"{name} is loaded", evidence)
-    if name == "vfio_iommu_type1" and state in ("missing", "unknown") and iommufd_container(facts):
+    if name == "vfio_iommu_type1" and state in ("missing", "unknown") and iommufd_container(facts.kernel_config):
         return result(check_id, Outcome.PASSED, "not needed: iommufd provides the VFIO container (/dev/vfio/vfio)",
-                      [iommufd_container(facts), *evidence])
+                      [iommufd_container(facts.kernel_config), *evidence])
     if state == "builtin":
         note = "" if config_value in (None, "y") else f" (config says {option}={config_value}: the config and the kernel disagree)"
         return result(check_id, Outcome.WARNING if note else Outcome.PASSED, f"{name} is built into the kernel{note}", evidence)
@@ -83,17 +82,18 @@ def module(facts: HostFacts, name: str) -> CheckResult:
                   f"Boot a kernel built with {option}=y or =m.")
 
 
+@check("vfio.device_node", RECOMMENDED, "/dev/vfio/vfio exists")
 def device_node(facts: HostFacts) -> CheckResult:
     state = facts.vfio_container
     if state is PathState.NOT_COLLECTED:
-        return not_collected(DEVICE_NODE, "/dev/vfio")
+        return not_collected(device_node.id, "/dev/vfio")
     if state is PathState.PRESENT:
-        return result(DEVICE_NODE, Outcome.PASSED, "/dev/vfio/vfio exists", ["/dev/vfio/vfio present"])
+        return result(device_node.id, Outcome.PASSED, "/dev/vfio/vfio exists", ["/dev/vfio/vfio present"])
     vfio_state, evidence = module_state(facts, "vfio")
     evidence.insert(0, "/dev/vfio/vfio absent")
     if vfio_state == "loadable":
-        return result(DEVICE_NODE, Outcome.WARNING,
+        return result(device_node.id, Outcome.WARNING,
                       "/dev/vfio/vfio appears when the vfio module loads (it is not loaded yet)", evidence,
                       load_module(facts, "vfio_pci"))
-    return result(DEVICE_NODE, Outcome.FAILED, "/dev/vfio/vfio does not exist", evidence,
+    return result(device_node.id, Outcome.FAILED, "/dev/vfio/vfio does not exist", evidence,
                   "Load vfio (modprobe vfio-pci); if it is built in and the node is still missing, check that devtmpfs is mounted on /dev.")
