@@ -11,7 +11,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..collect.spec import MARK_EXISTS, PCI_ATTRIBUTES, USB_ATTRIBUTES, USB_TEXT_ATTRIBUTES
+from ..collect import spec
 from ..snapshot.reader import PathState, Snapshot, decode
 from .bootconfig import BootConfig, parse_default_grub, parse_grubby_info, parse_kernel_cmdline_file
 from .cmdline import Param, parse_cmdline
@@ -181,7 +181,7 @@ def _read_pci(snap: Snapshot, facts: HostFacts) -> None:
             facts.notes.append(f"/sys/bus/pci/devices/{name}: not a PCI address, ignored")
             continue
         base = f"/sys/bus/pci/devices/{name}"
-        attrs = {a: snap.read_value(f"{base}/{a}") for a in PCI_ATTRIBUTES}
+        attrs = {a: snap.read_value(f"{base}/{a}") for a in spec.PCI_ATTRIBUTES.names}
         device = build_pci_device(
             address, attrs, snap.link_name(f"{base}/driver"), snap.link_name(f"{base}/iommu_group"),
             snap.link_name(f"{base}/physfn"),
@@ -202,7 +202,7 @@ def _read_usb(snap: Snapshot, facts: HostFacts) -> None:
     for name in names or []:
         if ":" in name:  # interfaces (4-1:1.0) are not devices
             continue
-        attrs = {a: snap.read_value(f"/sys/bus/usb/devices/{name}/{a}") for a in USB_ATTRIBUTES + USB_TEXT_ATTRIBUTES}
+        attrs = {a: snap.read_value(f"/sys/bus/usb/devices/{name}/{a}") for a in spec.USB_ATTRIBUTES.names + spec.USB_ATTRIBUTES.text_names}
         device = build_usb_device(name, attrs)
         if device:
             devices.append(device)
@@ -249,7 +249,7 @@ def _read_modules(snap: Snapshot, facts: HostFacts) -> None:
     text = snap.read_text(f"/lib/modules/{release}/modules.dep") if release else None
     facts.modules.loadable = parse_modules_dep(text) if text is not None else None
     if snap.listdir("/sys/module") is not None:
-        probed = [p.rsplit("/", 1)[-1] for p in MARK_EXISTS if p.startswith("/sys/module/")]
+        probed = [m.path.rsplit("/", 1)[-1] for m in spec.MODULES_IN_SYSFS]
         facts.modules.in_sysfs = {m for m in probed if snap.exists(f"/sys/module/{m}")}
         facts.modules.in_sysfs |= set(snap.listdir("/sys/module") or [])
 
