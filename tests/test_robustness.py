@@ -24,7 +24,7 @@ def certify_with(inject: str, *args) -> tuple[subprocess.CompletedProcess, dict]
 
 
 def test_a_parser_that_raises_costs_its_facts_and_fails_host_reachable(tmp_path):
-    inject = ("import vfio_certify.facts.host as h\n"
+    inject = ("import vfio_certify.facts.readers.identity as h\n"
               "def boom(text): raise ValueError('injected parser bug')\n"
               "h.parse_cpuinfo = boom")
     proc, summary = certify_with(inject, "--snapshot", GOOD_HOST, "--device", "07:00.1", "--output", tmp_path)

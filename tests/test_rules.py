@@ -9,7 +9,7 @@ from vfio_certify.facts.bootconfig import parse_default_grub
 from vfio_certify.facts.cmdline import parse_cmdline
 from vfio_certify.facts.cpuinfo import CpuInfo
 from vfio_certify.facts.dmesg import parse_dmesg
-from vfio_certify.facts.host import ModuleFacts, NetInterface
+from vfio_certify.facts.model import ModuleFacts, NetInterface
 from vfio_certify.facts.interrupts import parse_interrupts
 from vfio_certify.facts.kconfig import parse_kernel_config
 from vfio_certify.facts.osrelease import OsRelease
@@ -237,7 +237,7 @@ def test_named_nic_that_carries_this_ssh_session_is_flagged():
 
 
 def test_ip_addr_parsing():
-    from vfio_certify.facts.host import parse_ip_addr
+    from vfio_certify.facts.ip import parse_ip_addr
 
     text = ("1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n"
             "2: eno1    inet6 fe80::1/64 scope link \\       valid_lft forever preferred_lft forever\n"

@@ -5,7 +5,7 @@ import dataclasses
 from vfio_certify.facts.cmdline import parse_cmdline
 from vfio_certify.facts.cpuinfo import CpuInfo
 from vfio_certify.facts.dmesg import parse_dmesg
-from vfio_certify.facts.host import HostFacts, ModuleFacts, NetInterface
+from vfio_certify.facts.model import HostFacts, ModuleFacts, NetInterface
 from vfio_certify.facts.interrupts import parse_interrupts
 from vfio_certify.facts.kconfig import parse_kernel_config
 from vfio_certify.facts.osrelease import OsRelease

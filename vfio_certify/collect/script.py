@@ -152,14 +152,14 @@ def render_script() -> str:
     prelude = _PRELUDE.replace("@TIMEOUT@", str(COMMAND_TIMEOUT_S)).replace("@MISSING@", str(MISSING_TOOL_STATUS))
     lines.append(prelude.replace("@FORMAT@", FORMAT).replace("@ABSENCE@", ABSENCE_PARENT_FOLDER).strip("\n"))
     lines.append(f"vc_folder {_words(spec.PROBED_FOLDERS)}")
-    lines.append(f"vc_copy {_words(spec.COPY_FILES)}")
-    for present, fallback in spec.COPY_IF_ABSENT:
-        lines.append(f'[ -f {_words([present])} ] || vc_copy {_words([fallback])}')
-    lines.append(f"vc_mark {_words(spec.MARK_EXISTS)}")
+    lines.append(f"vc_copy {_words([f.path for f in spec.COPY_FILES])}")
+    for fallback in spec.COPY_IF_ABSENT:
+        lines.append(f'[ -f {_words([fallback.unless.path])} ] || vc_copy {_words([fallback.path])}')
+    lines.append(f"vc_mark {_words([m.path for m in spec.MARK_EXISTS])}")
     for link in spec.LINKS:
-        lines.append(f"vc_link {_words([link.target_prefix])} {_words([link.glob])}")
-    lines.append(f"vc_attrs '{_words(spec.PCI_ATTRIBUTES)}' '' /sys/bus/pci/devices/*")
-    lines.append(f"vc_attrs '{_words(spec.USB_ATTRIBUTES)}' '{_words(spec.USB_TEXT_ATTRIBUTES)}' /sys/bus/usb/devices/*")
+        lines.append(f"vc_link {_words([link.target_prefix])} {_words([link.path])}")
+    for attrs in spec.ATTRIBUTES:
+        lines.append(f"vc_attrs '{_words(list(attrs.names))}' '{_words(list(attrs.text_names))}' {_words([attrs.path])}")
     for command in spec.COMMANDS:
         name = command.replace(" ", "_")
         lines.append(f"vc_run {_words([name])} {command}")

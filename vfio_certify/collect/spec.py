@@ -1,111 +1,197 @@
-"""What a snapshot holds, declared as data (in the manner of sos plugins).
+"""What a snapshot holds: every collected source, declared once (in the manner of insights-core's specs).
 
-Everything the static checks read is listed here once; `script.py` turns the list into
-one POSIX shell script that runs in a single remote command per host. `$KREL` stands
-for the running kernel release. Globs are expanded by the host's shell.
+Each source below is a named object: `script.py` renders all of them into one POSIX shell script that
+runs in a single remote command per host, and the readers in `vfio_certify/facts/readers/` name the same
+object instead of retyping its path (`snap.read_text(spec.PROC_CMDLINE.path)`). `$KREL` stands for the
+running kernel release and globs are expanded by the host's shell; `at()` fills both in for a reader.
+The absence convention (specs/snapshot.md): the script makes the parent folder of every path it probes
+and the `Folder` sources below, so a missing path whose folder is there is absent on the host, and one
+whose folder is missing was not collected.
 
-To make a new fact available to the checks: add its path or command here, then read
-it in vfio_certify/facts/.
+To add a source: declare it once below, in its area (`NAME = File("/path")`, `Exists`, `Link`,
+`Attributes`, `Command`), and read it through that name in its area's reader in
+`vfio_certify/facts/readers/`. tests/test_spec_sources.py fails until every path a reader reads is
+declared here and every source declared here is read by a reader or says in `unread` why it is collected.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional, Union
 
-# Files copied byte for byte (globs allowed).
-COPY_FILES = [
-    "/proc/cmdline",
-    "/proc/cpuinfo",
-    "/proc/modules",
-    "/proc/interrupts",
-    "/boot/config-$KREL",
-    "/etc/os-release",
-    "/etc/default/grub",
-    "/etc/default/grub.d/*.cfg",  # sourced after /etc/default/grub (cloud images set the command line here)
-    "/etc/kernel/cmdline",
-    "/etc/modprobe.d/*.conf",
-    "/lib/modules/$KREL/modules.builtin",
-    "/lib/modules/$KREL/modules.dep",
-    "/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts",
-    "/sys/module/kvm_intel/parameters/nested",
-    "/sys/module/kvm_amd/parameters/nested",
-]
-
-# Copied only when the file before it is absent (kernel config fallback).
-COPY_IF_ABSENT = [
-    ("/boot/config-$KREL", "/proc/config.gz"),
-]
-
-# Paths whose existence is the fact: recorded as empty files or folders.
-MARK_EXISTS = [
-    "/dev/kvm",
-    "/dev/vfio/*",
-    "/sys/firmware/acpi/tables/DMAR",
-    "/sys/firmware/acpi/tables/IVRS",
-    "/sys/class/iommu/*",
-    "/sys/kernel/iommu_groups/*/devices/*",
-    "/sys/module/vfio",
-    "/sys/module/vfio_pci",
-    "/sys/module/vfio_pci_core",
-    "/sys/module/vfio_iommu_type1",
-    "/sys/module/iommufd",
-    "/sys/module/kvm",
-    "/sys/module/kvm_intel",
-    "/sys/module/kvm_amd",
-    "/sys/module/vhost_net",
-    "/usr/sbin/proxmox-boot-tool",  # Proxmox VE (its /etc/kernel/cmdline is refreshed with it)
-    "/sys/class/net/*/lower_*",  # VLAN, macvlan, bond and bridge uppers name their lower devices
-    "/sys/bus/pci/devices/*/virtio*",  # a virtio NIC's netdev sits on virtioN, a child of its PCI function
-]
-
-# Per-device sysfs attributes (one small file each).
-PCI_ATTRIBUTES = [
-    "vendor", "device", "class", "revision", "subsystem_vendor", "subsystem_device",
-    "driver_override", "sriov_totalvfs", "sriov_numvfs",
-]
-USB_ATTRIBUTES = ["idVendor", "idProduct", "busnum", "devnum", "bDeviceClass"]
-# Strings the device itself supplies: copied with cat, byte for byte (they may hold anything).
-USB_TEXT_ATTRIBUTES = ["product", "manufacturer", "serial"]
+_GLOB_CHARS = "*?["
 
 
 @dataclass(frozen=True)
-class LinkSpec:
+class _HostPath:
+    path: str
+    unread: str = field(default="", kw_only=True)  # why it is collected though no reader reads it
+
+    def at(self, *names: str, krel: str = "") -> str:
+        """The host path with `$KREL` replaced and its glob components filled with `names`, in order
+        (`PCI_DRIVER.at("0000:07:00.1")` is /sys/bus/pci/devices/0000:07:00.1/driver)."""
+        parts = self.path.replace("$KREL", krel).split("/")
+        filled = iter(names)
+        return "/".join(next(filled, p) if any(c in p for c in _GLOB_CHARS) else p for p in parts)
+
+    def folder(self, *names: str, krel: str = "") -> str:
+        """The folder this path sits in, filled in as by `at()`."""
+        return self.at(*names, krel=krel).rsplit("/", 1)[0] or "/"
+
+
+class Folder(_HostPath):
+    """A folder whose being read is itself a fact: made in the snapshot even when empty on the host."""
+
+
+class Exists(_HostPath):
+    """A path whose existence is the fact: recorded as an empty file, or a folder for a folder."""
+
+
+@dataclass(frozen=True)
+class File(_HostPath):
+    """A file copied byte for byte (globs allowed); with `unless`, only when that file is absent."""
+
+    unless: Optional[File] = None
+
+
+@dataclass(frozen=True)
+class Link(_HostPath):
     """A symlink recorded by the name of its target, under a prefix that keeps it inside."""
 
-    glob: str
     target_prefix: str
 
 
-LINKS = [
-    LinkSpec("/sys/bus/pci/devices/*/driver", "../../drivers/"),
-    LinkSpec("/sys/bus/pci/devices/*/iommu_group", "../../../../kernel/iommu_groups/"),
-    LinkSpec("/sys/bus/pci/devices/*/physfn", "../"),
-    LinkSpec("/sys/bus/usb/devices/*/driver", "../../drivers/"),
-    LinkSpec("/sys/class/net/*/device", "../../../bus/devices/"),
-    LinkSpec("/sys/class/net/*/master", "../"),
-    # IOMMU group members that are not PCI functions (an AMD IVRS ACPI device, AMDI0020:00): their driver
-    LinkSpec("/sys/kernel/iommu_groups/*/devices/[!0-9a-f]*/driver", "../../drivers/"),
-]
+@dataclass(frozen=True)
+class Attributes(_HostPath):
+    """Per-device sysfs attributes under each folder `path` matches (one small file each). `names` are
+    kernel-formatted one-line values; `text_names` are strings the device supplies, copied with cat."""
 
-# Folders whose being read is itself a fact: created in the snapshot even when empty
-# on the host, so that "absent" can be told from "not collected".
-PROBED_FOLDERS = [
-    "/dev", "/dev/vfio", "/boot", "/proc", "/etc", "/etc/default", "/etc/default/grub.d", "/etc/kernel",
-    "/sys/firmware/acpi/tables", "/sys/class/iommu", "/sys/kernel/iommu_groups",
-    "/sys/module", "/sys/bus/pci/devices", "/sys/bus/usb/devices", "/sys/class/net",
-    "/lib/modules/$KREL",
-]
+    names: tuple[str, ...]
+    text_names: tuple[str, ...] = ()
 
-# Commands whose standard output is stored (commands/<name with spaces as _>).
-COMMANDS = [
-    "uname -r",
-    "uname -n",
-    "dmesg",
-    "lspci -nnk",
-    "lsusb",
-    "ip -o link",
-    "ip -o route",
-    "ip -o -6 route",
-    "ip -o addr",
-    "grubby --info=DEFAULT",
-    "printenv SSH_CONNECTION",  # the session this collection runs over: its NIC must not be assigned
-]
+
+@dataclass(frozen=True)
+class Command:
+    """A command whose standard output is stored (commands/<the command with spaces as _>)."""
+
+    line: str
+    unread: str = ""
+
+    @property
+    def file_name(self) -> str:
+        return self.line.replace(" ", "_")
+
+
+Source = Union[Folder, File, Exists, Link, Attributes, Command]
+
+# -- folders probed for the absence convention ------------------------------------------------------
+DEV = Folder("/dev")
+DEV_VFIO = Folder("/dev/vfio")
+BOOT = Folder("/boot")
+PROC = Folder("/proc")
+ETC = Folder("/etc")
+ETC_DEFAULT = Folder("/etc/default")
+ETC_DEFAULT_GRUB_D = Folder("/etc/default/grub.d")
+ETC_KERNEL = Folder("/etc/kernel")
+ACPI_TABLES = Folder("/sys/firmware/acpi/tables")
+IOMMU_CLASS = Folder("/sys/class/iommu")
+IOMMU_GROUPS = Folder("/sys/kernel/iommu_groups")
+SYS_MODULE = Folder("/sys/module")
+PCI_DEVICES = Folder("/sys/bus/pci/devices")
+USB_DEVICES = Folder("/sys/bus/usb/devices")
+NET_CLASS = Folder("/sys/class/net")
+MODULES_DIR = Folder("/lib/modules/$KREL")
+
+# -- identity and CPU (readers/identity.py) ---------------------------------------------------------
+UNAME_R = Command("uname -r", unread="the snapshot's kernel release when meta.json lacks it (snapshot/reader.py)")
+UNAME_N = Command("uname -n", unread="the snapshot's hostname when meta.json lacks it (snapshot/reader.py)")
+OS_RELEASE = File("/etc/os-release")
+PROC_CPUINFO = File("/proc/cpuinfo")
+DEV_KVM = Exists("/dev/kvm")
+DEV_VFIO_NODES = Exists("/dev/vfio/*")  # /dev/vfio/vfio is the container; the others are group numbers
+PROXMOX_BOOT_TOOL = Exists("/usr/sbin/proxmox-boot-tool")  # Proxmox VE (its /etc/kernel/cmdline is refreshed with it)
+KVM_INTEL_NESTED = File("/sys/module/kvm_intel/parameters/nested", unread="for support cases: nested KVM")
+KVM_AMD_NESTED = File("/sys/module/kvm_amd/parameters/nested", unread="for support cases: nested KVM")
+
+# -- kernel config (readers/kernel_config.py) -------------------------------------------------------
+BOOT_CONFIG = File("/boot/config-$KREL")
+PROC_CONFIG_GZ = File("/proc/config.gz", unless=BOOT_CONFIG)
+
+# -- the command line and the boot configuration (readers/boot.py) ----------------------------------
+PROC_CMDLINE = File("/proc/cmdline")
+DEFAULT_GRUB = File("/etc/default/grub")
+# sourced after /etc/default/grub (cloud images set the command line here)
+DEFAULT_GRUB_DROPINS = File("/etc/default/grub.d/*.cfg")
+KERNEL_CMDLINE_FILE = File("/etc/kernel/cmdline")
+GRUBBY_DEFAULT = Command("grubby --info=DEFAULT")
+MODPROBE_D = File("/etc/modprobe.d/*.conf", unread="for support cases: module options set at load time")
+
+# -- dmesg (readers/dmesg.py) -----------------------------------------------------------------------
+DMESG = Command("dmesg")
+
+# -- firmware and IOMMU units (readers/firmware.py) -------------------------------------------------
+ACPI_DMAR = Exists("/sys/firmware/acpi/tables/DMAR")
+ACPI_IVRS = Exists("/sys/firmware/acpi/tables/IVRS")
+IOMMU_UNITS = Exists("/sys/class/iommu/*")
+
+# -- PCI devices and IOMMU groups (readers/pci.py) --------------------------------------------------
+PCI_ATTRIBUTES = Attributes("/sys/bus/pci/devices/*", (
+    "vendor", "device", "class", "revision", "subsystem_vendor", "subsystem_device",
+    "driver_override", "sriov_totalvfs", "sriov_numvfs",
+))
+PCI_DRIVER = Link("/sys/bus/pci/devices/*/driver", "../../drivers/")
+PCI_IOMMU_GROUP = Link("/sys/bus/pci/devices/*/iommu_group", "../../../../kernel/iommu_groups/")
+PCI_PHYSFN = Link("/sys/bus/pci/devices/*/physfn", "../")
+LSPCI = Command("lspci -nnk")
+IOMMU_GROUP_MEMBERS = Exists("/sys/kernel/iommu_groups/*/devices/*")
+# IOMMU group members that are not PCI functions (an AMD IVRS ACPI device, AMDI0020:00): their driver
+IOMMU_GROUP_OTHER_DRIVER = Link("/sys/kernel/iommu_groups/*/devices/[!0-9a-f]*/driver", "../../drivers/")
+
+# -- USB devices (readers/usb.py) -------------------------------------------------------------------
+USB_ATTRIBUTES = Attributes("/sys/bus/usb/devices/*", ("idVendor", "idProduct", "busnum", "devnum", "bDeviceClass"),
+                            # strings the device itself supplies: copied with cat, byte for byte (they may hold anything)
+                            ("product", "manufacturer", "serial"))
+USB_DRIVER = Link("/sys/bus/usb/devices/*/driver", "../../drivers/", unread="for support cases: a USB device's driver")
+LSUSB = Command("lsusb")
+
+# -- kernel modules (readers/modules.py) ------------------------------------------------------------
+PROC_MODULES = File("/proc/modules")
+MODULES_BUILTIN = File("/lib/modules/$KREL/modules.builtin")
+MODULES_DEP = File("/lib/modules/$KREL/modules.dep")
+# /sys/module/<name> exists when the module is loaded or built in
+MODULES_IN_SYSFS = tuple(Exists(f"/sys/module/{name}") for name in (
+    "vfio", "vfio_pci", "vfio_pci_core", "vfio_iommu_type1", "iommufd", "kvm", "kvm_intel", "kvm_amd", "vhost_net",
+))
+
+# -- network interfaces (readers/net.py) ------------------------------------------------------------
+NET_DEVICE = Link("/sys/class/net/*/device", "../../../bus/devices/")
+NET_MASTER = Link("/sys/class/net/*/master", "../")
+NET_LOWERS = Exists("/sys/class/net/*/lower_*")  # VLAN, macvlan, bond and bridge uppers name their lower devices
+PCI_VIRTIO = Exists("/sys/bus/pci/devices/*/virtio*")  # a virtio NIC's netdev sits on virtioN, a child of its PCI function
+IP_LINK = Command("ip -o link", unread="for support cases: link state and MAC addresses")
+IP_ROUTE = Command("ip -o route")
+IP_ROUTE6 = Command("ip -o -6 route")
+IP_ADDR = Command("ip -o addr")
+SSH_CONNECTION = Command("printenv SSH_CONNECTION")  # the session this collection runs over: its NIC must not be assigned
+
+# -- interrupts (readers/interrupts.py) -------------------------------------------------------------
+PROC_INTERRUPTS = File("/proc/interrupts")
+ALLOW_UNSAFE_INTERRUPTS = File("/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts")
+
+
+def _declared() -> tuple[Source, ...]:
+    found: list[Source] = []
+    for value in globals().values():
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, (Folder, File, Exists, Link, Attributes, Command)):
+                found.append(item)
+    return tuple(found)
+
+
+SOURCES: tuple[Source, ...] = _declared()  # every source, in the order declared
+PROBED_FOLDERS = [s.path for s in SOURCES if isinstance(s, Folder)]
+COPY_FILES = [s for s in SOURCES if isinstance(s, File) and s.unless is None]
+COPY_IF_ABSENT = [s for s in SOURCES if isinstance(s, File) and s.unless is not None]
+MARK_EXISTS = [s for s in SOURCES if isinstance(s, Exists)]
+LINKS = [s for s in SOURCES if isinstance(s, Link)]
+ATTRIBUTES = [s for s in SOURCES if isinstance(s, Attributes)]
+COMMANDS = [s.line for s in SOURCES if isinstance(s, Command)]

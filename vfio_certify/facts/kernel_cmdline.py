@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from .cmdline import Param
 
-if TYPE_CHECKING:  # facts/host.py assembles HostFacts from the parsers, this module among them
-    from .host import HostFacts
+if TYPE_CHECKING:  # facts/readers assembles HostFacts from the parsers, this module among them
+    from .model import HostFacts
 
 # The options of intel_iommu= (intel_iommu_setup) and amd_iommu= (parse_amd_iommu_options), in the order the
 # kernel tries them: each comma-separated option is matched by prefix (strncmp), the first match wins.

@@ -1,0 +1,125 @@
+"""HostFacts: everything the checks judge about one host, read once from a snapshot (readers/).
+
+Every field is None when its source was not collected (a check then skips with the reason), and a
+source that could not be read adds a line to `notes` instead of raising.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..snapshot.reader import PathState
+from .bootconfig import BootConfig
+from .cmdline import Param
+from .cpuinfo import CpuInfo
+from .dmesg import DmesgFacts
+from .interrupts import InterruptFacts
+from .kconfig import KernelConfig
+from .osrelease import OsRelease
+from .pci import PciDevice
+from .usb import UsbDevice
+
+_RELEASE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+@dataclass
+class NetInterface:
+    name: str
+    device: str = ""  # PCI address or USB interface id the netdev sits on
+    master: str = ""  # bond or bridge it is enslaved to
+    lowers: tuple[str, ...] = ()  # devices this one sits on (a VLAN's parent NIC)
+
+
+@dataclass
+class ModuleFacts:
+    loaded: Optional[dict[str, str]] = None  # /proc/modules
+    builtin: Optional[set[str]] = None  # modules.builtin
+    loadable: Optional[dict[str, str]] = None  # modules.dep
+    in_sysfs: Optional[set[str]] = None  # /sys/module/<name> (loaded or built in)
+
+
+@dataclass
+class HostFacts:
+    hostname: str = ""
+    kernel_release: str = ""
+    collected_at: str = ""
+    os: Optional[OsRelease] = None
+    cpu: Optional[CpuInfo] = None
+    kvm_device: PathState = PathState.NOT_COLLECTED
+    vfio_container: PathState = PathState.NOT_COLLECTED  # /dev/vfio/vfio
+    kernel_config: Optional[KernelConfig] = None
+    kernel_config_state: PathState = PathState.NOT_COLLECTED
+    cmdline: Optional[list[Param]] = None
+    cmdline_text: str = ""
+    boot_configs: list[BootConfig] = field(default_factory=list)
+    dmesg: Optional[DmesgFacts] = None
+    acpi_tables: Optional[dict[str, bool]] = None  # {"DMAR": True, "IVRS": False}
+    iommu_units: Optional[list[str]] = None
+    iommu_groups: Optional[dict[int, list[str]]] = None  # group -> PCI addresses
+    pci: Optional[dict[str, PciDevice]] = None
+    usb: Optional[list[UsbDevice]] = None
+    modules: ModuleFacts = field(default_factory=ModuleFacts)
+    interrupts: Optional[InterruptFacts] = None
+    allow_unsafe_interrupts: Optional[str] = None  # the vfio_iommu_type1 parameter, "Y"/"N"
+    net: Optional[dict[str, NetInterface]] = None
+    routes: Optional[list[str]] = None  # `ip -o route` and `ip -o -6 route` lines
+    addresses: Optional[dict[str, list[str]]] = None  # interface -> its IPv4/IPv6 addresses (`ip -o addr`)
+    # group members that are not PCI functions -> their driver ("" none, None not collected)
+    other_group_members: dict[str, Optional[str]] = field(default_factory=dict)
+    proxmox_boot_tool: bool = False  # /usr/sbin/proxmox-boot-tool exists
+    ssh_session_address: str = ""  # this host's address of the SSH session the collection ran over
+    notes: list[str] = field(default_factory=list)  # sources that could not be read, and why
+    read_errors: list[str] = field(default_factory=list)  # readers that raised: "read_pci: TypeError: ..."
+
+    @property
+    def kernel_version(self) -> Optional[tuple[int, int, int]]:
+        match = _RELEASE.match(self.kernel_release)
+        if not match:
+            return None
+        return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+    @property
+    def iommu_vendor(self) -> str:
+        """'intel' (VT-d) or 'amd' (AMD-Vi): from the firmware table, the units, dmesg, then the CPU.
+
+        The firmware decides, not the CPU flag: a TCG guest shows `svm` with an Intel vIOMMU.
+        """
+        if self.acpi_tables:
+            if self.acpi_tables.get("DMAR"):
+                return "intel"
+            if self.acpi_tables.get("IVRS"):
+                return "amd"
+        for unit in self.iommu_units or []:
+            if unit.startswith("dmar"):
+                return "intel"
+            if unit.startswith("ivhd"):
+                return "amd"
+        if self.dmesg:
+            if self.dmesg.has("acpi_dmar") or self.dmesg.has("dmar_units"):
+                return "intel"
+            if self.dmesg.has("acpi_ivrs") or self.dmesg.has("amd_vi_found"):
+                return "amd"
+        return self.cpu.vendor_short if self.cpu else ""
+
+    @property
+    def iommu_vendor_from_cpu(self) -> bool:
+        """True when nothing but the CPU vendor says which IOMMU this host would have."""
+        tables = self.acpi_tables or {}
+        dmesg_says = bool(self.dmesg and (self.dmesg.has("acpi_dmar") or self.dmesg.has("dmar_units")
+                                          or self.dmesg.has("acpi_ivrs") or self.dmesg.has("amd_vi_found")))
+        return not (any(tables.values()) or self.iommu_units or dmesg_says)
+
+    @property
+    def distro_family(self) -> str:
+        family = self.os.family if self.os else ""
+        return family
+
+    @property
+    def is_proxmox(self) -> bool:
+        """A Proxmox VE kernel or its boot tool; not /etc/kernel/cmdline alone (kernel-install and
+        systemd-boot on Fedora, RHEL, Arch and Debian use that file too)."""
+        return self.kernel_release.endswith("-pve") or self.proxmox_boot_tool
+
+    def pci_device(self, address: str) -> Optional[PciDevice]:
+        return (self.pci or {}).get(address)

@@ -1,0 +1,56 @@
+"""PCI functions (sysfs attributes and links, named by lspci) and the IOMMU groups they fall into."""
+from __future__ import annotations
+
+from ...collect import spec
+from ...snapshot.reader import PathState, Snapshot
+from ..model import HostFacts
+from ..pci import LspciEntry, PciDevice, build_pci_device, normalize_pci_address, parse_lspci_nnk
+
+
+def read_pci(snap: Snapshot, facts: HostFacts) -> None:
+    names = snap.listdir(spec.PCI_DEVICES.path)
+    if names is None:
+        return
+    lspci_out = snap.command(spec.LSPCI.line)
+    lspci: dict[str, LspciEntry] = parse_lspci_nnk(lspci_out.stdout) if lspci_out else {}
+    devices: dict[str, PciDevice] = {}
+    for name in names:
+        address = normalize_pci_address(name)
+        if not address:
+            facts.notes.append(f"{spec.PCI_ATTRIBUTES.at(name)}: not a PCI address, ignored")
+            continue
+        base = spec.PCI_ATTRIBUTES.at(name)
+        attrs = {a: snap.read_value(f"{base}/{a}") for a in spec.PCI_ATTRIBUTES.names}
+        device = build_pci_device(
+            address, attrs, snap.link_name(spec.PCI_DRIVER.at(name)), snap.link_name(spec.PCI_IOMMU_GROUP.at(name)),
+            snap.link_name(spec.PCI_PHYSFN.at(name)),
+        )
+        entry = lspci.get(address)
+        if entry:
+            device.description = entry.description
+            device.driver = device.driver or entry.driver
+        devices[address] = device
+    facts.pci = devices
+
+
+def read_groups(snap: Snapshot, facts: HostFacts) -> None:
+    names = snap.listdir(spec.IOMMU_GROUPS.path)
+    if names is None:
+        return
+    groups: dict[int, list[str]] = {}
+    for name in names:
+        if not name.isdigit():
+            continue
+        members = snap.listdir(spec.IOMMU_GROUP_MEMBERS.folder(name)) or []
+        # PCI functions by address; other members (an AMD IVRS ACPI device such as AMDI0020:00) by name
+        groups[int(name)] = sorted(normalize_pci_address(m) or m for m in members)
+        for member in (m for m in members if normalize_pci_address(m) is None):
+            link = spec.IOMMU_GROUP_OTHER_DRIVER.at(name, member)
+            driver = snap.link_name(link)
+            facts.other_group_members[member] = driver or ("" if snap.state(link) is PathState.ABSENT else None)
+    facts.iommu_groups = dict(sorted(groups.items()))
+    for number, members in facts.iommu_groups.items():
+        for address in members:
+            device = facts.pci_device(address) if facts.pci is not None else None
+            if device is not None and device.iommu_group is None:
+                device.iommu_group = number
