@@ -3,7 +3,12 @@ bundle as the user gave it; a signal while one unpacks leaves nothing behind (is
 import gzip
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +147,46 @@ def test_a_plain_or_xz_bundle_within_bounds_unpacks(tmp_path):
             tar.addfile(_info("snap/root/proc/cmdline", 15), io.BytesIO(b"intel_iommu=on\n"))
         root = unpack_bundle(tmp_path / name, tmp_path / f"out-{name}")
         assert (root / "root/proc/cmdline").read_text() == "intel_iommu=on\n"
+
+
+def certify(*args, cwd, env=None):
+    return subprocess.run([sys.executable, "-m", "vfio_certify.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=300)
+
+
+def _big_bundle(path: Path, files: int = 20000) -> None:
+    """A valid snapshot whose unpacking takes seconds (thousands of small files), its last member zz-last."""
+    data = b"x" * 4096
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        tar.addfile(_info("snap/meta.json", len(META)), io.BytesIO(META))
+        for n in range(files):
+            tar.addfile(_info(f"snap/root/filler/{n // 1000}/{n}", len(data)), io.BytesIO(data))
+        tar.addfile(_info("snap/zz-last", 1), io.BytesIO(b"x"))
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_while_a_bundle_unpacks_leaves_no_temporary_folder(tmp_path, stop):
+    _big_bundle(tmp_path / "big.tar.gz")
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmpdir))
+    proc = subprocess.Popen([sys.executable, "-m", "vfio_certify.cli", "--snapshot", "big.tar.gz", "--output", "out"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            unpacked = list(tmpdir.glob("vfio-certify-*/target-0/snap/root/filler/*/*"))
+            if len(unpacked) > 200:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before the bundle was seen unpacking:\n" + proc.stdout.read()
+        assert not list(tmpdir.glob("vfio-certify-*/target-0/snap/zz-last")), "unpacking already finished"
+        proc.send_signal(stop)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, output  # interrupted, as Ctrl-C
+    left = [p.name for p in tmpdir.iterdir() if p.name.startswith("vfio-certify")]
+    assert left == [], f"left in TMPDIR after {stop.name}: {left}"
