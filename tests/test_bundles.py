@@ -154,6 +154,20 @@ def certify(*args, cwd, env=None):
                           text=True, cwd=cwd, env=env, timeout=300)
 
 
+def test_a_refused_bundle_is_one_line_naming_it_and_its_fix_is_a_new_bundle_not_ssh(tmp_path):
+    deep(tmp_path)
+    proc = certify("--snapshot", "./deep.tar.gz", "--output", "out", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stdout + proc.stderr  # unreachable: its facts could not be had
+    assert "Traceback" not in proc.stdout + proc.stderr
+    summary = json.loads((tmp_path / "out/summary.json").read_text())
+    [host] = summary["hosts"]
+    reach = next(c for c in host["checks"] if c["id"] == "host.reachable")
+    assert host["verdict"] == "unreachable" and reach["outcome"] == "failed"
+    assert "./deep.tar.gz: refused: " in reach["message"] and "levels deep" in reach["message"], reach["message"]
+    assert "vfio-certify-" not in reach["message"] and "bug in vfio-certify" not in reach["message"]
+    assert "vfio-certify collect" in reach["remediation"] and "SSH" not in reach["remediation"], reach["remediation"]
+
+
 def _big_bundle(path: Path, files: int = 20000) -> None:
     """A valid snapshot whose unpacking takes seconds (thousands of small files), its last member zz-last."""
     data = b"x" * 4096
@@ -190,3 +204,11 @@ def test_a_signal_while_a_bundle_unpacks_leaves_no_temporary_folder(tmp_path, st
     assert proc.returncode == 130, output  # interrupted, as Ctrl-C
     left = [p.name for p in tmpdir.iterdir() if p.name.startswith("vfio-certify")]
     assert left == [], f"left in TMPDIR after {stop.name}: {left}"
+
+
+def test_only_a_live_host_that_could_not_be_collected_is_told_to_check_ssh():
+    from vfio_certify.rules import host
+    bundle = host.reachable("kvm.tar.gz", None, "kvm.tar.gz: refused: 'x': hard link", 0.0, source="snapshot")
+    live = host.reachable("ssh://kvm", None, "Connection refused", 0.0, source="ssh")
+    assert "vfio-certify collect" in bundle.remediation and "SSH" not in bundle.remediation
+    assert "SSH" in live.remediation

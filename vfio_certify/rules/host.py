@@ -17,9 +17,11 @@ def _nothing_collected(facts: HostFacts) -> bool:
     return all(s is None for s in sources) and not facts.read_errors
 
 
-def reachable(name: str, facts: Optional[HostFacts], error: str, seconds: float) -> CheckResult:
+def reachable(name: str, facts: Optional[HostFacts], error: str, seconds: float, source: str = "") -> CheckResult:
     if facts is None:
         return result(CHECK, Outcome.FAILED, f"{name} could not be collected: {error}", [error],
+                      "Make a new bundle on the host with `vfio-certify collect --host ... --output host.tar.gz` "
+                      "(or `sh collect.sh host.tar.gz` there) and judge that one." if source == "snapshot" else
                       "Check that the host is up, reachable over SSH with key authentication, "
                       "and that the user can run /bin/sh.")
     identity = f"hostname {facts.hostname or '(unknown)'}, kernel {facts.kernel_release or '(unknown)'}"
