@@ -23,8 +23,11 @@ import lzma
 import os
 import posixpath
 import shutil
+import signal
 import tarfile
+import threading
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -226,6 +229,23 @@ def _path_problem(name: str) -> str:
     return ""
 
 
+@contextmanager
+def _stopped_as_by_ctrl_c():
+    """While a bundle unpacks, SIGTERM and SIGHUP raise KeyboardInterrupt as SIGINT does (whoever runs
+    this, vfio-certify or pytest itself), so that what was written is removed. Handlers installed by
+    someone else are left alone."""
+    replaced = {}
+    if threading.current_thread() is threading.main_thread():
+        for stop in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(stop) == signal.SIG_DFL:
+                replaced[stop] = signal.signal(stop, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        for stop, handler in replaced.items():
+            signal.signal(stop, handler)
+
+
 def unpack_bundle(bundle: os.PathLike | str, dest: os.PathLike | str, shown_as: Optional[str] = None) -> Path:
     """Unpack a bundle into dest (created); return the snapshot folder inside it.
 
@@ -236,7 +256,7 @@ def unpack_bundle(bundle: os.PathLike | str, dest: os.PathLike | str, shown_as: 
     created = not dest.exists()
     try:
         try:
-            with open(bundle, "rb") as raw, _decompressed(raw) as stream, \
+            with _stopped_as_by_ctrl_c(), open(bundle, "rb") as raw, _decompressed(raw) as stream, \
                     tarfile.open(fileobj=_BoundedStream(stream), mode="r:", tarinfo=_BoundedTarInfo) as tar:
                 members = _checked_members(tar, shown)
                 dest.mkdir(parents=True, exist_ok=True)
