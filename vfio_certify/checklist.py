@@ -4,7 +4,7 @@
     test_kernel_config = per_host(kernel.config_option, over=CONFIG_OPTIONS)  # rule(facts, option), one per option
     test_device_present = per_device(device.present)                          # rule(facts, spec), one per --device
     test_iommu_group_isolated = per_device(iommu.group_isolated, kind="pci")  # rule(facts, spec, named): PCI only
-    test_host_reachable = per_collection(host.reachable)                      # rule(name, facts, error, seconds)
+    test_host_reachable = per_collection(host.reachable)                      # rule(name, facts, error, seconds, source)
 
 The test is named after the id (`test_` + the id with '.' as '_'), carries the `check` marker that
 plugin.py reads, and records the rule's result with the `certify` fixture. A device rule whose third
@@ -53,5 +53,5 @@ def per_device(rule: Check, kind: Optional[str] = None) -> Callable:
 def per_collection(rule: Check) -> Callable:
     """A check of the collection itself, judged also when the host could not be collected (host.reachable)."""
     def test(collected, certify_target, certify):
-        certify(rule(certify_target.name, collected.facts, collected.error, collected.seconds))
+        certify(rule(certify_target.name, collected.facts, collected.error, collected.seconds, certify_target.source))
     return _as_test(rule, test)

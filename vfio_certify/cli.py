@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -265,6 +266,8 @@ def run_diff(argv: list[str]) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    for stop in (signal.SIGTERM, signal.SIGHUP):  # as Ctrl-C: temporary folders (an unpacking bundle) are removed
+        signal.signal(stop, signal.default_int_handler)
     try:
         if argv[:1] == ["collect"]:
             return run_collect(argv[1:])

@@ -289,7 +289,7 @@ def collect_snapshot(target: Target, dest: os.PathLike | str) -> Snapshot:
         tmp.write(archive)
         tmp.flush()
         try:
-            unpack_bundle(tmp.name, dest)
+            unpack_bundle(tmp.name, dest, shown_as=target.spec)
         except BundleError as exc:
             raise CollectError(f"the host sent a snapshot that was refused: {exc}") from None
     _write_meta(dest)

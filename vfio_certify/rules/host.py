@@ -16,9 +16,11 @@ def _nothing_collected(facts: HostFacts) -> bool:
 
 
 @check("host.reachable", REQUIRED, "the host answered and its facts were collected")
-def reachable(name: str, facts: Optional[HostFacts], error: str, seconds: float) -> CheckResult:
+def reachable(name: str, facts: Optional[HostFacts], error: str, seconds: float, source: str = "") -> CheckResult:
     if facts is None:
         return result(reachable.id, Outcome.FAILED, f"{name} could not be collected: {error}", [error],
+                      "Make a new bundle on the host with `vfio-certify collect --host ... --output host.tar.gz` "
+                      "(or `sh collect.sh host.tar.gz` there) and judge that one." if source == "snapshot" else
                       "Check that the host is up, reachable over SSH with key authentication, "
                       "and that the user can run /bin/sh.")
     identity = f"hostname {facts.hostname or '(unknown)'}, kernel {facts.kernel_release or '(unknown)'}"

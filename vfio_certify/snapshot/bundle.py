@@ -5,19 +5,44 @@ before anything is written: absolute paths, `..` components, links that leave th
 bundle, a member whose path runs through a link of the bundle (links chained to climb
 out, or a file written through a link), hard links, devices and FIFOs refuse the whole
 bundle. So do a file bigger than MAX_MEMBER_BYTES and a bundle that unpacks to more than
-MAX_TOTAL_BYTES (a gzip bomb), as the tar headers declare them, which is what is written.
+MAX_TOTAL_BYTES (a gzip bomb), as the tar headers declare them, which is what is written,
+and so do more than MAX_MEMBERS entries, a path deeper than MAX_DEPTH or longer than the
+kernel's PATH_MAX. All of it is decided from the headers, before the first file is written.
+The headers themselves are bounded as tarfile reads them: a pax or GNU long-name header
+bigger than MAX_HEADER_BYTES and sparse files (a map read whole, never in a snapshot) are
+refused, and the decompressed stream is cut at what the bounds above allow.
 Python's tar "data" filter, where this Python has it, checks again on the way out.
+Every refusal is one line naming the bundle as the user gave it; a refused or interrupted
+unpacking leaves nothing behind.
 """
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 import posixpath
+import shutil
+import signal
 import tarfile
+import threading
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 MAX_MEMBERS = 200_000
 MAX_MEMBER_BYTES = 64 << 20  # a snapshot's biggest files (dmesg, modules.dep, cpuinfo) are a few MiB
 MAX_TOTAL_BYTES = 512 << 20
+MAX_DEPTH = 64  # path components; a snapshot's deepest paths (sysfs attributes) have about a dozen
+MAX_PATH_BYTES = 4095  # PATH_MAX less its NUL
+MAX_NAME_BYTES = 255  # one path component (NAME_MAX)
+MAX_HEADER_BYTES = 16 << 10  # a pax or GNU long-name header: a path, a link target, times: a few KiB
+# The tar stream, decompressed, holds the declared bytes and at most a few 512-byte blocks per entry.
+MAX_STREAM_BYTES = MAX_TOTAL_BYTES + MAX_MEMBERS * 4 * 512
+
+_LONG_HEADER_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK,
+                      tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 
 
 class BundleError(Exception):
@@ -94,41 +119,160 @@ def _climbs_through(base: str, target: str, link: str) -> bool:
     return False
 
 
-def unpack_bundle(bundle: os.PathLike | str, dest: os.PathLike | str) -> Path:
-    """Unpack a bundle into dest (created); return the snapshot folder inside it."""
-    bundle, dest = Path(bundle), Path(dest)
+class _Refused(Exception):
+    """A bound or rule the bundle breaks, raised while tarfile reads its headers (the bundle named later)."""
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile's members, with each header's own size checked before tarfile reads it whole.
+
+    _proc_member is tarfile's extension point for TarInfo subclasses; the sparse-map readers are
+    refused outright (a map can be as long as the stream, and a snapshot never has a sparse file).
+    """
+
+    def _proc_member(self, tar):
+        if self.type in _LONG_HEADER_TYPES and self.size > MAX_HEADER_BYTES:
+            raise _Refused(f"a tar extended (pax or long-name) header of {self.size} bytes, "
+                           f"more than the {MAX_HEADER_BYTES >> 10} KiB a path needs")
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            self._refuse_sparse(self)
+        return super()._proc_member(tar)
+
+    def _refuse_sparse(self, member: tarfile.TarInfo, *_args):
+        raise _Refused(f"{_short(member.name)!r}: a sparse file (a snapshot never has one)")
+
+    # tarfile's readers of the three pax sparse formats, called with the member the pax header describes
+    _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = _refuse_sparse
+
+
+class _BoundedStream:
+    """The decompressed tar stream, ending at MAX_STREAM_BYTES whatever its headers claim."""
+
+    def __init__(self, raw):
+        self._raw = raw
+
+    def _check(self, position: int) -> None:
+        if position > MAX_STREAM_BYTES:
+            raise _Refused(f"its tar stream runs past {MAX_STREAM_BYTES >> 20} MiB (a gzip bomb?)")
+
+    def read(self, size: int = -1) -> bytes:
+        room = MAX_STREAM_BYTES + 1 - self._raw.tell()
+        data = self._raw.read(room if size is None or size < 0 or size > room else size)
+        self._check(self._raw.tell())
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 0:
+            self._check(offset)  # before a compressed stream is inflated up to there
+        position = self._raw.seek(offset, whence)
+        self._check(position)
+        return position
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+
+def _decompressed(raw):
+    """The tar stream inside a .tar.gz, .tar.bz2, .tar.xz or plain .tar file."""
+    magic = raw.read(6)
+    raw.seek(0)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if magic.startswith(b"BZh"):
+        return bz2.BZ2File(raw)
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(raw)
+    return raw
+
+
+def _short(name: str, limit: int = 120) -> str:
+    """A member's name for a one-line message (a hostile one may be thousands of characters)."""
+    return name if len(name) <= limit else f"{name[:limit // 2]}...{name[-limit // 2:]}"
+
+
+def _checked_members(tar: tarfile.TarFile, shown: str) -> list[tarfile.TarInfo]:
+    """Every member, read from the headers alone; BundleError on the first one a snapshot may not have."""
+    members, total = [], 0
+    for member in tar:
+        members.append(member)
+        total += member.size
+        name = _short(member.name)
+        if len(members) > MAX_MEMBERS:
+            raise BundleError(f"{shown}: refused: more than {MAX_MEMBERS} entries")
+        if member.size > MAX_MEMBER_BYTES:
+            raise BundleError(f"{shown}: refused: {name!r}: {member.size} bytes, "
+                              f"more than the {MAX_MEMBER_BYTES >> 20} MiB a snapshot file may have")
+        if total > MAX_TOTAL_BYTES:
+            raise BundleError(f"{shown}: refused: {name!r}: "
+                              f"the bundle unpacks to more than {MAX_TOTAL_BYTES >> 20} MiB")
+        problem = _path_problem(member.name) or _member_problem(member)
+        if problem:
+            raise BundleError(f"{shown}: refused: {name!r}: {problem}")
+    links = {posixpath.normpath(m.name) for m in members if m.issym()}
+    for member in members:
+        through = _through_link(member, links)
+        if through:
+            raise BundleError(f"{shown}: refused: {_short(member.name)!r}: "
+                              f"its path runs through the link {_short(through)!r}")
+    return members
+
+
+def _path_problem(name: str) -> str:
+    """Depth and length, before anything walks the path (a 5,000-deep one overflows recursive code)."""
+    depth = len([p for p in name.split("/") if p not in ("", ".")])
+    if depth > MAX_DEPTH:
+        return f"a path {depth} levels deep, more than the {MAX_DEPTH} a snapshot may have"
+    if len(os.fsencode(name)) > MAX_PATH_BYTES:
+        return f"a path longer than {MAX_PATH_BYTES} bytes"
+    if any(len(os.fsencode(p)) > MAX_NAME_BYTES for p in name.split("/")):
+        return f"a file name longer than {MAX_NAME_BYTES} bytes"
+    return ""
+
+
+@contextmanager
+def _stopped_as_by_ctrl_c():
+    """While a bundle unpacks, SIGTERM and SIGHUP raise KeyboardInterrupt as SIGINT does (whoever runs
+    this, vfio-certify or pytest itself), so that what was written is removed. Handlers installed by
+    someone else are left alone."""
+    replaced = {}
+    if threading.current_thread() is threading.main_thread():
+        for stop in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(stop) == signal.SIG_DFL:
+                replaced[stop] = signal.signal(stop, signal.default_int_handler)
     try:
-        with tarfile.open(bundle, "r:*") as tar:
-            members, total = [], 0
-            for member in tar:
-                members.append(member)
-                total += member.size
-                if len(members) > MAX_MEMBERS:
-                    raise BundleError(f"{bundle}: refused: more than {MAX_MEMBERS} entries")
-                if member.size > MAX_MEMBER_BYTES:
-                    raise BundleError(f"{bundle}: refused: {member.name!r}: {member.size} bytes, "
-                                      f"more than the {MAX_MEMBER_BYTES >> 20} MiB a snapshot file may have")
-                if total > MAX_TOTAL_BYTES:
-                    raise BundleError(f"{bundle}: refused: {member.name!r}: "
-                                      f"the bundle unpacks to more than {MAX_TOTAL_BYTES >> 20} MiB")
-                problem = _member_problem(member)
-                if problem:
-                    raise BundleError(f"{bundle}: refused: {member.name!r}: {problem}")
-            links = {posixpath.normpath(m.name) for m in members if m.issym()}
-            for member in members:
-                through = _through_link(member, links)
-                if through:
-                    raise BundleError(f"{bundle}: refused: {member.name!r}: its path runs through the link {through!r}")
-            dest.mkdir(parents=True, exist_ok=True)
-            extract_kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tar.extractall(dest, members=members, **extract_kwargs)
-    except BundleError:
+        yield
+    finally:
+        for stop, handler in replaced.items():
+            signal.signal(stop, handler)
+
+
+def unpack_bundle(bundle: os.PathLike | str, dest: os.PathLike | str, shown_as: Optional[str] = None) -> Path:
+    """Unpack a bundle into dest (created); return the snapshot folder inside it.
+
+    Messages name the bundle as `shown_as`, by default as given. Refused, unreadable or
+    interrupted (KeyboardInterrupt included), nothing is left in dest.
+    """
+    shown, dest = shown_as or os.fspath(bundle), Path(dest)
+    created = not dest.exists()
+    try:
+        try:
+            with _stopped_as_by_ctrl_c(), open(bundle, "rb") as raw, _decompressed(raw) as stream, \
+                    tarfile.open(fileobj=_BoundedStream(stream), mode="r:", tarinfo=_BoundedTarInfo) as tar:
+                members = _checked_members(tar, shown)
+                dest.mkdir(parents=True, exist_ok=True)
+                extract_kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(dest, members=members, **extract_kwargs)
+            return _snapshot_root(dest, shown)
+        except _Refused as exc:
+            raise BundleError(f"{shown}: refused: {exc}") from None
+        except getattr(tarfile, "FilterError", ()) as exc:  # the data filter refused a member
+            raise BundleError(f"{shown}: refused: {_one_line(exc)}") from None
+        except (tarfile.TarError, OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as exc:
+            raise BundleError(f"{shown}: not a readable .tar.gz bundle ({_one_line(exc)})") from None
+    except BaseException:  # refused, unreadable, interrupted: no half-unpacked snapshot stays behind
+        if created:
+            shutil.rmtree(dest, ignore_errors=True)
         raise
-    except getattr(tarfile, "FilterError", ()) as exc:  # the data filter refused a member
-        raise BundleError(f"{bundle}: refused: {_one_line(exc)}") from None
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise BundleError(f"{bundle}: not a readable .tar.gz bundle ({_one_line(exc)})") from None
-    return _snapshot_root(dest)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -139,10 +283,10 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
-def _snapshot_root(dest: Path) -> Path:
+def _snapshot_root(dest: Path, shown: str) -> Path:
     if (dest / "meta.json").exists() or (dest / "root").is_dir():
         return dest
     entries = [p for p in dest.iterdir()]
     if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
         return entries[0]
-    raise BundleError(f"{dest}: no snapshot inside (expected meta.json and root/)")
+    raise BundleError(f"{shown}: no snapshot inside (expected meta.json and root/)")
