@@ -21,13 +21,14 @@ import pytest
 
 from .collect import CollectError, Target, collect_snapshot
 from .collect.runner import put_venv_on_path
-from .devices import DeviceSpec, DeviceSpecError, parse_devices
+from . import options
+from .devices import DeviceSpec
 from .facts import HostFacts, read_host_facts
 from .model import CheckResult, HostOverview, HostResult, Outcome, RunResult
 from .report.overview import overview_from_facts
 from .snapshot import BundleError, Snapshot, SnapshotError, unpack_bundle
-from .diff import DiffInputError, RunDiff, RunRecord, diff_runs, load_run, write_overview
-from .waivers import Waiver, WaiverError, apply_waivers, load_waivers
+from .diff import RunDiff, RunRecord, diff_runs, write_overview
+from .waivers import Waiver, apply_waivers
 
 RESULT_KEY = pytest.StashKey[CheckResult]()
 TARGET_KEY = pytest.StashKey[str]()
@@ -129,33 +130,7 @@ SESSION_KEY = pytest.StashKey[CertifySession]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("vfio-certify")
-    group.addoption("--snapshot", action="append", default=[], metavar="DIR|FILE.tar.gz",
-                    help="judge a snapshot folder or bundle instead of a live host (repeatable)")
-    group.addoption("--device", action="append", default=[], metavar="ADDR",
-                    help="a device to be assigned: PCI 0000:07:00.1 / 07:00.1, USB 004.002 or 152d:9561 (repeatable)")
-    group.addoption("--certify-output", default=None, metavar="DIR",
-                    help="write summary.json and certification.html to DIR")
-    group.addoption("--baseline", default=None, metavar="DIR|summary.json",
-                    help="an earlier run's output: report what regressed since (diff.json, the terminal, the page)")
-    group.addoption("--waivers", default=None, metavar="FILE.toml",
-                    help="known exceptions: check id and host globs, reason, owner, expiry date")
-    e2e = parser.getgroup("vfio-certify end to end")
-    e2e.addoption("--e2e", action="store_true", help="also attach each device to a running VM and prove it in the guest")
-    e2e.addoption("--domain", default="", help="the running libvirt domain to use")
-    e2e.addoption("--guest", default="", metavar="URL", help="the domain's guest OS over SSH: ssh://root@vm")
-    e2e.addoption("--guest-ssh-config", default=None, metavar="FILE", help="ssh_config for reaching the guest")
-    e2e.addoption("--libvirt-uri", default="", metavar="URI", help="libvirt of the host (default from the host URL)")
-    e2e.addoption("--usb-file", default="", metavar="PATH[:SHA256]",
-                  help="a file on the USB disk to read back (and its sha256 to compare)")
-    e2e.addoption("--force", action="store_true", help="assign a NIC the host itself uses (never the default)")
-    e2e.addoption("--persistent", action="store_true",
-                  help="also attach in the domain's persistent definition (virsh --config), removed again on detach")
-    e2e.addoption("--e2e-lab", default="", metavar="TEXT",
-                  help="set by `vfio-certify --e2e` when the target is its own nested lab: said in every e2e result")
-    e2e.addoption("--journal", default=None, metavar="FILE", help="the change journal (default /var/lib/vfio-certify/journal.jsonl)")
-    group.addoption("--connect-timeout", type=int, default=10, metavar="S",
-                    help="seconds to wait for an SSH connection to a host (default 10)")
+    options.add_to_pytest(parser)
 
 
 def _expand_ansible(hosts: list[str], inventory: Optional[str]) -> list[str]:
@@ -191,7 +166,7 @@ def _targets(config: pytest.Config) -> list[CertifyTarget]:
             connect_timeout_s=opt.connect_timeout,
         )
         targets.append(CertifyTarget(name, spec.source, spec=spec))
-    for path in dict.fromkeys(opt.snapshot):  # a snapshot named twice is judged once
+    for path in opt.snapshot:  # a snapshot named twice is a usage error (options.validate)
         targets.append(CertifyTarget(path, "snapshot", snapshot_path=path))
     if not targets:
         targets.append(CertifyTarget("local://", "local", spec=Target("local://")))
@@ -199,37 +174,19 @@ def _targets(config: pytest.Config) -> list[CertifyTarget]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    try:
-        devices = parse_devices(config.option.device)
-    except DeviceSpecError as exc:
+    targets = _targets(config)
+    try:  # the same validation as the command's (which has already run it when it started pytest)
+        valid = options.validate(config.option, [t.name for t in targets if t.spec is not None])
+    except options.OptionError as exc:
         raise pytest.UsageError(str(exc)) from None
-    try:
-        waivers = load_waivers(config.option.waivers) if config.option.waivers else []
-    except WaiverError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    try:
-        baseline = load_run(config.option.baseline) if config.option.baseline else None
-    except DiffInputError as exc:
-        raise pytest.UsageError(f"--baseline: {exc}") from None
     output = Path(config.option.certify_output) if config.option.certify_output else None
-    certify_session = CertifySession(targets=_targets(config), devices=devices, output=output, waivers=waivers,
-                                     baseline=baseline)
+    certify_session = CertifySession(targets=targets, devices=valid.devices, output=output, waivers=valid.waivers,
+                                     baseline=valid.baseline)
     config.stash[SESSION_KEY] = certify_session
     config.pluginmanager.register(_ResultGatherer(certify_session), "vfio-certify-results")
     config.addinivalue_line("markers", "check(id): the check id a test in checks/ reports under")
     config.addinivalue_line("markers", "device_kind(kind): only devices of this kind (pci, usb) parametrize the test")
     config.addinivalue_line("markers", "e2e: an end-to-end test (runs with --e2e)")
-    if config.option.e2e and len(certify_session.targets) != 1:
-        raise pytest.UsageError("--e2e takes one host: the one the domain runs on")
-    if config.option.e2e and certify_session.targets[0].spec is None:
-        raise pytest.UsageError(f"--e2e needs a live host, not the snapshot {certify_session.targets[0].name}")
-    if config.option.e2e and not config.option.domain:
-        raise pytest.UsageError("--e2e needs --domain NAME and --guest ssh://root@vm (your running VM on the host); "
-                                "`vfio-certify --e2e` alone runs the suite's own nested lab")
-    from .e2e.flow import usb_file_problem
-
-    if usb_file_problem(config.option.usb_file):
-        raise pytest.UsageError(usb_file_problem(config.option.usb_file))
     if config.pluginmanager.hasplugin("html"):
         config.pluginmanager.register(_HtmlColumns(), "vfio-certify-html-columns")
 
