@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Optional
 
 from . import options
-from .collect import CollectError, Target, collect_snapshot
+from .collect import CollectError, collect_snapshot
 from .collect.script import render_script
 from .diff import DiffInputError, diff_runs, load_run
 from .e2e.nested_lab_target import NestedLabRunError, nested_lab_target, wants_nested_lab
 from .options import OptionError
+from .session import target_for
 from .snapshot import pack_bundle
 
 EXIT_CERTIFIED, EXIT_NOT_CERTIFIED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -55,22 +56,13 @@ def _collect_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _target(spec: str, args: argparse.Namespace) -> Target:
-    return Target(
-        spec=spec if "://" in spec else f"ssh://{spec}",
-        ssh_config=args.ssh_config, ssh_identity_file=args.ssh_identity_file,
-        ssh_extra_args=args.ssh_extra_args, ansible_inventory=args.ansible_inventory,
-        sudo=args.sudo, connect_timeout_s=args.connect_timeout,
-    )
-
-
 def run_collect(argv: list[str]) -> int:
     args = _collect_parser().parse_args(argv)
     output = Path(args.output)
     bundle = output.name.endswith((".tar.gz", ".tgz"))
     if output.exists() and (bundle or any(output.iterdir()) if output.is_dir() else True):
         raise UsageError(f"--output {output}: already exists; name a new folder or file")
-    target = _target(args.host, args)
+    target = target_for(args.host, args)
     try:
         if bundle:
             with tempfile.TemporaryDirectory(prefix="vfio-certify-collect-") as tmp:
