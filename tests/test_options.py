@@ -41,11 +41,11 @@ def test_every_option_pytest_takes_reaches_it_with_the_value_the_command_was_giv
             "--guest-ssh-config", "g.conf", "--libvirt-uri", "test:///default", "--usb-file", "f:00",
             "--force", "--persistent", "--journal", "j.jsonl", "--ssh-config", "s.conf",
             "--ssh-identity-file", "id", "--ssh-extra-args", "-o X=1", "--ansible-inventory", "inv",
-            "--sudo", "--connect-timeout", "3", "--output", str(tmp_path)]
+            "--sudo", "--connect-timeout", "3", "--collect-timeout", "7", "--output", str(tmp_path)]
     args = _certify_parser().parse_args(argv)
     forwarded = as_pytest_sees_it(pytest_args(args, []), tmp_path)
     compared = [o for o in options.OPTIONS if o.cli and (o.pytest or o.declared_by_testinfra)]
-    assert len(compared) >= 19  # the 14 shared options and the 5 of testinfra
+    assert len(compared) >= 20  # the 14 shared options, --collect-timeout and the 5 of testinfra
     for option in compared:
         assert getattr(forwarded, option.dest) == getattr(args, option.dest), option.flags
     assert forwarded.certify_output == str(tmp_path)

@@ -12,15 +12,17 @@ GOOD_HOST = str(REPO / "fixtures" / "hosts" / "rocky9-after-intel-iommu")
 
 def option_values(**given):
     base = dict(ssh_config=None, ssh_identity_file=None, ssh_extra_args=None, ansible_inventory=None, sudo=False,
-                connect_timeout=10)
+                connect_timeout=10, collect_timeout=120)
     return argparse.Namespace(**{**base, **given})
 
 
 def test_targets_in_command_line_order_named_as_given_and_the_local_host_by_default():
-    targets = targets_from(["root@kvm1:2222", "local://"], [GOOD_HOST], option_values(connect_timeout=3, sudo=True))
+    targets = targets_from(["root@kvm1:2222", "local://"], [GOOD_HOST],
+                           option_values(connect_timeout=3, collect_timeout=30, sudo=True))
     assert [(t.name, t.source) for t in targets] == [("root@kvm1:2222", "ssh"), ("local://", "local"),
                                                      (GOOD_HOST, "snapshot")]
     assert targets[0].spec.spec == "ssh://root@kvm1:2222" and targets[0].spec.connect_timeout_s == 3
+    assert targets[0].spec.collect_timeout_s == 30
     assert targets[0].spec.sudo and targets[2].spec is None and targets[2].snapshot_path == GOOD_HOST
     [default] = targets_from([], [], option_values())
     assert default.name == "local://" and default.spec.spec == "local://"

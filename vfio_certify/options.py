@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from .collect.runner import BOUND_SLACK_S, COLLECT_TIMEOUT_S
 from .devices import DeviceSpec, DeviceSpecError, parse_devices
 from .diff import DiffInputError, RunRecord, load_run
 from .waivers import Waiver, WaiverError, load_waivers
@@ -121,6 +122,10 @@ OPTIONS: tuple[Option, ...] = (
            declared_by_testinfra=True, kwargs=dict(action="store_true")),
     Option(("--connect-timeout",), f"SSH connect timeout in seconds (default {DEFAULT_CONNECT_TIMEOUT_S})",
            group=CONNECTION, kwargs=dict(type=seconds, default=DEFAULT_CONNECT_TIMEOUT_S, metavar="S")),
+    Option(("--collect-timeout",), f"seconds the collection may run on a host (default {COLLECT_TIMEOUT_S}); a host "
+                                   f"that stalls is reported unreachable after the connect timeout, this and "
+                                   f"{BOUND_SLACK_S} s more",
+           group=CONNECTION, kwargs=dict(type=seconds, default=COLLECT_TIMEOUT_S, metavar="S")),
 )
 BY_DEST = {o.dest: o for o in OPTIONS}
 

@@ -82,6 +82,7 @@ def target_for(name: str, values: Any) -> Target:
         ansible_inventory=getattr(values, "ansible_inventory", None),
         sudo=bool(getattr(values, "sudo", False)),
         connect_timeout_s=values.connect_timeout,
+        collect_timeout_s=values.collect_timeout,
     )
 
 
