@@ -15,7 +15,7 @@ DUMPER = """
 import json, os, pytest
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_configure(config):  # before vfio-certify's own, which validates (and refuses these made-up paths)
+def pytest_cmdline_main(config):  # parsed, before any configure (vfio-certify's refuses these made-up paths)
     with open(os.environ["OPTIONS_DUMP"], "w") as out:
         json.dump({k: v for k, v in vars(config.option).items() if isinstance(v, (str, int, list, type(None)))}, out)
 """

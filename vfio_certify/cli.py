@@ -4,8 +4,9 @@
                  [--output DIR] [-- PYTEST ARGS]
     vfio-certify collect [--host URL] --output DIR|FILE.tar.gz
 
-Exit status: 0 every host certified; 1 a host not certified; 2 usage or configuration
-error; 3 a host unreachable (the others are still judged).
+Exit status (this run's own verdict): 0 every host certified; 1 a host not certified; 2 usage
+or configuration error; 3 a host unreachable (the others are still judged). --output belongs to
+one run (output_folder.py): a new folder, or an earlier run's, replaced whole.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from . import options
+from . import options, output_folder
 from .collect import CollectError, collect_snapshot
 from .collect.script import render_script
 from .diff import DiffInputError, diff_runs, load_run
@@ -99,16 +100,13 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
 
 def _validate(args: argparse.Namespace) -> None:
     options.validate(args, args.host, nested_lab=wants_nested_lab(args))
+    output_folder.check_output(Path(args.output), output_folder.inputs_of(args))
+    output_folder.refuse_if_busy(Path(args.output))
     if not CHECKS_DIR.is_dir():
         raise UsageError(f"the checks folder {CHECKS_DIR} is missing: install vfio-certify from its repository (pip install -e .)")
 
 
-def exit_status_from_summary(summary_path: Path) -> Optional[int]:
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    verdicts = {h.get("verdict") for h in summary.get("hosts", [])}
+def exit_status_of(verdicts: set[str]) -> Optional[int]:
     if not verdicts:
         return None
     if "unreachable" in verdicts:
@@ -116,6 +114,23 @@ def exit_status_from_summary(summary_path: Path) -> Optional[int]:
     if "not-certified" in verdicts:
         return EXIT_NOT_CERTIFIED
     return EXIT_CERTIFIED
+
+
+class _ThisRun:
+    """What this pytest run judged, kept when it ends: the exit status is this run's, never read back from a file."""
+
+    def __init__(self) -> None:
+        self.verdicts: set[str] = set()
+        self.regression: Optional[bool] = None
+
+    def pytest_unconfigure(self, config) -> None:
+        from .plugin import RUN_KEY, SESSION_KEY
+
+        run = config.stash.get(RUN_KEY, None)
+        session = config.stash.get(SESSION_KEY, None)
+        self.verdicts = {h.verdict.value for h in run.hosts} if run is not None else set()
+        if session is not None and session.baseline is not None:
+            self.regression = session.diff is None or session.diff.regression  # no diff: never report success
 
 
 def run_certify(argv: list[str]) -> int:
@@ -127,32 +142,23 @@ def run_certify(argv: list[str]) -> int:
     _validate(args)
     import pytest
 
-    summary = Path(args.output) / "summary.json"
-    if summary.exists():
-        summary.unlink()  # a stale summary must never decide this run's exit status
+    this_run = _ThisRun()
     if wants_nested_lab(args):
         with nested_lab_target(args) as lab_args:
-            code = pytest.main(pytest_args(lab_args, extra))
+            code = pytest.main(pytest_args(lab_args, extra), plugins=[this_run])
     else:
-        code = pytest.main(pytest_args(args, extra))
+        code = pytest.main(pytest_args(args, extra), plugins=[this_run])
     if code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
         return EXIT_USAGE
     if code == pytest.ExitCode.INTERRUPTED:
         return 130
-    status = exit_status_from_summary(summary)
+    status = exit_status_of(this_run.verdicts)
     if status is None:
         print("vfio-certify: no check ran (see the pytest output above)", file=sys.stderr)
         return EXIT_USAGE
-    if args.baseline and status == EXIT_CERTIFIED and _regressed(Path(args.output) / "diff.json"):
+    if status == EXIT_CERTIFIED and this_run.regression:
         return EXIT_NOT_CERTIFIED
     return status
-
-
-def _regressed(diff_path: Path) -> bool:
-    try:
-        return bool(json.loads(diff_path.read_text(encoding="utf-8")).get("regression"))
-    except (OSError, ValueError):
-        return True  # a baseline was asked for and no diff came out: do not report success
 
 
 def run_diff(argv: list[str]) -> int:

@@ -25,7 +25,7 @@ from .diff import DiffInputError, RunRecord, load_run
 from .waivers import Waiver, WaiverError, load_waivers
 
 DEFAULT_CONNECT_TIMEOUT_S = 10
-DEFAULT_OUTPUT = "reports"
+DEFAULT_OUTPUT = "reports/latest"  # beside the report templates in reports/templates, ignored by git
 
 
 class OptionError(Exception):
@@ -106,7 +106,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--e2e-lab",), "set by `vfio-certify --e2e` when the target is its own nested lab: said in every e2e "
                            "result",
            group=E2E, cli=False, kwargs=dict(default="", metavar="TEXT")),
-    Option(("--output",), "where report.html, certification.html, summary.json and junit.xml go (default ./reports)",
+    Option(("--output",), "the folder report.html, certification.html, summary.json and junit.xml go to: a new one, "
+                          "or one an earlier run wrote, which is replaced whole (default ./" + DEFAULT_OUTPUT + ")",
            pytest=False, kwargs=dict(default=DEFAULT_OUTPUT, metavar="DIR")),
     Option(("--certify-output",), "write summary.json and certification.html to DIR",
            cli=False, kwargs=dict(default=None, metavar="DIR")),
@@ -220,12 +221,6 @@ def validate(values: Any, hosts: list[str], nested_lab: bool = False) -> Validat
     except WaiverError as exc:
         raise OptionError(str(exc)) from None
     baseline_path = getattr(values, "baseline", None)
-    output = getattr(values, "output", None) or getattr(values, "certify_output", None)
-    if baseline_path and output:
-        baseline = Path(baseline_path)
-        if (baseline if baseline.is_dir() else baseline.parent).resolve() == Path(output).resolve():
-            raise OptionError(f"--baseline {baseline_path} and --output {output} are the same folder: "
-                              "this run would replace the baseline; write to a new folder")
     try:
         baseline_run = load_run(baseline_path) if baseline_path else None
     except DiffInputError as exc:

@@ -23,6 +23,8 @@ from .facts import HostFacts
 from .model import CheckResult, Outcome, RunResult
 from .report.outputs import write_outputs
 from .report.overview import overview_from_facts
+from .output_folder import OutputFolderError
+from .output_plugin import OwnedOutput
 from .session import (REPORT_PROPERTY, CertifySession, CertifyTarget, Collected, area_rank, crash_result, describe,
                       targets_from)
 from .waivers import apply_waivers
@@ -47,6 +49,7 @@ def _targets(config: pytest.Config) -> list[CertifyTarget]:
     return targets_from(hosts, config.option.snapshot, config.option)
 
 
+@pytest.hookimpl(tryfirst=True)  # before JUnit's and pytest-html's: they write into the folder this run owns
 def pytest_configure(config: pytest.Config) -> None:
     targets = _targets(config)
     try:  # the same validation as the command's (which has already run it when it started pytest)
@@ -56,6 +59,11 @@ def pytest_configure(config: pytest.Config) -> None:
     output = Path(config.option.certify_output) if config.option.certify_output else None
     certify_session = CertifySession(targets=targets, devices=valid.devices, output=output, waivers=valid.waivers,
                                      baseline=valid.baseline)
+    if output is not None and not hasattr(config, "workerinput"):
+        try:
+            config.pluginmanager.register(OwnedOutput(config, output), "vfio-certify-output-folder")
+        except OutputFolderError as exc:
+            raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION_KEY] = certify_session
     config.pluginmanager.register(_ResultGatherer(certify_session), "vfio-certify-results")
     config.addinivalue_line("markers", "check(id): the check id a test in checks/ reports under")
@@ -255,8 +263,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: Union[int, pytest.
         return
     run = certify.finish()  # no host judged (-k deselected every check): an empty summary, still written
     session.config.stash[RUN_KEY] = run
-    if certify.output is not None:
-        write_outputs(run, certify.output, certify.diff)
+    owned: Optional[OwnedOutput] = session.config.pluginmanager.get_plugin("vfio-certify-output-folder")
+    if owned is not None and owned.folder.staging is not None:
+        write_outputs(run, owned.folder.staging, certify.diff)
     certify.close()
 
 
@@ -282,3 +291,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     if session is not None and session.output is not None:
         tr.write_line(f"summary: {session.output / 'summary.json'}  pages: {session.output / 'index.html'}, "
                       f"{session.output / 'certification.html'}")
+
