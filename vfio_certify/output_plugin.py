@@ -7,13 +7,22 @@ from typing import Union
 
 import pytest
 
-from .output_folder import OutputFolder, inputs_of
+from .output_folder import OutputFolder, OutputFolderError, inputs_of
 
 
 class OwnedOutput:
     """--certify-output is this run's alone (output_folder.py): it writes into a staging folder, JUnit's
     and pytest-html's files inside the output too, and the folder is put in place once the run is
     complete. An interrupted or failed run leaves the earlier run as it was."""
+
+    NAME = "vfio-certify-output-folder"
+
+    @classmethod
+    def take(cls, config: pytest.Config, output: Path) -> "OwnedOutput":
+        try:
+            return cls(config, output)
+        except OutputFolderError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
     def __init__(self, config: pytest.Config, output: Path):
         self.folder = OutputFolder(output, inputs_of(config.option))

@@ -21,10 +21,9 @@ from . import options
 from .devices import DeviceSpec
 from .facts import HostFacts
 from .model import CheckResult, Outcome, RunResult
+from .output_plugin import OwnedOutput
 from .report.outputs import write_outputs
 from .report.overview import overview_from_facts
-from .output_folder import OutputFolderError
-from .output_plugin import OwnedOutput
 from .session import (REPORT_PROPERTY, CertifySession, CertifyTarget, Collected, area_rank, crash_result, describe,
                       targets_from)
 from .waivers import apply_waivers
@@ -59,11 +58,8 @@ def pytest_configure(config: pytest.Config) -> None:
     output = Path(config.option.certify_output) if config.option.certify_output else None
     certify_session = CertifySession(targets=targets, devices=valid.devices, output=output, waivers=valid.waivers,
                                      baseline=valid.baseline)
-    if output is not None and not hasattr(config, "workerinput"):
-        try:
-            config.pluginmanager.register(OwnedOutput(config, output), "vfio-certify-output-folder")
-        except OutputFolderError as exc:
-            raise pytest.UsageError(str(exc)) from None
+    if output is not None and not hasattr(config, "workerinput"):  # the controller writes the reports
+        config.pluginmanager.register(OwnedOutput.take(config, output), OwnedOutput.NAME)
     config.stash[SESSION_KEY] = certify_session
     config.pluginmanager.register(_ResultGatherer(certify_session), "vfio-certify-results")
     config.addinivalue_line("markers", "check(id): the check id a test in checks/ reports under")
@@ -263,7 +259,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: Union[int, pytest.
         return
     run = certify.finish()  # no host judged (-k deselected every check): an empty summary, still written
     session.config.stash[RUN_KEY] = run
-    owned: Optional[OwnedOutput] = session.config.pluginmanager.get_plugin("vfio-certify-output-folder")
+    owned: Optional[OwnedOutput] = session.config.pluginmanager.get_plugin(OwnedOutput.NAME)
     if owned is not None and owned.folder.staging is not None:
         write_outputs(run, owned.folder.staging, certify.diff)
     certify.close()
