@@ -68,3 +68,20 @@ def test_a_check_that_crashed_is_an_error_under_its_own_id():
     result = crash_result("iommu.group_isolated", ["0000:07:00.1"], "RuntimeError: " + "x" * 400)
     assert result.id == "iommu.group_isolated[0000:07:00.1]" and result.outcome is Outcome.ERROR
     assert result.severity is Severity.REQUIRED and len(result.message) <= len("the check itself failed: ") + 300
+
+
+def test_host_reachable_carries_the_overview_or_why_the_host_was_not_collected(tmp_path):
+    good = CertifyTarget(GOOD_HOST, "snapshot", snapshot_path=GOOD_HOST)
+    gone = CertifyTarget(str(tmp_path / "gone"), "snapshot", snapshot_path=str(tmp_path / "gone"))
+    sender, receiver = CertifySession([good, gone], [], None), CertifySession([good, gone], [], None)
+    try:
+        for target in (good, gone):
+            result = CheckResult("host.reachable", Outcome.PASSED, Severity.REQUIRED, "ok")
+            receiver.add_from_report(sender.report_payload(target, result, sender.collected(target)))
+            other = CheckResult("kvm.device", Outcome.PASSED, Severity.REQUIRED, "ok")
+            assert set(sender.report_payload(target, other)) == {"host", "source", "result"}
+    finally:
+        sender.close()
+    judged, missing = receiver.finish().hosts
+    assert judged.overview.kernel_release and judged.overview.groups and not judged.unreachable_reason
+    assert missing.unreachable_reason == sender.collected(gone).error != ""

@@ -23,7 +23,6 @@ from .facts import HostFacts
 from .model import CheckResult, Outcome, RunResult
 from .output_plugin import OwnedOutput
 from .report.outputs import write_outputs
-from .report.overview import overview_from_facts
 from .session import (REPORT_PROPERTY, CertifySession, CertifyTarget, Collected, area_rank, crash_result, describe,
                       targets_from)
 from .waivers import apply_waivers
@@ -207,14 +206,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             return
         result = _crash_result(item, report, call)
     result.duration_s = report.duration
-    payload: dict = {"host": target.name, "source": target.source, "result": result.to_summary()}
-    if item.get_closest_marker("check").args[0] == "host.reachable":
-        collected: Optional[Collected] = item.funcargs.get("collected")  # type: ignore[attr-defined]
-        if collected is not None and collected.facts is not None:
-            session = _session(item.config)
-            payload["overview"] = overview_from_facts(collected.facts, session.devices, target.source).to_dict()
-        elif collected is not None:
-            payload["unreachable"] = collected.error
+    # host.reachable also carries what the host's collection gave: its overview, or why it failed
+    reachability = item.get_closest_marker("check").args[0] == "host.reachable"
+    collected = item.funcargs.get("collected") if reachability else None  # type: ignore[attr-defined]
+    payload = _session(item.config).report_payload(target, result, collected)
     report.user_properties += [("host", target.name), ("check_id", result.id), ("severity", result.severity.value),
                                ("certify_outcome", result.outcome.value), (REPORT_PROPERTY, json.dumps(payload))]
 

@@ -171,6 +171,18 @@ class CertifySession:
             self.hosts[name] = HostResult(host=name, source=source)
         return self.hosts[name]
 
+    def report_payload(self, target: CertifyTarget, result: CheckResult, collected: Optional[Collected] = None) -> dict:
+        """One check's result as it travels to add_from_report; with the target's collection (host.reachable's),
+        also the host's overview or why it could not be collected."""
+        payload: dict = {"host": target.name, "source": target.source, "result": result.to_summary()}
+        if collected is not None and collected.facts is not None:
+            from .report.overview import overview_from_facts
+
+            payload["overview"] = overview_from_facts(collected.facts, self.devices, target.source).to_dict()
+        elif collected is not None:
+            payload["unreachable"] = collected.error
+        return payload
+
     def add_from_report(self, payload: dict) -> None:
         """One check's result as the plugin sends it from wherever it ran (an xdist worker too)."""
         host = self.host_result(payload["host"], payload["source"])
