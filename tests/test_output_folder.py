@@ -1,12 +1,10 @@
 """One run owns its output folder: refused when it is not the run's to replace, replaced whole when it is,
 never shared by two runs at once, and each run's exit status is its own verdict."""
-import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -189,3 +187,30 @@ def test_the_readme_first_command_works_twice(tmp_path):
     assert sorted(os.listdir(work / "reports" / "templates")) == sorted(os.listdir(REPO / "reports" / "templates"))
     old = one_line_usage_error(certify("--snapshot", GOOD, "--output", "reports", cwd=work))
     assert "not an earlier vfio-certify run" in old  # the old first command: refused, the templates kept
+
+
+def test_a_run_that_cannot_be_put_in_place_says_where_it_is(tmp_path, monkeypatch):
+    """A mount point as --output, say (rename says EBUSY): one line naming the finished run's folder, kept."""
+    import errno
+
+    from vfio_certify import output_folder
+
+    (tmp_path / "out").mkdir()
+    folder = OutputFolder(tmp_path / "out")
+    staging = folder.open()
+    (staging / "summary.json").write_text("{}")
+
+    def busy(src, dst):
+        raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
+
+    monkeypatch.setattr(output_folder, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(output_folder.os, "rename", busy)
+    try:
+        with pytest.raises(OutputFolderError) as failed:
+            folder.commit()
+    finally:
+        monkeypatch.undo()
+        folder.close()
+    assert str(failed.value) == (f"--output {tmp_path / 'out'}: this run could not be put in its place "
+                                 f"(Device or resource busy); it is complete in {staging}")
+    assert (staging / "summary.json").is_file() and (tmp_path / "out").is_dir()

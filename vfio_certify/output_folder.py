@@ -181,20 +181,24 @@ class OutputFolder:
                     shutil.rmtree(path, ignore_errors=True)
 
     def commit(self) -> None:
-        """Put the staging folder in the output's place; the earlier run, if any, is removed."""
+        """Put the staging folder in the output's place; the earlier run, if any, is removed.
+        Raises OutputFolderError (the finished run is left in its staging folder) when it cannot."""
         assert self.staging is not None and self._lock_fd is not None
         staging, self.staging = self.staging, None
-        if not self.output.exists():
-            os.rename(staging, self.output)
-            return
-        if _exchange(staging, self.output):  # staging now holds the earlier run
-            shutil.rmtree(staging, ignore_errors=True)
-            return
-        old = Path(tempfile.mkdtemp(prefix=f".{self.output.name}.old-", dir=self.output.parent))
-        os.rename(self.output, old / "run")
-        (old / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
-        os.rename(staging, self.output)
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            if not self.output.exists():
+                os.rename(staging, self.output)
+            elif _exchange(staging, self.output):  # staging now holds the earlier run
+                shutil.rmtree(staging, ignore_errors=True)
+            else:
+                old = Path(tempfile.mkdtemp(prefix=f".{self.output.name}.old-", dir=self.output.parent))
+                (old / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
+                os.rename(self.output, old / "run")
+                os.rename(staging, self.output)
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError as exc:
+            raise OutputFolderError(f"--output {self.given}: this run could not be put in its place "
+                                    f"({exc.strerror or exc}); it is complete in {staging}") from None
 
     def close(self) -> None:
         """Drop an uncommitted staging folder and release the lock (removing its file first)."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Union
 
@@ -43,7 +44,12 @@ class OwnedOutput:
         complete = exitstatus not in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR,
                                       pytest.ExitCode.USAGE_ERROR)
         if staging is not None and complete and (staging / "summary.json").is_file():
-            self.folder.commit()
+            try:
+                self.folder.commit()
+            except OutputFolderError as exc:  # the verdict stands, but its reports are not where asked
+                sys.stderr.write(f"vfio-certify: {exc}\n")
+                session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+                return result
             for plugin in session.config.pluginmanager.get_plugins():  # pytest-html names its file: the final one
                 if getattr(plugin, "_report_path", None) in self.moved:
                     plugin._report_path = self.moved[plugin._report_path]
