@@ -223,7 +223,8 @@ def test_with_jobs_a_non_ascii_host_stays_on_one_worker(tmp_path):
     import shutil
     from types import SimpleNamespace
 
-    from vfio_certify.plugin import SESSION_KEY, CertifySession, CertifyTarget, pytest_xdist_make_scheduler
+    from vfio_certify.plugin import SESSION_KEY, pytest_xdist_make_scheduler
+    from vfio_certify.session import CertifySession, CertifyTarget
 
     names = [str(tmp_path / "kvm-ü"), str(tmp_path / "kvm-u")]
     for name in names:

@@ -110,6 +110,21 @@ def test_sudo_still_records_the_ssh_session(fleet, tmp_path):
 # -- 2. a host that accepts the connection and stalls -------------------------------
 
 
+def test_the_command_bounds_a_stalled_host_by_its_two_timeouts(fleet, tmp_path):
+    """--connect-timeout 2 --collect-timeout 3: given up after 2 + 3 + 15 s, reported unreachable, the run goes on."""
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "vfio_certify.cli", "--host", fleet.urls["stall"],
+                           "--ssh-config", fleet.ssh_config, "--connect-timeout", "2", "--collect-timeout", "3",
+                           "--output", tmp_path / "out"], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+    elapsed = time.monotonic() - started
+    [host] = json.loads((tmp_path / "out" / "summary.json").read_text())["hosts"]
+    assert proc.returncode == 3 and host["verdict"] == "unreachable", proc.stdout[-2000:]
+    message = host["checks"][0]["message"]
+    assert "within 20 s (host stalled; the bound is --connect-timeout + --collect-timeout + 15 s)" in message
+    assert 20 <= elapsed < 60
+
+
 @pytest.mark.parametrize("how", ["ansible", "safe-ssh"])
 def test_a_stalled_host_is_given_up_on(fleet, monkeypatch, how):
     if how == "ansible" and not HAS_ANSIBLE:
@@ -124,7 +139,7 @@ def test_a_stalled_host_is_given_up_on(fleet, monkeypatch, how):
     started = time.monotonic()
     with pytest.raises(CollectError) as failed:
         collect_snapshot(target, "/nonexistent/never-written")
-    assert "within 5 s (host stalled)" in str(failed.value)
+    assert "within 5 s (host stalled; the bound is --connect-timeout + --collect-timeout + 1 s)" in str(failed.value)
     assert time.monotonic() - started < 15
 
 

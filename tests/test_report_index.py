@@ -11,7 +11,7 @@ from support import chromium
 
 from vfio_certify.diff import HostDiff, RunDiff, RunRecord, diff_runs
 from vfio_certify.model import CheckResult, DeviceView, GroupView, HostOverview, HostResult, Outcome, RunResult, Severity
-from vfio_certify.plugin import overviews_of
+from vfio_certify.report.outputs import overviews_of
 from vfio_certify.report.html import index_rows, render_index_page, write_index_page
 
 XSS = "<script>alert(1)</script>"

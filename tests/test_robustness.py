@@ -44,9 +44,9 @@ def test_a_crash_before_any_check_runs_still_reports_the_host_with_its_check_ids
     id -- also for a host whose name has dashes in it -- and the host is in summary.json, not certified."""
     snap = tmp_path / "kvm-lab-1"
     shutil.copytree(GOOD_HOST, snap, symlinks=True)
-    inject = ("import vfio_certify.plugin as p\n"
+    inject = ("import vfio_certify.session as s\n"
               "def boom(self, target): raise RuntimeError('injected crash')\n"
-              "p.CertifySession.collected = boom")
+              "s.CertifySession.collected = boom")
     proc, summary = certify_with(inject, "--snapshot", snap, "--device", "07:00.1", "--output", tmp_path / "out")
     [host] = summary["hosts"]
     assert host["host"] == str(snap) and host["verdict"] == "not-certified", proc.stdout[-2000:]

@@ -48,6 +48,7 @@ _BOUNDED = ('[ -z "$1" ] || export SSH_CONNECTION="$1"; '
             'else exec sh -c "$0"; fi')
 # On this side: the host's bound plus the connection and this much.
 BOUND_SLACK_S = 15
+
 MAX_OUTPUT_BYTES = 256 << 20  # the script's base64 output (a big host's is a few MiB)
 MAX_UNREADABLE_NOTES = 2000  # beyond this, no path is judged absent
 MAX_OTHER_NOTES = 50
@@ -55,6 +56,11 @@ MAX_OTHER_NOTES = 50
 
 class CollectError(Exception):
     """The host could not be collected; str() is a one-line reason."""
+
+
+def _stalled(limit: float) -> CollectError:
+    return CollectError(f"no complete answer within {limit:g} s (host stalled; the bound is --connect-timeout + "
+                        f"--collect-timeout + {BOUND_SLACK_S} s)")
 
 
 @dataclass
@@ -175,7 +181,7 @@ def _too_much() -> CollectError:
 
 def _read_within(proc: subprocess.Popen, limit: float) -> tuple[bytes, bytes]:
     """proc's stdout (at most MAX_OUTPUT_BYTES) and the tail of its stderr, within limit seconds."""
-    stalled = CollectError(f"no complete answer within {limit:g} s (host stalled)")
+    stalled = _stalled(limit)
     deadline = time.monotonic() + limit
     out, err = bytearray(), bytearray()
     with selectors.DefaultSelector() as selector:
@@ -215,7 +221,7 @@ def _run_in_thread(host: Any, command: str, limit: float) -> _Ran:
     worker.start()
     worker.join(limit)
     if worker.is_alive():
-        raise CollectError(f"no complete answer within {limit:g} s (host stalled)")
+        raise _stalled(limit)
     if "error" in done:
         raise done["error"]
     result = done["result"]
@@ -276,7 +282,8 @@ def collect_snapshot(target: Target, dest: os.PathLike | str) -> Snapshot:
         raise CollectError(_backend_failure(exc) or f"cannot connect to {target.spec}") from None
 
     if result.rc == 124:
-        raise CollectError(f"collection took longer than {target.collect_timeout_s} s on the host and was stopped")
+        raise CollectError(f"collection took longer than {target.collect_timeout_s} s on the host and was stopped "
+                           "(--collect-timeout)")
     detail = _one_line(decode(result.stderr or b""))
     if result.rc != 0:
         raise CollectError(f"collection script exited {result.rc}" + (f": {detail}" if detail else ""))

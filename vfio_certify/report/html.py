@@ -20,6 +20,7 @@ import jinja2
 
 from vfio_certify.diff import HostDiff, RunDiff
 from vfio_certify.model import CheckResult, HostResult, Outcome, RunResult, Severity, Verdict
+from vfio_certify.session import AREA_ORDER
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 TEMPLATE_DIR = REPO_ROOT / "reports" / "templates"
@@ -70,8 +71,7 @@ def write_certification_page(run: RunResult, path: Union[str, Path]) -> Path:
 # ---------------------------------------------------------------------------------------
 # The fleet index page (index.html)
 
-# Checklist order, as in vfio_certify.plugin.AREA_ORDER; areas not listed come after, by name.
-AREA_ORDER = ("host", "cpu", "kvm", "kernel", "firmware", "iommu", "vfio", "device")
+# Checklist order (session.AREA_ORDER); areas not listed come after, by name.
 # A cell shows the worst of its checks: the first of these that occurs.
 WORST_FIRST = (Outcome.FAILED, Outcome.ERROR, Outcome.WARNING, Outcome.WAIVED, Outcome.PASSED, Outcome.SKIPPED)
 # How many change lines a matrix row shows (besides the verdict change) before pointing to the changes section.

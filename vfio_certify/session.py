@@ -1,0 +1,216 @@
+"""One certification run without pytest: its targets, the collection cache and the results it gathers.
+
+Targets come from the live hosts (testinfra specs; `ansible://GROUP` expands to one target per
+inventory host) and the snapshots (folders and bundles); with neither, the local host is
+certified. Each target is collected once per run (one remote command), then every check judges
+the same HostFacts. plugin.py binds this to pytest (fixtures, hooks); tests use it directly.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .collect import CollectError, Target, collect_snapshot
+from .collect.runner import put_venv_on_path
+from .devices import DeviceSpec
+from .diff import RunDiff, RunRecord, diff_runs
+from .facts import HostFacts, read_host_facts
+from .model import CheckResult, HostOverview, HostResult, Outcome, RunResult
+from .snapshot import BundleError, Snapshot, SnapshotError, unpack_bundle
+from .waivers import Waiver
+
+# A check's result travels in its pytest report under this user property, so that results judged in
+# pytest-xdist workers reach the controller the same way as in a single process.
+REPORT_PROPERTY = "vfio_certify"
+
+
+def result_of(report: Any) -> Optional[CheckResult]:
+    """The check's result a pytest report carries, if any."""
+    for name, value in getattr(report, "user_properties", []):
+        if name == REPORT_PROPERTY:
+            return CheckResult.from_summary(json.loads(value)["result"])
+    return None
+
+
+def describe(result: CheckResult) -> str:
+    """A result as the terminal shows a failed check: id, message, evidence, fix."""
+    lines = [f"[{result.severity.value}] {result.id}: {result.message}"]
+    lines += [f"  evidence: {e}" for e in result.evidence]
+    if result.remediation:
+        lines.append("  fix:")
+        lines += [f"    {line}" for line in result.remediation.splitlines()]
+    return "\n".join(lines)
+
+
+def crash_result(base_id: str, params: list[Any], message: str) -> CheckResult:
+    """A check that raised instead of judging: an `error` under its own id naming the exception."""
+    from .rules.catalog import severity_of
+
+    check_id = base_id + (f"[{'-'.join(str(p) for p in params)}]" if params else "")
+    return CheckResult(check_id, Outcome.ERROR, severity_of(base_id), f"the check itself failed: {message[:300]}",
+                       remediation="A bug in vfio-certify: please report it with the pytest output above.")
+
+
+# Checklist order: what a person fixes first comes first (reports, JUnit and summary.json follow it).
+AREA_ORDER = ["host", "cpu", "kvm", "kernel", "firmware", "iommu", "vfio", "device"]
+
+
+def area_rank(area: str) -> int:
+    return AREA_ORDER.index(area) if area in AREA_ORDER else len(AREA_ORDER)
+
+
+@dataclass
+class CertifyTarget:
+    name: str  # as given on the command line
+    source: str  # local, ssh, snapshot, ansible, ...
+    spec: Optional[Target] = None  # live hosts
+    snapshot_path: Optional[str] = None  # snapshot folders and bundles
+
+
+def target_for(name: str, values: Any) -> Target:
+    """How to reach the host `name` (a testinfra spec; no scheme means ssh://), from the option values
+    (the command's argparse namespace or pytest's config.option)."""
+    return Target(
+        spec=name if "://" in name else f"ssh://{name}",
+        ssh_config=getattr(values, "ssh_config", None),
+        ssh_identity_file=getattr(values, "ssh_identity_file", None),
+        ssh_extra_args=getattr(values, "ssh_extra_args", None),
+        ansible_inventory=getattr(values, "ansible_inventory", None),
+        sudo=bool(getattr(values, "sudo", False)),
+        connect_timeout_s=values.connect_timeout,
+        collect_timeout_s=values.collect_timeout,
+    )
+
+
+def expand_ansible(hosts: list[str], inventory: Optional[str]) -> list[str]:
+    """ansible://GROUP or ansible://all becomes one ansible://HOST target per inventory host."""
+    expanded: list[str] = []
+    for spec in hosts:
+        if not spec.startswith("ansible://"):
+            expanded.append(spec)
+            continue
+        try:
+            from testinfra.backend.ansible import AnsibleBackend
+
+            put_venv_on_path()
+            names = AnsibleBackend.get_hosts(spec[len("ansible://"):] or "all", ansible_inventory=inventory)
+        except Exception:  # no ansible, bad inventory: the collection will say why, per host
+            names = []
+        expanded += [f"ansible://{n}" for n in names] or [spec]
+    return list(dict.fromkeys(expanded))
+
+
+def targets_from(hosts: list[str], snapshots: list[str], values: Any) -> list[CertifyTarget]:
+    """The run's targets in command-line order: live hosts, then snapshots; the local host if none."""
+    targets: list[CertifyTarget] = []
+    for name in expand_ansible(hosts, getattr(values, "ansible_inventory", None)):
+        spec = target_for(name, values)
+        targets.append(CertifyTarget(name, spec.source, spec=spec))
+    targets += [CertifyTarget(path, "snapshot", snapshot_path=path) for path in snapshots]
+    if not targets:
+        targets.append(CertifyTarget("local://", "local", spec=Target("local://")))
+    return targets
+
+
+@dataclass
+class Collected:
+    facts: Optional[HostFacts] = None
+    error: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class CertifySession:
+    targets: list[CertifyTarget]
+    devices: list[DeviceSpec]
+    output: Optional[Path]
+    waivers: list[Waiver] = field(default_factory=list)
+    baseline: Optional[RunRecord] = None
+    diff: Optional[RunDiff] = None
+    started_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    started: float = field(default_factory=time.monotonic)
+    hosts: dict[str, HostResult] = field(default_factory=dict)
+    _collected: dict[str, Collected] = field(default_factory=dict)
+    _workdir: Optional[tempfile.TemporaryDirectory] = None
+
+    def workdir(self) -> Path:
+        if self._workdir is None:
+            self._workdir = tempfile.TemporaryDirectory(prefix="vfio-certify-")
+        return Path(self._workdir.name)
+
+    def collected(self, target: CertifyTarget) -> Collected:
+        if target.name not in self._collected:
+            self._collected[target.name] = self._collect(target)
+        return self._collected[target.name]
+
+    def _collect(self, target: CertifyTarget) -> Collected:
+        begin = time.monotonic()
+        dest = self.workdir() / f"target-{len(self._collected)}"
+        try:
+            if target.spec is not None:
+                snap = collect_snapshot(target.spec, dest)
+            elif target.snapshot_path and Path(target.snapshot_path).is_file():
+                snap = Snapshot(unpack_bundle(target.snapshot_path, dest))
+            else:
+                snap = Snapshot(target.snapshot_path or "")
+            facts = read_host_facts(snap)
+        except (CollectError, BundleError, SnapshotError) as exc:
+            return Collected(error=str(exc), seconds=time.monotonic() - begin)
+        except Exception as exc:  # noqa: BLE001 -- a bug, reported as this host's result, never a traceback
+            detail = " ".join(str(exc).split())[:300]
+            return Collected(error=f"reading it failed ({type(exc).__name__}{': ' + detail if detail else ''}): "
+                                   "a bug in vfio-certify, please report it", seconds=time.monotonic() - begin)
+        return Collected(facts=facts, seconds=time.monotonic() - begin)
+
+    def host_result(self, name: str, source: str) -> HostResult:
+        if name not in self.hosts:
+            self.hosts[name] = HostResult(host=name, source=source)
+        return self.hosts[name]
+
+    def report_payload(self, target: CertifyTarget, result: CheckResult, collected: Optional[Collected] = None) -> dict:
+        """One check's result as it travels to add_from_report; with the target's collection (host.reachable's),
+        also the host's overview or why it could not be collected."""
+        payload: dict = {"host": target.name, "source": target.source, "result": result.to_summary()}
+        if collected is not None and collected.facts is not None:
+            from .report.overview import overview_from_facts
+
+            payload["overview"] = overview_from_facts(collected.facts, self.devices, target.source).to_dict()
+        elif collected is not None:
+            payload["unreachable"] = collected.error
+        return payload
+
+    def add_from_report(self, payload: dict) -> None:
+        """One check's result as the plugin sends it from wherever it ran (an xdist worker too)."""
+        host = self.host_result(payload["host"], payload["source"])
+        host.checks.append(CheckResult.from_summary(payload["result"]))
+        if payload.get("overview") is not None:
+            host.overview = HostOverview.from_dict(payload["overview"])
+        if payload.get("unreachable"):
+            host.unreachable_reason = payload["unreachable"]
+
+    def run_result(self) -> RunResult:
+        """Hosts in command-line order; a host none of whose checks ran is left out."""
+        run = RunResult(started_at=self.started_at, duration_s=time.monotonic() - self.started)
+        run.hosts = [self.hosts[t.name] for t in self.targets if t.name in self.hosts]
+        for host in run.hosts:  # checklist order, whatever order parallel workers reported in
+            host.checks.sort(key=lambda c: (area_rank(c.area), c.id))
+        return run
+
+    def finish(self) -> RunResult:
+        """The run's result, and its diff against the baseline when one was given (in self.diff)."""
+        run = self.run_result()
+        if self.baseline is not None:
+            from .report.outputs import overviews_of
+
+            current = RunRecord(str(self.output or "this run"), run.to_summary(), overviews_of(run))
+            self.diff = diff_runs(self.baseline, current)
+        return run
+
+    def close(self) -> None:
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
