@@ -4,8 +4,8 @@
                  [--output DIR] [-- PYTEST ARGS]
     vfio-certify collect [--host URL] --output DIR|FILE.tar.gz
 
-Exit status: 0 every host certified; 1 a host not certified; 2 usage or configuration
-error; 3 a host unreachable (the others are still judged).
+Exit status: 0 every host certified; 1 a host not certified or incomplete (evidence missing);
+2 usage or configuration error; 3 a host unreachable (the others are still judged).
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def _certify_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vfio-certify",
         description="Certify KVM hosts for device assignment (VT-d / AMD-Vi, VFIO, libvirt hostdev).",
-        epilog="Subcommand: 'vfio-certify collect --help'. Exit status: 0 certified, 1 not certified, "
+        epilog="Subcommand: 'vfio-certify collect --help'. Exit status: 0 certified, 1 not certified or incomplete, "
                "2 usage error, 3 a host unreachable.",
     )
     parser.add_argument("--host", action="append", default=[], metavar="URL",
@@ -208,7 +208,7 @@ def exit_status_from_summary(summary_path: Path) -> Optional[int]:
         return None
     if "unreachable" in verdicts:
         return EXIT_UNREACHABLE
-    if "not-certified" in verdicts:
+    if verdicts & {"not-certified", "incomplete"}:
         return EXIT_NOT_CERTIFIED
     return EXIT_CERTIFIED
 

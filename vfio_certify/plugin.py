@@ -23,7 +23,7 @@ from .collect import CollectError, Target, collect_snapshot
 from .collect.runner import put_venv_on_path
 from .devices import DeviceSpec, DeviceSpecError, parse_devices
 from .facts import HostFacts, read_host_facts
-from .model import CheckResult, HostOverview, HostResult, Outcome, RunResult
+from .model import CheckResult, HostOverview, HostResult, Outcome, RunResult, Verdict
 from .report.overview import overview_from_facts
 from .snapshot import BundleError, Snapshot, SnapshotError, unpack_bundle
 from .diff import DiffInputError, RunDiff, RunRecord, diff_runs, load_run, write_overview
@@ -369,8 +369,8 @@ def certify(request: pytest.FixtureRequest, certify_target: CertifyTarget):
         text = _describe(result)
         if result.outcome in (Outcome.FAILED, Outcome.ERROR):
             pytest.fail(text, pytrace=False)
-        if result.outcome is Outcome.SKIPPED:
-            pytest.skip(result.message)
+        if result.outcome is Outcome.SKIPPED:  # JUnit and pytest say why: [not-collected] or [not-applicable]
+            pytest.skip(f"[{result.to_summary()['skip_reason']}] {result.message}")
         if result.outcome is Outcome.WARNING:
             warnings.warn(CertifyWarning(f"{result.id}: {result.message}"), stacklevel=2)
         return result
@@ -455,6 +455,7 @@ class _ResultGatherer:
                 return
 
 
+@pytest.hookimpl(tryfirst=True)  # before junitxml writes its file: the hosts' verdicts go into it
 def pytest_sessionfinish(session: pytest.Session, exitstatus: Union[int, pytest.ExitCode]) -> None:
     certify = session.config.stash.get(SESSION_KEY, None)
     if certify is None or hasattr(session.config, "workerinput"):  # an xdist worker: the controller reports
@@ -466,6 +467,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: Union[int, pytest.
         return
     run = certify.run_result()  # no host judged (-k deselected every check): an empty summary, still written
     session.config.stash[RUN_KEY] = run
+    _verdicts_into_junit(session.config, run)
     if certify.baseline is not None:
         current = RunRecord(str(certify.output or "this run"), run.to_summary(), overviews_of(run))
         certify.diff = diff_runs(certify.baseline, current)
@@ -475,6 +477,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: Union[int, pytest.
 
 
 RUN_KEY = pytest.StashKey[RunResult]()
+
+
+def _verdicts_into_junit(config: pytest.Config, run: RunResult) -> None:
+    """junit.xml's suite properties carry each host's verdict (an incomplete host, with what to collect)."""
+    from _pytest.junitxml import xml_key
+
+    xml = config.stash.get(xml_key, None)
+    for host in run.hosts if xml is not None else []:
+        finish = host.to_finish()
+        xml.add_global_property(f"verdict {host.host}", host.verdict.value + (f": {finish.text()}" if finish else ""))
 
 
 def overviews_of(run: RunResult) -> dict[str, dict]:
@@ -509,7 +521,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         blocking = [c.id for c in host.checks if c.blocks_certification]
         if blocking:
             line += f" - required checks failed: {', '.join(blocking)}"
-        tr.write_line(line, red=bool(blocking or host.unreachable_reason), green=not (blocking or host.unreachable_reason))
+        finish = host.to_finish()
+        if finish is not None:
+            line += f" - {len(finish.checks)} required check(s) not judged; {finish.text()}"
+        tr.write_line(line, red=bool(blocking or host.unreachable_reason), yellow=finish is not None,
+                      green=host.verdict is Verdict.CERTIFIED)
     session = config.stash.get(SESSION_KEY, None)
     if session is not None and session.diff is not None:
         tr.section("vfio-certify diff against the baseline")

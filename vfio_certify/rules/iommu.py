@@ -5,7 +5,7 @@ from ..devices import DeviceSpec
 from ..facts import HostFacts
 from ..facts.pci import normalize_pci_address
 from ..model import CheckResult, Outcome
-from .catalog import not_collected, result
+from .catalog import NOT_APPLICABLE, not_collected, result
 from .kernel import (intel_iommu_default_on, intremap_disabled_by, iommu_cmdline_fix, iommu_off_by, iommu_switch,
                      kstrtobool, unsafe_interrupts_by)
 from .remedy import firmware_iommu
@@ -177,12 +177,15 @@ def group_isolated(facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec]) 
     check_id = f"{GROUP_ISOLATED}[{spec.key}]"
     if not spec.is_pci:
         return result(check_id, Outcome.SKIPPED,
-                      "USB devices are passed through by QEMU's USB host redirection, not VFIO: no IOMMU group is involved")
+                      "USB devices are passed through by QEMU's USB host redirection, not VFIO: no IOMMU group is involved",
+                      skip_reason=NOT_APPLICABLE)
     if facts.pci is None:
         return not_collected(check_id, "/sys/bus/pci/devices")
     device = facts.pci_device(spec.key)
     if device is None:
-        return result(check_id, Outcome.SKIPPED, f"not judged: {spec.key} is not on this host (see device.present)")
+        # The PCI list was collected and does not hold it: device.present fails; there is no group to judge.
+        return result(check_id, Outcome.SKIPPED, f"not applicable: {spec.key} is not on this host (see device.present)",
+                      skip_reason=NOT_APPLICABLE)
     if facts.iommu_groups is None and device.iommu_group is None:
         return not_collected(check_id, "/sys/kernel/iommu_groups")
     if device.iommu_group is None:
