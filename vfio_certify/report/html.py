@@ -142,6 +142,8 @@ def area_cell(area: str, checks: list[CheckResult]) -> AreaCell:
                 cell.worst = outcome
     cell.blocking = sum(1 for c in checks if c.blocks_certification)
     cell.lacking = sum(1 for c in checks if c.leaves_incomplete)
+    if cell.lacking and cell.worst in (Outcome.PASSED, Outcome.WAIVED):
+        cell.worst = Outcome.SKIPPED  # a required check not judged: the area is not "passed"
     return cell
 
 
