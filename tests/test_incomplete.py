@@ -197,3 +197,17 @@ def test_diff_against_a_baseline_written_before_skip_reason(tmp_path):
     proc = certify("diff", tmp_path / "old", tmp_path / "new")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "verdict: certified -> incomplete" in proc.stdout and "to finish, collect: /sys/class/iommu" in proc.stdout
+
+
+def test_a_failing_host_that_also_lacks_evidence_says_both():
+    from vfio_certify.report.html import render_certification_page
+
+    host = _host(result("iommu.groups", Outcome.FAILED, "no groups", remediation="enable the IOMMU"),
+                 not_collected("kvm.device", "/dev"))
+    assert host.verdict is Verdict.NOT_CERTIFIED and host.to_finish().lacking == ["/dev"]
+    page = render_certification_page(RunResult("t", hosts=[host]))
+    assert "✘ NOT CERTIFIED" in page and "Also, 1 required check" in page and "<code>/dev</code>" in page
+    assert "Fixing the failures alone would leave the host incomplete." in page
+    unreachable = HostResult(host="gone", source="ssh", unreachable_reason="timed out",
+                             checks=[result("host.reachable", Outcome.FAILED, "timed out")])
+    assert unreachable.to_finish() is None

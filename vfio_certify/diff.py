@@ -102,7 +102,7 @@ class HostDiff:
     newly_passing: list[CheckChange] = field(default_factory=list)
     no_longer_checked: list[CheckChange] = field(default_factory=list)
     no_longer_collected: list[CheckChange] = field(default_factory=list)  # judged in the baseline, evidence missing now
-    to_finish: str = ""  # an incomplete host: what to collect, and how
+    to_finish: str = ""  # a host that lacks evidence for a required check: what to collect, and how
     reachable_again: bool = False  # unreachable in the baseline: its checks have nothing to be compared with
     failing_now: list[str] = field(default_factory=list)  # with reachable_again: tonight's failing check ids
     kernel: Optional[tuple[str, str]] = None
@@ -258,7 +258,7 @@ def diff_host(name: str, old: dict, new: dict, old_overview: Optional[dict], new
     if reachable_both:
         result.no_longer_checked = [CheckChange(i, _state(c), "absent", c.get("message", ""))
                                     for i, c in old_checks.items() if i not in new_checks]
-    if result.new_verdict == "incomplete":
+    if result.new_verdict in ("incomplete", "not-certified"):
         finish = to_finish(name, new.get("source", ""), _results(new.get("checks", [])))
         result.to_finish = finish.text() if finish is not None else ""
     if old_overview and new_overview:

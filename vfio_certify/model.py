@@ -233,8 +233,9 @@ class HostResult:
         return Verdict.CERTIFIED
 
     def to_finish(self) -> Optional[ToFinish]:
-        """For an incomplete host: what to collect, and the command that collects it."""
-        return to_finish(self.host, self.source, self.checks) if self.verdict is Verdict.INCOMPLETE else None
+        """What to collect, and the command that collects it: for an incomplete host, and for a not-certified
+        one that also lacks evidence (fixing its failures alone would leave it incomplete)."""
+        return None if self.unreachable_reason else to_finish(self.host, self.source, self.checks)
 
     def checks_by_area(self) -> dict[str, list[CheckResult]]:
         areas: dict[str, list[CheckResult]] = {}

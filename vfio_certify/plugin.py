@@ -524,7 +524,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         finish = host.to_finish()
         if finish is not None:
             line += f" - {len(finish.checks)} required check(s) not judged; {finish.text()}"
-        tr.write_line(line, red=bool(blocking or host.unreachable_reason), yellow=finish is not None,
+        tr.write_line(line, red=bool(blocking or host.unreachable_reason), yellow=host.verdict is Verdict.INCOMPLETE,
                       green=host.verdict is Verdict.CERTIFIED)
     session = config.stash.get(SESSION_KEY, None)
     if session is not None and session.diff is not None:

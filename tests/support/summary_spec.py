@@ -24,6 +24,8 @@ def assert_valid_summary(summary: dict) -> None:
             assert check.get("skip_reason", "not-collected") in SKIP_REASONS, check
             if check.get("skip_reason") == "not-collected":  # the message names what it lacked
                 assert "not collected" in check["message"], check
+            if check.get("skip_reason") == "not-applicable":  # and says why it does not apply
+                assert check["message"].startswith("not applicable: "), check
             assert ID.match(check["id"]), check["id"]
             assert check["outcome"] in OUTCOMES and check["severity"] in SEVERITIES
             assert isinstance(check["message"], str) and "\n" not in check["message"]

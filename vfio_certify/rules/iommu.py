@@ -177,7 +177,8 @@ def group_isolated(facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec]) 
     check_id = f"{GROUP_ISOLATED}[{spec.key}]"
     if not spec.is_pci:
         return result(check_id, Outcome.SKIPPED,
-                      "USB devices are passed through by QEMU's USB host redirection, not VFIO: no IOMMU group is involved",
+                      "not applicable: USB devices are passed through by QEMU's USB host redirection, not VFIO: no IOMMU "
+                      "group is involved",
                       skip_reason=NOT_APPLICABLE)
     if facts.pci is None:
         return not_collected(check_id, "/sys/bus/pci/devices")
