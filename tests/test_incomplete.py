@@ -18,7 +18,7 @@ from support.summary_spec import assert_valid_summary
 
 from vfio_certify.devices import parse_devices
 from vfio_certify.diff import RunRecord, diff_runs
-from vfio_certify.model import CheckResult, HostResult, Outcome, RunResult, Severity, SkipReason, Verdict
+from vfio_certify.model import CheckResult, HostOverview, HostResult, Outcome, RunResult, Severity, SkipReason, Verdict
 from vfio_certify.report.html import render_index_page
 from vfio_certify.rules import device as device_rules
 from vfio_certify.rules import iommu as iommu_rules
@@ -211,3 +211,36 @@ def test_a_failing_host_that_also_lacks_evidence_says_both():
     unreachable = HostResult(host="gone", source="ssh", unreachable_reason="timed out",
                              checks=[result("host.reachable", Outcome.FAILED, "timed out")])
     assert unreachable.to_finish() is None
+
+
+@pytest.mark.parametrize("groups", [None, {48: []}, {47: ["0000:07:00.0"]}], ids=["no-groups", "members-gone", "group-gone"])
+def test_a_group_whose_member_list_was_not_collected_is_never_alone(groups):
+    """The device's own iommu_group link still names group 48: that says nothing about who else is in it."""
+    facts = intel_host(iommu_groups=groups)
+    [spec] = parse_devices(["0000:07:00.1"])
+    assert facts.pci_device(spec.key).iommu_group == 48
+    judged = iommu_rules.group_isolated(facts, spec, [spec])
+    assert (judged.outcome, judged.skip_reason) == (Outcome.SKIPPED, SkipReason.NOT_COLLECTED), judged
+    assert "/sys/kernel/iommu_groups" in judged.message and "alone" not in judged.message
+
+
+def test_groups_not_collected_are_not_shown_as_no_groups_nor_diffed_as_devices_leaving(tmp_path):
+    from vfio_certify.report.html import render_certification_page
+    from vfio_certify.report.overview import overview_from_facts
+
+    [spec] = parse_devices(["0000:07:00.1"])
+    before = overview_from_facts(intel_host(), [spec])
+    after = overview_from_facts(intel_host(iommu_groups=None), [spec])
+    assert before.groups_collected and before.groups and not after.groups_collected
+    host = _host(not_collected("iommu.groups", "/sys/kernel/iommu_groups"), host="kvm1")
+    host.overview = after
+    page = render_certification_page(RunResult("t", hosts=[host]))
+    assert "no IOMMU groups: the IOMMU is not enabled" not in page and "/sys/kernel/iommu_groups is missing" in page
+    old = RunRecord("n1", _summary(_host(result("iommu.groups", Outcome.PASSED, "4 groups"), host="kvm1")),
+                    {"kvm1": before.to_dict()})
+    new = RunRecord("n2", _summary(host), {"kvm1": after.to_dict()})
+    [kvm1] = diff_runs(old, new).hosts
+    assert kvm1.group_changes == ["not compared: /sys/kernel/iommu_groups was not collected in this run"]
+    legacy = before.to_dict()
+    del legacy["groups_collected"]  # an overview.json written before the field: groups were collected
+    assert HostOverview.from_dict(legacy).groups_collected

@@ -267,7 +267,12 @@ def diff_host(name: str, old: dict, new: dict, old_overview: Optional[dict], new
         before, after = _cmdline_tokens(old_overview), _cmdline_tokens(new_overview)
         result.cmdline_added = [t for t in after if t not in before and not t.startswith("BOOT_IMAGE=")]
         result.cmdline_removed = [t for t in before if t not in after and not t.startswith("BOOT_IMAGE=")]
-        result.group_changes, result.driver_changes = _group_changes(old_overview, new_overview)
+        collected = [old_overview.get("groups_collected", True), new_overview.get("groups_collected", True)]
+        if all(collected):
+            result.group_changes, result.driver_changes = _group_changes(old_overview, new_overview)
+        else:
+            night = "in the baseline" if not collected[0] else "in this run"
+            result.group_changes = [f"not compared: /sys/kernel/iommu_groups was not collected {night}"]
     return result
 
 

@@ -203,6 +203,7 @@ class HostOverview:
     cmdline: str = ""
     collected_at: str = ""
     groups: list[GroupView] = field(default_factory=list)
+    groups_collected: bool = True  # False: /sys/kernel/iommu_groups was not collected (not "no groups")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

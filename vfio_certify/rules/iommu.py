@@ -187,14 +187,16 @@ def group_isolated(facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec]) 
         # The PCI list was collected and does not hold it: device.present fails; there is no group to judge.
         return result(check_id, Outcome.SKIPPED, f"not applicable: {spec.key} is not on this host (see device.present)",
                       skip_reason=NOT_APPLICABLE)
-    if facts.iommu_groups is None and device.iommu_group is None:
+    if facts.iommu_groups is None:  # the device's own iommu_group link does not say who else is in its group
         return not_collected(check_id, "/sys/kernel/iommu_groups")
     if device.iommu_group is None:
         why, fix = _why_off(facts)
         return result(check_id, Outcome.FAILED, f"{spec.key} is in no IOMMU group: {why}",
                       [f"/sys/bus/pci/devices/{spec.key}/iommu_group absent"], fix)
     group = device.iommu_group
-    members = (facts.iommu_groups or {}).get(group, [spec.key])
+    members = facts.iommu_groups.get(group, [])
+    if spec.key not in members:  # its link names a group whose member list is missing: who else is in it?
+        return not_collected(check_id, f"/sys/kernel/iommu_groups/{group}/devices")
     named_pci = {s.key for s in named if s.is_pci}
     blocking, idle = _blocking_members(facts, group, named_pci)
     evidence = [f"group {group}: " + ", ".join(members)]
