@@ -116,10 +116,9 @@ def _host_use(facts: HostFacts, name: str) -> tuple[list[str], list[str]]:
     return findings, routes[:3]
 
 
-def _usb_netdevs(facts: HostFacts, spec: DeviceSpec) -> tuple[Optional[CheckResult], list[str]]:
+def _usb_netdevs(facts: HostFacts, spec: DeviceSpec, check_id: str) -> tuple[Optional[CheckResult], list[str]]:
     """(None, netdevs on the named USB device: a USB NIC's netdev sits on one of its interfaces, 4-1:1.0), or
     (the skipped result saying why it is not judged, [])."""
-    check_id = f"{HOST_NETWORK}[{spec.key}]"
     if facts.usb is None:
         return not_collected(check_id, "/sys/bus/usb/devices"), []
     matches = usb_matches(facts.usb, spec)
@@ -159,7 +158,7 @@ def host_network(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
     else:  # a USB network adapter passed through as a USB <hostdev> takes its netdev from the host as well
         if facts.net is None:
             return not_collected(check_id, "/sys/class/net")
-        skipped, names = _usb_netdevs(facts, spec)
+        skipped, names = _usb_netdevs(facts, spec, check_id)
         if skipped is not None:
             return skipped
         if not names:
