@@ -104,7 +104,7 @@ def test_verdict_of_each_host(page):
     assert "NOT CERTIFIED for device assignment" in text
     assert "UNREACHABLE" in text
     assert "No route to host" in text
-    assert "1 certified · 1 not certified · 1 unreachable" in text
+    assert "1 certified · 1 not certified · 0 incomplete · 1 unreachable" in text
     for n in (1, 2, 3):  # table of contents with one anchor per host
         assert f'href="#host-{n}"' in page and f'id="host-{n}"' in page
 

@@ -123,7 +123,7 @@ def test_header_counts_and_regression_line(page):
     text = _text(page)
     assert "2026-11-24T02:00:00Z" in text and "3725.50 s" in text and "(1 h 2 min 5 s)" in text
     assert "Hosts 6" in text
-    assert "3 certified · 2 not certified · 1 unreachable" in text
+    assert "3 certified · 2 not certified · 0 incomplete · 1 unreachable" in text
     # kvm-gone, in the baseline only, is a regression too: a host that was not collected tonight
     assert "3 hosts regressed since /srv/certify/2026-11-23 (1 no longer in the run)" in text
     assert "1 more changed · 1 new host — see" in text

@@ -4,7 +4,7 @@
                  [--output DIR] [-- PYTEST ARGS]
     vfio-certify collect [--host URL] --output DIR|FILE.tar.gz
 
-Exit status (this run's own verdict): 0 every host certified; 1 a host not certified; 2 usage
+Exit status (this run's own verdict): 0 every host certified; 1 a host not certified or incomplete; 2 usage
 or configuration error; 3 a host unreachable (the others are still judged). --output belongs to
 one run (output_folder.py): a new folder, or an earlier run's, replaced whole.
 """
@@ -40,7 +40,7 @@ def _certify_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vfio-certify",
         description="Certify KVM hosts for device assignment (VT-d / AMD-Vi, VFIO, libvirt hostdev).",
-        epilog="Subcommand: 'vfio-certify collect --help'. Exit status: 0 certified, 1 not certified, "
+        epilog="Subcommand: 'vfio-certify collect --help'. Exit status: 0 certified, 1 not certified or incomplete, "
                "2 usage error, 3 a host unreachable.",
     )
     options.add_to_argparse(parser)
@@ -112,7 +112,7 @@ def exit_status_of(verdicts: set[str]) -> Optional[int]:
         return None
     if "unreachable" in verdicts:
         return EXIT_UNREACHABLE
-    if "not-certified" in verdicts:
+    if verdicts & {"not-certified", "incomplete"}:
         return EXIT_NOT_CERTIFIED
     return EXIT_CERTIFIED
 

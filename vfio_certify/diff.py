@@ -5,7 +5,10 @@ overview.json (each host's kernel, command line and IOMMU groups with their devi
 drivers). The diff reads both: checks newly failing, newly passing or no longer checked, hosts
 that became unreachable or reachable again, kernel and command-line changes, and every device
 whose IOMMU group membership or driver changed. A regression (exit non-zero) is a host whose
-verdict got worse, a check that newly fails, or a host of the baseline missing from the run.
+verdict got worse (certified -> incomplete -> not-certified -> unreachable), a check that newly fails,
+or a host of the baseline missing from the run. A check judged in the baseline and skipped as
+not-collected tonight is "no longer collected", never "newly passing"; an incomplete host says what to
+collect. Summaries written before skip_reason existed load too: their skipped checks are left as they were.
 Checks are compared only when both runs judged the host (an unreachable host records only
 host.reachable); a run whose overview.json is missing or unreadable says what was not compared.
 """
@@ -16,10 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from .model import CheckResult, to_finish
+
 OVERVIEW_FORMAT = "certify-overview/1"
 _GOOD = {"passed", "skipped", "waived", "warning"}
 _BAD = {"failed", "error"}
-_VERDICT_RANK = {"certified": 0, "not-certified": 1, "unreachable": 2}
+_VERDICT_RANK = {"certified": 0, "incomplete": 1, "not-certified": 2, "unreachable": 3}
+NOT_COLLECTED = "skipped (not collected)"  # a check's state in the diff when it lacked evidence
+
+
+def _state(check: dict) -> str:
+    """The check's outcome; a skip for lack of evidence is a state of its own (an old summary's skip stays "skipped")."""
+    if check.get("outcome") == "skipped" and check.get("skip_reason") == "not-collected":
+        return NOT_COLLECTED
+    return check.get("outcome", "absent")
 
 
 class DiffInputError(Exception):
@@ -88,6 +101,8 @@ class HostDiff:
     newly_failing: list[CheckChange] = field(default_factory=list)
     newly_passing: list[CheckChange] = field(default_factory=list)
     no_longer_checked: list[CheckChange] = field(default_factory=list)
+    no_longer_collected: list[CheckChange] = field(default_factory=list)  # judged in the baseline, evidence missing now
+    to_finish: str = ""  # a host that lacks evidence for a required check: what to collect, and how
     reachable_again: bool = False  # unreachable in the baseline: its checks have nothing to be compared with
     failing_now: list[str] = field(default_factory=list)  # with reachable_again: tonight's failing check ids
     kernel: Optional[tuple[str, str]] = None
@@ -104,7 +119,7 @@ class HostDiff:
     @property
     def changed(self) -> bool:
         return bool(self.old_verdict != self.new_verdict or self.newly_failing or self.newly_passing or self.kernel
-                    or self.no_longer_checked or self.reachable_again or self.cmdline_added or self.cmdline_removed
+                    or self.no_longer_checked or self.no_longer_collected or self.reachable_again or self.cmdline_added or self.cmdline_removed
                     or self.group_changes or self.driver_changes)
 
     def lines(self) -> list[str]:
@@ -114,6 +129,9 @@ class HostDiff:
         out += [f"newly failing: {c.id} ({c.old} -> {c.new}): {c.message}" for c in self.newly_failing]
         out += [f"newly passing: {c.id} ({c.old} -> {c.new})" for c in self.newly_passing]
         out += [f"no longer checked: {c.id} (was {c.old})" for c in self.no_longer_checked]
+        out += [f"no longer collected: {c.id} (was {c.old}): {c.message}" for c in self.no_longer_collected]
+        if self.to_finish:
+            out.append(self.to_finish)
         if self.reachable_again:
             failing = f"; failing now: {', '.join(self.failing_now)}" if self.failing_now else ""
             out.append(f"reachable again (unreachable in the baseline): checks not compared{failing}")
@@ -208,6 +226,17 @@ def _group_changes(old: dict, new: dict) -> tuple[list[str], list[str]]:
     return groups, drivers
 
 
+def _results(checks: list[dict]) -> list[CheckResult]:
+    """The checks of a summary that can be read (a hand-edited one may hold anything)."""
+    out = []
+    for check in checks:
+        try:
+            out.append(CheckResult.from_summary(check))
+        except (KeyError, ValueError, TypeError, AttributeError):
+            continue
+    return out
+
+
 def diff_host(name: str, old: dict, new: dict, old_overview: Optional[dict], new_overview: Optional[dict]) -> HostDiff:
     result = HostDiff(name, old.get("verdict", ""), new.get("verdict", ""))
     old_checks = {c["id"]: c for c in old.get("checks", [])}
@@ -218,22 +247,32 @@ def diff_host(name: str, old: dict, new: dict, old_overview: Optional[dict], new
         result.failing_now = [i for i, c in new_checks.items() if c["outcome"] in _BAD]
         new_checks = {}
     for check_id, check in new_checks.items():
-        before = old_checks.get(check_id, {}).get("outcome", "absent")
-        after = check["outcome"]
+        before = _state(old_checks[check_id]) if check_id in old_checks else "absent"
+        after = _state(check)
         if after in _BAD and before not in _BAD:
             result.newly_failing.append(CheckChange(check_id, before, after, check.get("message", "")))
+        elif after == NOT_COLLECTED and before not in (NOT_COLLECTED, "skipped", "absent") and reachable_both:
+            result.no_longer_collected.append(CheckChange(check_id, before, after, check.get("message", "")))
         elif after in _GOOD and before in _BAD and reachable_both:
             result.newly_passing.append(CheckChange(check_id, before, after, check.get("message", "")))
     if reachable_both:
-        result.no_longer_checked = [CheckChange(i, c["outcome"], "absent", c.get("message", ""))
+        result.no_longer_checked = [CheckChange(i, _state(c), "absent", c.get("message", ""))
                                     for i, c in old_checks.items() if i not in new_checks]
+    if result.new_verdict in ("incomplete", "not-certified"):
+        finish = to_finish(name, new.get("source", ""), _results(new.get("checks", [])))
+        result.to_finish = finish.text() if finish is not None else ""
     if old_overview and new_overview:
         if old_overview.get("kernel_release") != new_overview.get("kernel_release"):
             result.kernel = (old_overview.get("kernel_release", ""), new_overview.get("kernel_release", ""))
         before, after = _cmdline_tokens(old_overview), _cmdline_tokens(new_overview)
         result.cmdline_added = [t for t in after if t not in before and not t.startswith("BOOT_IMAGE=")]
         result.cmdline_removed = [t for t in before if t not in after and not t.startswith("BOOT_IMAGE=")]
-        result.group_changes, result.driver_changes = _group_changes(old_overview, new_overview)
+        collected = [old_overview.get("groups_collected", True), new_overview.get("groups_collected", True)]
+        if all(collected):
+            result.group_changes, result.driver_changes = _group_changes(old_overview, new_overview)
+        else:
+            night = "in the baseline" if not collected[0] else "in this run"
+            result.group_changes = [f"not compared: /sys/kernel/iommu_groups was not collected {night}"]
     return result
 
 

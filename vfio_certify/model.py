@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -27,10 +28,22 @@ class Severity(str, enum.Enum):
     INFO = "info"
 
 
+class SkipReason(str, enum.Enum):
+    """Why a check was skipped: its evidence was not collected, or it does not apply to this host or device."""
+
+    NOT_COLLECTED = "not-collected"
+    NOT_APPLICABLE = "not-applicable"
+
+
 class Verdict(str, enum.Enum):
     CERTIFIED = "certified"
     NOT_CERTIFIED = "not-certified"
+    INCOMPLETE = "incomplete"  # nothing required failed, but something required was not collected
     UNREACHABLE = "unreachable"
+
+
+# A not-collected result's message names what it lacked as "... <what> was not collected" (rules.catalog.not_collected).
+_LACKED = re.compile(r"(?:not judged: )?(?P<what>.+?) (?:was|were) not collected")
 
 
 @dataclass
@@ -45,6 +58,7 @@ class CheckResult:
     remediation: str = ""
     duration_s: float = 0.0
     waiver: Optional[dict] = None
+    skip_reason: Optional[SkipReason] = None  # only when skipped; an unclassified skip counts as not collected
 
     @property
     def area(self) -> str:
@@ -55,6 +69,21 @@ class CheckResult:
     def blocks_certification(self) -> bool:
         return self.severity is Severity.REQUIRED and self.outcome in (Outcome.FAILED, Outcome.ERROR)
 
+    @property
+    def lacks_evidence(self) -> bool:
+        """Skipped for lack of evidence (not because it does not apply)."""
+        return self.outcome is Outcome.SKIPPED and self.skip_reason is not SkipReason.NOT_APPLICABLE
+
+    @property
+    def leaves_incomplete(self) -> bool:
+        """A required check not judged for lack of evidence: the host cannot be certified until it is collected."""
+        return self.severity is Severity.REQUIRED and self.lacks_evidence
+
+    def lacked(self) -> list[str]:
+        """What a not-collected result lacked, as its message names it: paths and commands."""
+        found = _LACKED.search(self.message)
+        return _split_list(found.group("what")) if found else [self.message]
+
     @classmethod
     def from_summary(cls, data: dict) -> "CheckResult":
         return cls(
@@ -62,21 +91,78 @@ class CheckResult:
             message=data.get("message", ""), evidence=list(data.get("evidence", [])),
             remediation=data.get("remediation", ""), duration_s=float(data.get("duration_s", 0.0)),
             waiver=data.get("waiver"),
+            # summaries written before skip_reason existed have none: unclassified, as the run judged it then
+            skip_reason=SkipReason(data["skip_reason"]) if data.get("skip_reason") in _SKIP_REASONS else None,
         )
 
     def to_summary(self) -> dict:
-        out = {
-            "id": self.id,
-            "outcome": self.outcome.value,
+        out = {"id": self.id, "outcome": self.outcome.value}
+        if self.outcome is Outcome.SKIPPED:
+            out["skip_reason"] = (self.skip_reason or SkipReason.NOT_COLLECTED).value
+        out.update({
             "severity": self.severity.value,
             "message": self.message,
             "evidence": list(self.evidence),
             "remediation": self.remediation,
             "duration_s": round(self.duration_s, 6),
-        }
+        })
         if self.waiver is not None:
             out["waiver"] = dict(self.waiver)
         return out
+
+
+_SKIP_REASONS = {r.value for r in SkipReason}
+
+
+def _split_list(text: str) -> list[str]:
+    """"/sys/class/iommu, /sys/kernel/iommu_groups and dmesg" -> its three items; never inside parentheses."""
+    items, depth, current = [], 0, ""
+    tokens = re.split(r"(, | and |[()])", text)
+    for token in tokens:
+        if token in (", ", " and ") and depth == 0:
+            items.append(current)
+            current = ""
+            continue
+        depth += {"(": 1, ")": -1}.get(token, 0)
+        current += token
+    items.append(current)
+    return [i.strip() for i in items if i.strip()]
+
+
+def collect_command(host: str, source: str) -> str:
+    """The one command that collects a host's evidence again; for a bundle, the one its sender runs on the host."""
+    if source == "snapshot":
+        return "vfio-certify collect --output $(hostname).tar.gz"
+    name = re.sub(r"^[a-z]+://", "", host).rsplit("@", 1)[-1].split(":", 1)[0].strip("/") or "localhost"
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    return f"vfio-certify collect --host {host} --output {name}.tar.gz"
+
+
+@dataclass
+class ToFinish:
+    """What an incomplete host needs collected before it can be judged whole."""
+
+    lacking: list[str]  # paths and commands, each once, in checklist order
+    checks: list[str]  # the required checks not judged
+    command: str  # the one vfio-certify collect command that gets them
+    bundle: bool  # judged from a snapshot: its sender makes a new bundle on the host
+
+    @property
+    def how(self) -> str:
+        if self.bundle:
+            return f"ask for a new bundle, made on the host with `{self.command}`"
+        return f"`{self.command}`"
+
+    def text(self) -> str:
+        return f"to finish, collect: {', '.join(self.lacking)}; {self.how}"
+
+
+def to_finish(host: str, source: str, checks: list[CheckResult]) -> Optional[ToFinish]:
+    pending = [c for c in checks if c.leaves_incomplete]
+    if not pending:
+        return None
+    lacking = list(dict.fromkeys(item for c in pending for item in c.lacked()))
+    return ToFinish(lacking, [c.id for c in pending], collect_command(host, source), source == "snapshot")
 
 
 @dataclass
@@ -117,6 +203,7 @@ class HostOverview:
     cmdline: str = ""
     collected_at: str = ""
     groups: list[GroupView] = field(default_factory=list)
+    groups_collected: bool = True  # False: /sys/kernel/iommu_groups was not collected (not "no groups")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -142,7 +229,14 @@ class HostResult:
             return Verdict.UNREACHABLE
         if any(c.blocks_certification for c in self.checks):
             return Verdict.NOT_CERTIFIED
+        if any(c.leaves_incomplete for c in self.checks):
+            return Verdict.INCOMPLETE
         return Verdict.CERTIFIED
+
+    def to_finish(self) -> Optional[ToFinish]:
+        """What to collect, and the command that collects it: for an incomplete host, and for a not-certified
+        one that also lacks evidence (fixing its failures alone would leave it incomplete)."""
+        return None if self.unreachable_reason else to_finish(self.host, self.source, self.checks)
 
     def checks_by_area(self) -> dict[str, list[CheckResult]]:
         areas: dict[str, list[CheckResult]] = {}
@@ -174,10 +268,10 @@ class RunResult:
         }
 
     def exit_status(self) -> int:
-        """0 all certified; 3 some host unreachable; 1 some host not certified."""
+        """0 all certified; 3 some host unreachable; 1 some host not certified or incomplete."""
         verdicts = {h.verdict for h in self.hosts}
         if Verdict.UNREACHABLE in verdicts:
             return 3
-        if Verdict.NOT_CERTIFIED in verdicts:
+        if verdicts & {Verdict.NOT_CERTIFIED, Verdict.INCOMPLETE}:
             return 1
         return 0

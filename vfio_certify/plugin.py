@@ -20,7 +20,7 @@ import pytest
 from . import options
 from .devices import DeviceSpec
 from .facts import HostFacts
-from .model import CheckResult, Outcome, RunResult
+from .model import CheckResult, Outcome, RunResult, Verdict
 from .output_plugin import OwnedOutput
 from .report.outputs import write_outputs
 from .session import (REPORT_PROPERTY, CertifySession, CertifyTarget, Collected, area_rank, crash_result, describe,
@@ -179,8 +179,8 @@ def certify(request: pytest.FixtureRequest, certify_target: CertifyTarget):
         text = describe(result)
         if result.outcome in (Outcome.FAILED, Outcome.ERROR):
             pytest.fail(text, pytrace=False)
-        if result.outcome is Outcome.SKIPPED:
-            pytest.skip(result.message)
+        if result.outcome is Outcome.SKIPPED:  # JUnit and pytest say why: [not-collected] or [not-applicable]
+            pytest.skip(f"[{result.to_summary()['skip_reason']}] {result.message}")
         if result.outcome is Outcome.WARNING:
             warnings.warn(CertifyWarning(f"{result.id}: {result.message}"), stacklevel=2)
         return result
@@ -243,6 +243,7 @@ class _ResultGatherer:
 RUN_KEY = pytest.StashKey[RunResult]()
 
 
+@pytest.hookimpl(tryfirst=True)  # before junitxml writes its file: the hosts' verdicts go into it
 def pytest_sessionfinish(session: pytest.Session, exitstatus: Union[int, pytest.ExitCode]) -> None:
     certify = session.config.stash.get(SESSION_KEY, None)
     if certify is None or hasattr(session.config, "workerinput"):  # an xdist worker: the controller reports
@@ -254,6 +255,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: Union[int, pytest.
         return
     run = certify.finish()  # no host judged (-k deselected every check): an empty summary, still written
     session.config.stash[RUN_KEY] = run
+    _verdicts_into_junit(session.config, run)
     owned: Optional[OwnedOutput] = session.config.pluginmanager.get_plugin(OwnedOutput.NAME)
     if owned is not None and owned.folder.staging is not None:
         write_outputs(run, owned.folder.staging, certify.diff)
@@ -273,7 +275,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         blocking = [c.id for c in host.checks if c.blocks_certification]
         if blocking:
             line += f" - required checks failed: {', '.join(blocking)}"
-        tr.write_line(line, red=bool(blocking or host.unreachable_reason), green=not (blocking or host.unreachable_reason))
+        finish = host.to_finish()
+        if finish is not None:
+            line += f" - {len(finish.checks)} required check(s) not judged; {finish.text()}"
+        tr.write_line(line, red=bool(blocking or host.unreachable_reason), yellow=host.verdict is Verdict.INCOMPLETE,
+                      green=host.verdict is Verdict.CERTIFIED)
     session = config.stash.get(SESSION_KEY, None)
     if session is not None and session.diff is not None:
         tr.section("vfio-certify diff against the baseline")
@@ -283,3 +289,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         tr.write_line(f"summary: {session.output / 'summary.json'}  pages: {session.output / 'index.html'}, "
                       f"{session.output / 'certification.html'}")
 
+
+
+def _verdicts_into_junit(config: pytest.Config, run: RunResult) -> None:
+    """junit.xml's suite properties carry each host's verdict (an incomplete host, with what to collect)."""
+    from _pytest.junitxml import xml_key
+
+    xml = config.stash.get(xml_key, None)
+    for host in run.hosts if xml is not None else []:
+        finish = host.to_finish()
+        xml.add_global_property(f"verdict {host.host}", host.verdict.value + (f": {finish.text()}" if finish else ""))

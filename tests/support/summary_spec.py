@@ -3,7 +3,8 @@ import re
 
 OUTCOMES = {"passed", "failed", "warning", "skipped", "error", "waived"}
 SEVERITIES = {"required", "recommended", "info"}
-VERDICTS = {"certified", "not-certified", "unreachable"}
+VERDICTS = {"certified", "not-certified", "incomplete", "unreachable"}
+SKIP_REASONS = {"not-collected", "not-applicable"}
 CHECK_KEYS = {"id", "outcome", "severity", "message", "evidence", "remediation", "duration_s"}
 ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+(\[[^\]\n]+\])?$")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -17,7 +18,14 @@ def assert_valid_summary(summary: dict) -> None:
         assert set(host) == {"host", "source", "verdict", "checks"}, set(host)
         assert host["verdict"] in VERDICTS and isinstance(host["host"], str) and host["source"]
         for check in host["checks"]:
-            assert CHECK_KEYS <= set(check) <= CHECK_KEYS | {"waiver"}, set(check)
+            assert CHECK_KEYS <= set(check) <= CHECK_KEYS | {"waiver", "skip_reason"}, set(check)
+            # skip_reason: on every skipped check, on no other
+            assert ("skip_reason" in check) == (check["outcome"] == "skipped"), check
+            assert check.get("skip_reason", "not-collected") in SKIP_REASONS, check
+            if check.get("skip_reason") == "not-collected":  # the message names what it lacked
+                assert "not collected" in check["message"], check
+            if check.get("skip_reason") == "not-applicable":  # and says why it does not apply
+                assert check["message"].startswith("not applicable: "), check
             assert ID.match(check["id"]), check["id"]
             assert check["outcome"] in OUTCOMES and check["severity"] in SEVERITIES
             assert isinstance(check["message"], str) and "\n" not in check["message"]
@@ -25,7 +33,10 @@ def assert_valid_summary(summary: dict) -> None:
             if check["outcome"] in ("failed", "error", "warning"):
                 assert check["remediation"] or check["outcome"] == "warning" or check["id"] == "host.reachable", check
         blocking = [c for c in host["checks"] if c["severity"] == "required" and c["outcome"] in ("failed", "error")]
+        lacking = [c for c in host["checks"] if c["severity"] == "required" and c.get("skip_reason") == "not-collected"]
         if host["verdict"] == "certified":
-            assert not blocking
+            assert not blocking and not lacking, (blocking, lacking)
         if host["verdict"] == "not-certified":
             assert blocking
+        if host["verdict"] == "incomplete":
+            assert lacking and not blocking, (blocking, lacking)

@@ -80,6 +80,7 @@ ROW_CHANGE_LINES = 2
 _CHANGE_KINDS = (  # HostDiff.lines() prefix -> kind (a CSS class)
     ("verdict:", "verdict"), ("newly failing:", "failing"), ("newly passing:", "passing"), ("reachable again", "passing"),
     ("kernel:", "kernel"), ("command line", "cmdline"), ("IOMMU group:", "group"), ("driver:", "driver"),
+    ("no longer collected:", "lacking"), ("to finish, collect:", "lacking"),
 )
 
 
@@ -96,11 +97,12 @@ class AreaCell:
     worst: Optional[Outcome] = None  # None: no check of this area ran on the host
     counts: list[tuple[Outcome, int]] = field(default_factory=list)  # in WORST_FIRST order, non-zero only
     blocking: int = 0  # required checks failed or errored: they block certification
+    lacking: int = 0  # required checks skipped for lack of evidence: they leave the host incomplete
 
 
 @dataclass
 class ChangeLine:
-    kind: str  # verdict, failing, passing, kernel, cmdline, group, driver, other
+    kind: str  # verdict, failing, passing, kernel, cmdline, group, driver, lacking, other
     text: str
 
 
@@ -117,10 +119,10 @@ class IndexRow:
 
     @property
     def group(self) -> int:
-        """Sort group: regressions, not certified, unreachable, certified."""
+        """Sort group: regressions, not certified, incomplete, unreachable, certified."""
         if self.since == "regression":
             return 0
-        return {Verdict.NOT_CERTIFIED: 1, Verdict.UNREACHABLE: 2}.get(self.host.verdict, 3)
+        return {Verdict.NOT_CERTIFIED: 1, Verdict.INCOMPLETE: 2, Verdict.UNREACHABLE: 3}.get(self.host.verdict, 4)
 
 
 def run_areas(run: RunResult) -> list[str]:
@@ -139,6 +141,9 @@ def area_cell(area: str, checks: list[CheckResult]) -> AreaCell:
             if cell.worst is None:
                 cell.worst = outcome
     cell.blocking = sum(1 for c in checks if c.blocks_certification)
+    cell.lacking = sum(1 for c in checks if c.leaves_incomplete)
+    if cell.lacking and cell.worst in (Outcome.PASSED, Outcome.WAIVED):
+        cell.worst = Outcome.SKIPPED  # a required check not judged: the area is not "passed"
     return cell
 
 
@@ -151,7 +156,8 @@ def change_lines(host_diff: HostDiff) -> list[ChangeLine]:
 
 
 def index_rows(run: RunResult, diff: Optional[RunDiff] = None) -> list[IndexRow]:
-    """The matrix rows: regressions first, then not certified, unreachable, certified; by host name (natural order)."""
+    """The matrix rows: regressions first, then not certified, incomplete, unreachable, certified; by host name
+    (natural order)."""
     areas = run_areas(run)
     diffs = {d.host: d for d in diff.hosts} if diff is not None else {}
     added = set(diff.added_hosts) if diff is not None else set()

@@ -19,6 +19,7 @@ def overview_from_facts(facts: HostFacts, devices: list[DeviceSpec], source: str
         iommu_vendor=_iommu_vendor_text(facts),
         cmdline=facts.cmdline_text,
         collected_at=facts.collected_at,
+        groups_collected=facts.iommu_groups is not None,
     )
     verdicts: dict[int, bool] = {}
     for spec in devices:

@@ -22,9 +22,10 @@ import pkgutil
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ..model import CheckResult, Outcome, Severity
+from ..model import CheckResult, Outcome, Severity, SkipReason
 
 REQUIRED, RECOMMENDED, INFO = Severity.REQUIRED, Severity.RECOMMENDED, Severity.INFO
+NOT_APPLICABLE = SkipReason.NOT_APPLICABLE  # result(..., Outcome.SKIPPED, ..., skip_reason=NOT_APPLICABLE)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ def severity_of(check_id: str) -> Severity:
 
 
 def result(check_id: str, outcome: Outcome, message: str, evidence: list[str] | None = None,
-           remediation: str = "") -> CheckResult:
+           remediation: str = "", skip_reason: SkipReason | None = None) -> CheckResult:
+    """A skipped result is not-collected unless skip_reason says the check does not apply (NOT_APPLICABLE)."""
     return CheckResult(
         id=check_id,
         outcome=outcome,
@@ -89,9 +91,12 @@ def result(check_id: str, outcome: Outcome, message: str, evidence: list[str] | 
         message=message,
         evidence=[e for e in (evidence or []) if e],
         remediation=remediation,
+        skip_reason=(skip_reason or SkipReason.NOT_COLLECTED) if outcome is Outcome.SKIPPED else None,
     )
 
 
 def not_collected(check_id: str, what: str) -> CheckResult:
-    """What was not collected is skipped with the reason, never failed."""
-    return result(check_id, Outcome.SKIPPED, f"not judged: {what} was not collected")
+    """What was not collected is skipped with the reason, never failed. `what` names the paths and commands
+    ("/sys/class/iommu, /sys/kernel/iommu_groups and dmesg"): the reports list them under "to finish, collect"."""
+    return result(check_id, Outcome.SKIPPED, f"not judged: {what} was not collected",
+                  skip_reason=SkipReason.NOT_COLLECTED)

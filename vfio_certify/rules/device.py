@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import re
+from typing import Optional
 
 from ..devices import DeviceSpec
 from ..facts import HostFacts
 from ..facts.pci import PciDevice
 from ..facts.usb import UsbDevice
 from ..model import CheckResult, Outcome
-from .catalog import INFO, RECOMMENDED, REQUIRED, check, not_collected, result
+from .catalog import INFO, RECOMMENDED, REQUIRED, check, NOT_APPLICABLE, not_collected, result
 
 
 def _pci_present(facts: HostFacts, spec: DeviceSpec, check_id: str) -> CheckResult:
@@ -112,16 +113,18 @@ def _host_use(facts: HostFacts, name: str) -> tuple[list[str], list[str]]:
     return findings, routes[:3]
 
 
-def _usb_netdevs(facts: HostFacts, spec: DeviceSpec) -> tuple[str, list[str]]:
-    """('', netdevs on the named USB device: a USB NIC's netdev sits on one of its interfaces, 4-1:1.0), or
-    (why it is not judged, [])."""
+def _usb_netdevs(facts: HostFacts, spec: DeviceSpec, check_id: str) -> tuple[Optional[CheckResult], list[str]]:
+    """(None, netdevs on the named USB device: a USB NIC's netdev sits on one of its interfaces, 4-1:1.0), or
+    (the skipped result saying why it is not judged, [])."""
     if facts.usb is None:
-        return "not judged: /sys/bus/usb/devices was not collected", []
+        return not_collected(check_id, "/sys/bus/usb/devices"), []
     matches = usb_matches(facts.usb, spec)
-    if len(matches) != 1 or not matches[0].sysfs_id:
-        return "not judged: see device.present", []
+    if len(matches) != 1:  # not on the host, or ambiguous: device.present fails
+        return result(check_id, Outcome.SKIPPED, "not applicable: see device.present", skip_reason=NOT_APPLICABLE), []
+    if not matches[0].sysfs_id:  # only lsusb knew it: which netdev sits on it is in sysfs
+        return not_collected(check_id, "/sys/bus/usb/devices"), []
     usb = matches[0].sysfs_id
-    return "", sorted(n for n, i in (facts.net or {}).items() if i.device.split(":", 1)[0] == usb)
+    return None, sorted(n for n, i in (facts.net or {}).items() if i.device.split(":", 1)[0] == usb)
 
 
 @check("device.host_network", RECOMMENDED, "a named NIC does not carry the host's own network")
@@ -129,11 +132,17 @@ def host_network(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
     check_id = f"{host_network.id}[{spec.key}]"
     vf_names: dict[str, str] = {}
     if spec.is_pci:
+        if facts.pci is None:
+            return not_collected(check_id, "/sys/bus/pci/devices")
         device = facts.pci_device(spec.key)
-        if device is None:
-            return result(check_id, Outcome.SKIPPED, "not judged: not a PCI device on this host")
+        if device is None:  # the PCI list was collected and does not hold it: device.present fails
+            return result(check_id, Outcome.SKIPPED, f"not applicable: {spec.key} is not on this host (see device.present)",
+                          skip_reason=NOT_APPLICABLE)
+        if not device.class_code:
+            return not_collected(check_id, f"/sys/bus/pci/devices/{spec.key}/class")
         if device.class_pair[0] != 0x02:
-            return result(check_id, Outcome.SKIPPED, f"not a network device ({device.class_name or 'unknown class'})")
+            return result(check_id, Outcome.SKIPPED, f"not applicable: not a network device ({device.class_name})",
+                          skip_reason=NOT_APPLICABLE)
         if facts.net is None:
             return not_collected(check_id, "/sys/class/net")
         # An SR-IOV PF takes its VFs with it: unbinding it destroys them, so their host use is its own.
@@ -147,9 +156,12 @@ def host_network(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
     else:  # a USB network adapter passed through as a USB <hostdev> takes its netdev from the host as well
         if facts.net is None:
             return not_collected(check_id, "/sys/class/net")
-        why, names = _usb_netdevs(facts, spec)
-        if why or not names:
-            return result(check_id, Outcome.SKIPPED, why or "not a network device (no netdev on it)")
+        skipped, names = _usb_netdevs(facts, spec, check_id)
+        if skipped is not None:
+            return skipped
+        if not names:
+            return result(check_id, Outcome.SKIPPED, "not applicable: not a network device (no netdev on it)",
+                          skip_reason=NOT_APPLICABLE)
     findings, evidence = [], []
     for name in names + sorted(vf_names):
         found, routes = _host_use(facts, name)

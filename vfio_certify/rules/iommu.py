@@ -7,7 +7,7 @@ from ..facts.kernel_cmdline import (intel_iommu_default_on, intremap_disabled_by
                                     unsafe_interrupts_by)
 from ..facts.pci import normalize_pci_address
 from ..model import CheckResult, Outcome
-from .catalog import REQUIRED, check, not_collected, result
+from .catalog import REQUIRED, check, NOT_APPLICABLE, not_collected, result
 from .remedy import firmware_iommu, iommu_cmdline_fix
 
 
@@ -177,20 +177,26 @@ def group_isolated(facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec]) 
     check_id = f"{group_isolated.id}[{spec.key}]"
     if not spec.is_pci:
         return result(check_id, Outcome.SKIPPED,
-                      "USB devices are passed through by QEMU's USB host redirection, not VFIO: no IOMMU group is involved")
+                      "not applicable: USB devices are passed through by QEMU's USB host redirection, not VFIO: no IOMMU "
+                      "group is involved",
+                      skip_reason=NOT_APPLICABLE)
     if facts.pci is None:
         return not_collected(check_id, "/sys/bus/pci/devices")
     device = facts.pci_device(spec.key)
     if device is None:
-        return result(check_id, Outcome.SKIPPED, f"not judged: {spec.key} is not on this host (see device.present)")
-    if facts.iommu_groups is None and device.iommu_group is None:
+        # The PCI list was collected and does not hold it: device.present fails; there is no group to judge.
+        return result(check_id, Outcome.SKIPPED, f"not applicable: {spec.key} is not on this host (see device.present)",
+                      skip_reason=NOT_APPLICABLE)
+    if facts.iommu_groups is None:  # the device's own iommu_group link does not say who else is in its group
         return not_collected(check_id, "/sys/kernel/iommu_groups")
     if device.iommu_group is None:
         why, fix = _why_off(facts)
         return result(check_id, Outcome.FAILED, f"{spec.key} is in no IOMMU group: {why}",
                       [f"/sys/bus/pci/devices/{spec.key}/iommu_group absent"], fix)
     group = device.iommu_group
-    members = (facts.iommu_groups or {}).get(group, [spec.key])
+    members = facts.iommu_groups.get(group, [])
+    if spec.key not in members:  # its link names a group whose member list is missing: who else is in it?
+        return not_collected(check_id, f"/sys/kernel/iommu_groups/{group}/devices")
     named_pci = {s.key for s in named if s.is_pci}
     blocking, idle = _blocking_members(facts, group, named_pci)
     evidence = [f"group {group}: " + ", ".join(members)]

@@ -15,7 +15,7 @@ from ..facts.kernel_cmdline import (AMD_IOMMU_VALUES, INTEL_IOMMU_VALUES, intel_
                                     unsafe_interrupts_by, vtd_running)
 from ..model import CheckResult, Outcome
 from ..snapshot.reader import PathState
-from .catalog import RECOMMENDED, REQUIRED, check, not_collected, result
+from .catalog import RECOMMENDED, REQUIRED, check, NOT_APPLICABLE, not_collected, result
 from .remedy import kernel_args
 
 
@@ -37,15 +37,21 @@ def config_option(facts: HostFacts, option: str) -> CheckResult:
     if vendor_needed and facts.iommu_vendor and facts.iommu_vendor != vendor_needed:
         if facts.iommu_vendor_from_cpu:
             cpu = "an AMD" if facts.iommu_vendor == "amd" else "an Intel"
-            return result(check_id, Outcome.SKIPPED, f"not applicable: {cpu} CPU (no IOMMU table says otherwise)")
+            return result(check_id, Outcome.SKIPPED, f"not applicable: {cpu} CPU (no IOMMU table says otherwise)",
+                          skip_reason=NOT_APPLICABLE)
         name = "AMD-Vi" if facts.iommu_vendor == "amd" else "Intel VT-d"
-        return result(check_id, Outcome.SKIPPED, f"not applicable: this host's IOMMU is {name}")
+        return result(check_id, Outcome.SKIPPED, f"not applicable: this host's IOMMU is {name}",
+                      skip_reason=NOT_APPLICABLE)
     config = facts.kernel_config
     if config is None:
         if facts.kernel_config_state is PathState.ABSENT:
+            # Known absent, yet still evidence this check lacks (not "does not apply"): nothing else on the host
+            # states how its kernel was built, so the host is incomplete until the config is there to collect.
             return result(check_id, Outcome.SKIPPED,
-                          f"not judged: neither /boot/config-{facts.kernel_release} nor /proc/config.gz exists on the host "
-                          "(install the kernel's config file, or build with CONFIG_IKCONFIG_PROC)")
+                          f"not judged: /boot/config-{facts.kernel_release} or /proc/config.gz was not collected: "
+                          "neither exists on the host, so nothing shows how its kernel was built (install the kernel's "
+                          f"build config as /boot/config-{facts.kernel_release}, or `modprobe configs` for /proc/config.gz, "
+                          "then collect again)")
         return not_collected(check_id, "the kernel config (/boot/config-* or /proc/config.gz)")
     value = config.value(option)
     evidence = [config.line(option) + (f"   ({config.source})" if value is not None else "")]

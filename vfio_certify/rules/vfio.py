@@ -61,19 +61,19 @@ def module(facts: HostFacts, name: str) -> CheckResult:
                       load_module(facts, name) if name == "vfio_pci" else "")
     if state == "unknown":
         config = facts.kernel_config
-        if config is not None and config_value is None and config.truncated:
-            return result(check_id, Outcome.SKIPPED,
-                          f"not judged: {name} is not loaded and {config.source} is cut short before {option}: "
-                          "re-collect it (modules.builtin and modules.dep were not collected either)")
-        if config is not None and config_value not in ("y", "m"):
-            # No module lists to consult, but the config settles it: the kernel lacks the driver.
-            return result(check_id, Outcome.FAILED, f"{name} is not available: {config.line(option)}",
-                          evidence, f"Boot a kernel built with {option}=y or =m.")
         missing = [what for what, value in (("/proc/modules", facts.modules.loaded),
                                             ("modules.builtin", facts.modules.builtin),
                                             ("modules.dep", facts.modules.loadable)) if value is None]
         seen = " (/proc/modules does not list it)" if facts.modules.loaded is not None else ""
-        return result(check_id, Outcome.SKIPPED, f"not judged: {' and '.join(missing)} not collected{seen}")
+        if config is not None and config_value is None and config.truncated:
+            missing.append(f"the whole {config.source} (cut short before {option})")
+        elif config is not None and config_value not in ("y", "m"):
+            # No module lists to consult, but the config settles it: the kernel lacks the driver.
+            return result(check_id, Outcome.FAILED, f"{name} is not available: {config.line(option)}",
+                          evidence, f"Boot a kernel built with {option}=y or =m.")
+        listed = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 else missing[0]
+        return result(check_id, Outcome.SKIPPED,
+                      f"not judged: {listed} {'were' if len(missing) > 1 else 'was'} not collected{seen}")
     if config_value == "m":
         return result(check_id, Outcome.FAILED,
                       f"{name} is configured as a module ({option}=m) but its file is missing from /lib/modules/{facts.kernel_release}",
