@@ -24,6 +24,7 @@ from .collect.runner import put_venv_on_path
 from .devices import DeviceSpec, DeviceSpecError, parse_devices
 from .facts import HostFacts, read_host_facts
 from .model import CheckResult, HostOverview, HostResult, Outcome, RunResult
+from .report.fixplan import fix_plan, plan_summary
 from .report.overview import overview_from_facts
 from .snapshot import BundleError, Snapshot, SnapshotError, unpack_bundle
 from .diff import DiffInputError, RunDiff, RunRecord, diff_runs, load_run, write_overview
@@ -117,6 +118,7 @@ class CertifySession:
         run.hosts = [self.hosts[t.name] for t in self.targets if t.name in self.hosts]
         for host in run.hosts:  # checklist order, whatever order parallel workers reported in
             host.checks.sort(key=lambda c: (AREA_ORDER.index(c.area) if c.area in AREA_ORDER else len(AREA_ORDER), c.id))
+            host.fix_plan = fix_plan(host)
         return run
 
     def close(self) -> None:
@@ -405,7 +407,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             return
         result = _crash_result(item, report, call)
     result.duration_s = report.duration
-    payload: dict = {"host": target.name, "source": target.source, "result": result.to_summary()}
+    payload: dict = {"host": target.name, "source": target.source, "result": result.to_payload()}
     if item.get_closest_marker("check").args[0] == "host.reachable":
         collected: Optional[Collected] = item.funcargs.get("collected")  # type: ignore[attr-defined]
         if collected is not None and collected.facts is not None:
@@ -510,6 +512,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         if blocking:
             line += f" - required checks failed: {', '.join(blocking)}"
         tr.write_line(line, red=bool(blocking or host.unreachable_reason), green=not (blocking or host.unreachable_reason))
+        if host.fix_plan:
+            tr.write_line(f"  fix plan ({plan_summary(host.fix_plan)}):")
+            for number, step in enumerate(host.fix_plan, 1):
+                tr.write_line(f"  {number}. " + "\n     ".join(step.step.splitlines()) + (" [reboot]" if step.reboot else ""))
+                for command in step.commands:
+                    tr.write_line(f"       $ {command}")
     session = config.stash.get(SESSION_KEY, None)
     if session is not None and session.diff is not None:
         tr.section("vfio-certify diff against the baseline")

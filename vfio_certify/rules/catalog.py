@@ -39,7 +39,8 @@ def severity_of(check_id: str) -> Severity:
 
 
 def result(check_id: str, outcome: Outcome, message: str, evidence: list[str] | None = None,
-           remediation: str = "") -> CheckResult:
+           remediation: str = "", caused_by: list[str] | None = None) -> CheckResult:
+    """caused_by: the failed checks this outcome follows from, when the rule knows (root causes have none)."""
     return CheckResult(
         id=check_id,
         outcome=outcome,
@@ -47,6 +48,8 @@ def result(check_id: str, outcome: Outcome, message: str, evidence: list[str] | 
         message=message,
         evidence=[e for e in (evidence or []) if e],
         remediation=remediation,
+        caused_by=[c for c in caused_by or [] if c != check_id],
+        fix=getattr(remediation, "action", None),  # a remedy.Remedy says what it changes
     )
 
 

@@ -69,7 +69,7 @@ def module(facts: HostFacts, name: str) -> CheckResult:
         if config is not None and config_value not in ("y", "m"):
             # No module lists to consult, but the config settles it: the kernel lacks the driver.
             return result(check_id, Outcome.FAILED, f"{name} is not available: {config.line(option)}",
-                          evidence, f"Boot a kernel built with {option}=y or =m.")
+                          evidence, f"Boot a kernel built with {option}=y or =m.", [f"kernel.config[{option}]"])
         missing = [what for what, value in (("/proc/modules", facts.modules.loaded),
                                             ("modules.builtin", facts.modules.builtin),
                                             ("modules.dep", facts.modules.loadable)) if value is None]
@@ -96,4 +96,5 @@ def device_node(facts: HostFacts) -> CheckResult:
                       "/dev/vfio/vfio appears when the vfio module loads (it is not loaded yet)", evidence,
                       load_module(facts, "vfio_pci"))
     return result(DEVICE_NODE, Outcome.FAILED, "/dev/vfio/vfio does not exist", evidence,
-                  "Load vfio (modprobe vfio-pci); if it is built in and the node is still missing, check that devtmpfs is mounted on /dev.")
+                  "Load vfio (modprobe vfio-pci); if it is built in and the node is still missing, check that devtmpfs is mounted on /dev.",
+                  [f"{MODULE}[vfio]"] if vfio_state == "missing" else [])
