@@ -83,7 +83,7 @@ def test_plan_orders_firmware_command_line_modules_words_reboot_and_merges_the_c
     plan = fix_plan(host)
     assert [s.step.splitlines()[0] for s in plan] == [
         "Enable VT-x.",
-        "Add intel_iommu=on and remove pcie_acs_override=downstream intremap=off on the command line of every installed kernel",
+        "On the command line of every installed kernel: add intel_iommu=on and remove pcie_acs_override=downstream intremap=off",
         "Load vfio_pci now and at every boot",
         "Name one of the host's devices.",
         "Reboot into the new kernel command line",

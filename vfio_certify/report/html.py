@@ -19,6 +19,8 @@ from typing import Optional, Union
 import jinja2
 
 from vfio_certify.diff import HostDiff, RunDiff
+from vfio_certify.report import groups_picture
+from vfio_certify.report.fixplan import plan_summary, root_causes
 from vfio_certify.model import CheckResult, HostResult, Outcome, RunResult, Severity, Verdict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -52,7 +54,11 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["failures_first"] = failures_first
-    env.globals.update(Outcome=Outcome, Severity=Severity, Verdict=Verdict)
+    env.globals.update(Outcome=Outcome, Severity=Severity, Verdict=Verdict, root_causes=root_causes,
+                       plan_summary=plan_summary, groups_picture=groups_picture.picture,
+                       group_table_order=groups_picture.table_order,
+                       geom={"box_width": groups_picture.BOX_WIDTH, "row": groups_picture.ROW,
+                             "driver_x": groups_picture.DRIVER_X})
     return env
 
 

@@ -45,7 +45,10 @@ def kernel_args_change(boot: BootSetup, add: list[str], remove: list[str]) -> tu
     what = _what(add, remove)
     if boot.family == "rhel":
         args = (f' --args="{" ".join(add)}"' if add else "") + (f' --remove-args="{" ".join(remove)}"' if remove else "")
-        return f"{what.capitalize()} on the command line of every installed kernel", [f"grubby --update-kernel=ALL{args}"]
+        where = "the command line of every installed kernel"
+        what = (f"Add {' '.join(add)} to {where}" if not remove else f"Remove {' '.join(remove)} from {where}"
+                if not add else f"On {where}: {what}")
+        return what, [f"grubby --update-kernel=ALL{args}"]
     where, command = {
         "proxmox": ("in /etc/kernel/cmdline (systemd-boot) or GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub (GRUB)",
                     "proxmox-boot-tool refresh"),
