@@ -4,7 +4,7 @@ reports/templates/_iommu_groups.html.j2 (no script; the picture is cut into stri
 
 Groups are boxes around their functions, in lanes: one lane per root port when the functions'
 parents are known (DeviceView.parent, from the sysfs device path), else one lane in address
-order. Boxes wrap three to a row; lanes of one or two groups sit side by side; the lanes of the
+order with the named devices' groups first. Boxes wrap three to a row; lanes of one or two groups sit side by side; the lanes of the
 named devices come first. A group of one function that is not judged is one line. Groups that hold
 only bridges (host bridges, root ports, switch ports) are not drawn: they are listed in one line,
 so a host with a hundred groups keeps to the groups that hold devices. The named devices are
@@ -132,7 +132,7 @@ def _lane(group: GroupView, parents: dict[str, str], names: dict[str, str]) -> t
         if root == device.address:
             return ("0", "root complex: integrated functions")
         return (root, _cut(f"root port {_short_address(root)}" + (f" · {names[root]}" if names.get(root) else ""), 44))
-    return ("", "by PCI address (the host's PCI tree was not collected, so its root ports are not known)")
+    return ("", "the host's PCI tree was not collected, so its root ports are not known")
 
 
 def _depth(address: str, parents: dict[str, str], members: set[str]) -> int:
@@ -211,7 +211,8 @@ def picture(groups: list[GroupView]) -> Picture:
     names = {d.address: d.name for d in devices}
     drawn = [g for g in groups if g.devices and not _bridge_only(g)]
     lanes: dict[tuple[str, str], list[GroupView]] = {}
-    for group in sorted(drawn, key=lambda g: (_endpoint(g).address, g.number)):
+    flat_named_first = (lambda g: not g.has_named_device) if not parents else (lambda g: False)
+    for group in sorted(drawn, key=lambda g: (flat_named_first(g), _endpoint(g).address, g.number)):
         lanes.setdefault(_lane(group, parents, names), []).append(group)
     # the lanes of the named devices first; lanes of one or two groups share a band, side by side
     order = sorted(lanes.items(), key=lambda kv: (not any(g.has_named_device for g in kv[1]), kv[0]))
