@@ -8,14 +8,14 @@ from ..model import CheckResult, Outcome
 from .catalog import not_collected, result
 from .kernel import (intel_iommu_default_on, intremap_disabled_by, iommu_cmdline_fix, iommu_off_by, iommu_switch,
                      kstrtobool, unsafe_interrupts_by)
-from .firmware import CHECK as FIRMWARE_TABLE
-from .kernel import CMDLINE
 from .remedy import firmware_iommu
 
 ENABLED = "iommu.enabled"
 IRQ_REMAPPING = "iommu.irq_remapping"
 GROUPS = "iommu.groups"
 GROUP_ISOLATED = "iommu.group_isolated"
+# What the IOMMU being off follows from (public ids: they never change meaning)
+FIRMWARE_TABLE, CMDLINE = "firmware.iommu_table", "kernel.cmdline"
 
 # Drivers that leave a group viable for VFIO: no DMA of their own on the host side.
 VFIO_SAFE_DRIVERS = {"vfio-pci", "pci-stub", "pcieport"}
