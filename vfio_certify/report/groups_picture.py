@@ -78,6 +78,8 @@ class Lane:
 
 @dataclass
 class Strip:
+    """One <svg> of the picture: bands of lanes up to about STRIP_HEIGHT, so print breaks between strips."""
+
     height: float
     lanes: list[Lane]
 
@@ -125,7 +127,7 @@ def _root_port(address: str, parents: dict[str, str]) -> str:
 
 
 def _lane(group: GroupView, parents: dict[str, str], names: dict[str, str]) -> tuple[str, str]:
-    """(sort key, title) of the strip a group is drawn in."""
+    """(sort key, title) of the lane a group is drawn in."""
     device = _endpoint(group)
     if parents:
         root = _root_port(device.address, parents)
