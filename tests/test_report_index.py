@@ -297,3 +297,42 @@ def test_hosts_sort_in_natural_order():
     names = ("kvm10", "kvm5", "KVM7", "kvm5b", "kvm1²")  # ² is a digit to str.isdigit(), not to int()
     run = RunResult("t", 1.0, [HostResult(n, "ssh", healthy_checks()) for n in names])
     assert list(rows_of(render_index_page(run))) == ["kvm1²", "kvm5", "kvm5b", "KVM7", "kvm10"]
+
+
+def test_fix_plan_length_and_the_most_common_root_cause_of_a_fleet_of_ten(tmp_path):
+    """Twelve hosts lacking intel_iommu=on is what a team rolls out first: the page says so, and how long each
+    host's plan is."""
+    from vfio_certify.model import BootSetup, FixAction
+
+    missing = "intel_iommu=on is missing and this kernel does not enable VT-d by default"
+    add_flag = FixAction("kernel-args", add=("intel_iommu=on",))
+
+    def lacking_flag(detail):
+        checks = with_outcomes(healthy_checks(), kernel_cmdline=(F, f"{missing} ({detail})"),
+                               iommu_enabled=(F, "IOMMU not enabled"), iommu_groups=(F, "no IOMMU groups"))
+        for check in checks:
+            check.fix = add_flag if check.id in ("kernel.cmdline", "iommu.enabled") else None
+            check.caused_by = ["kernel.cmdline"] if check.id.startswith("iommu.") and check.outcome is F else []
+        return checks
+
+    hosts = [HostResult(f"kvm{n}", "ssh", lacking_flag("# CONFIG_INTEL_IOMMU_DEFAULT_ON is not set" if n % 2 else
+                                                       "kernel 5.14 (VT-d off by default before 6.8; config not seen)"),
+                        dataclasses.replace(overview(), boot=BootSetup("rhel"))) for n in range(1, 7)]
+    no_table = with_outcomes(healthy_checks(), firmware_iommu_table=(F, "no ACPI DMAR or IVRS table"),
+                             iommu_enabled=(F, "IOMMU not enabled"))
+    no_table[5].fix, no_table[6].caused_by = FixAction("firmware", text="Enable VT-d."), ["firmware.iommu_table"]
+    hosts += [HostResult("amd1", "ssh", no_table, overview())]
+    hosts += [HostResult(f"good{n}", "ssh", healthy_checks(), overview()) for n in range(1, 4)]
+    run = RunResult("2026-11-24T02:00:00Z", 12.0, hosts)
+    page = write_index_page(run, None, tmp_path / "index.html")
+    html = page.read_text()
+    causes = re.search(r'<ol class="causes">(.*?)</ol>', html, re.S).group(1)
+    assert re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", causes)).strip().startswith(
+        f"6 hosts: {missing} kernel.cmdline — kvm1, kvm2")  # the detail in parentheses differs, the cause does not
+    assert "amd1" not in causes  # one host's cause is not a fleet trend when others are shared
+    plan_cells = dict(re.findall(r'<td class="host"><a href="[^"]*">([^<]+)</a>.*?<td class="plan[^"]*">(.*?)</td>', html, re.S))
+    assert "3 steps" in plan_cells["kvm1"] and "1 reboot" in plan_cells["kvm1"]  # grubby, reboot, run again
+    assert "2 steps" in plan_cells["amd1"] and "1 reboot" in plan_cells["amd1"]  # firmware setup, run again
+    assert plan_cells["good1"].strip() == "—"
+    dom, _ = chromium.render(page, tmp_path, window="1400,1100")
+    assert "Fix plan length" in dom and "6 hosts:" in dom

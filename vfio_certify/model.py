@@ -44,6 +44,25 @@ class Verdict(str, enum.Enum):
 
 # A not-collected result's message names what it lacked as "... <what> was not collected" (rules.catalog.not_collected).
 _LACKED = re.compile(r"(?:not judged: )?(?P<what>.+?) (?:was|were) not collected")
+@dataclass(frozen=True)
+class FixAction:
+    """What a check's remediation changes, as data, so that a host's fix plan can merge them: every firmware
+    setting into one visit to the setup, every kernel argument into one command."""
+
+    kind: str  # "firmware" (a setting in the firmware setup), "kernel-args", "module" (load it, now and at boot)
+    text: str = ""  # firmware: the setting, in words
+    add: tuple[str, ...] = ()  # kernel-args
+    remove: tuple[str, ...] = ()  # kernel-args
+    module: str = ""  # module
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "text": self.text, "add": list(self.add), "remove": list(self.remove),
+                "module": self.module}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FixAction":
+        return cls(data.get("kind", ""), data.get("text", ""), tuple(data.get("add", ())),
+                   tuple(data.get("remove", ())), data.get("module", ""))
 
 
 @dataclass
@@ -59,6 +78,9 @@ class CheckResult:
     duration_s: float = 0.0
     waiver: Optional[dict] = None
     skip_reason: Optional[SkipReason] = None  # only when skipped; an unclassified skip counts as not collected
+    # The failed checks this outcome follows from, as the rule judged it (root causes have none).
+    caused_by: list[str] = field(default_factory=list)
+    fix: Optional[FixAction] = None  # the remediation as data, for the fix plan; not in summary.json
 
     @property
     def area(self) -> str:
@@ -93,6 +115,8 @@ class CheckResult:
             waiver=data.get("waiver"),
             # summaries written before skip_reason existed have none: unclassified, as the run judged it then
             skip_reason=SkipReason(data["skip_reason"]) if data.get("skip_reason") in _SKIP_REASONS else None,
+            caused_by=list(data.get("caused_by", [])),
+            fix=FixAction.from_dict(data["fix"]) if data.get("fix") else None,
         )
 
     def to_summary(self) -> dict:
@@ -108,7 +132,13 @@ class CheckResult:
         })
         if self.waiver is not None:
             out["waiver"] = dict(self.waiver)
+        if self.caused_by:
+            out["caused_by"] = list(self.caused_by)
         return out
+
+    def to_payload(self) -> dict:
+        """summary.json's fields plus the fix as data: how a result travels from a pytest worker to the report."""
+        return self.to_summary() | ({"fix": self.fix.to_dict()} if self.fix else {})
 
 
 _SKIP_REASONS = {r.value for r in SkipReason}
@@ -177,6 +207,18 @@ class DeviceView:
     driver: str  # "" when no driver is bound
     is_bridge: bool
     named: bool  # named with --device
+    blocks: bool = False  # keeps its group from a VM (iommu.group_isolated's judgement of a named device's group)
+    parent: str = ""  # the upstream bridge or root port, from the sysfs device path; "" when not collected
+
+
+@dataclass
+class BootSetup:
+    """How this host's kernel command line is changed for good (from its facts): enough to write the one
+    command of a fix plan that merges every check's kernel arguments."""
+
+    family: str = ""  # "proxmox", "rhel", "debian", "suse"; "" when unknown
+    grub_file: str = "/etc/default/grub"  # where GRUB_CMDLINE_LINUX_DEFAULT is set last (Debian family)
+    grub_mkconfig: str = ""  # RHEL family: how GRUB's config is regenerated on this release
 
 
 @dataclass
@@ -204,15 +246,32 @@ class HostOverview:
     collected_at: str = ""
     groups: list[GroupView] = field(default_factory=list)
     groups_collected: bool = True  # False: /sys/kernel/iommu_groups was not collected (not "no groups")
+    boot: BootSetup = field(default_factory=BootSetup)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "HostOverview":
-        groups = [GroupView(g["number"], [DeviceView(**d) for d in g["devices"]], g["viable"]) for g in data.get("groups", [])]
-        fields = {k: v for k, v in data.items() if k != "groups" and k in cls.__dataclass_fields__}
-        return cls(**fields, groups=groups)
+        known = DeviceView.__dataclass_fields__
+        groups = [GroupView(g["number"], [DeviceView(**{k: v for k, v in d.items() if k in known}) for d in g["devices"]],
+                            g["viable"]) for g in data.get("groups", [])]
+        boot = BootSetup(**{k: v for k, v in (data.get("boot") or {}).items() if k in BootSetup.__dataclass_fields__})
+        fields = {k: v for k, v in data.items() if k not in ("groups", "boot") and k in cls.__dataclass_fields__}
+        return cls(**fields, groups=groups, boot=boot)
+
+
+@dataclass
+class FixStep:
+    """One step of a host's fix plan (summary.json `fix_plan`)."""
+
+    step: str  # what to do, in words
+    commands: list[str] = field(default_factory=list)  # to run on the host, in order
+    reboot: bool = False  # the step ends with a reboot (into the firmware setup, or to apply what came before)
+    fixes: list[str] = field(default_factory=list)  # the check ids it makes pass
+
+    def to_dict(self) -> dict:
+        return {"step": self.step, "commands": list(self.commands), "reboot": self.reboot, "fixes": list(self.fixes)}
 
 
 @dataclass
@@ -222,6 +281,7 @@ class HostResult:
     checks: list[CheckResult] = field(default_factory=list)
     overview: HostOverview = field(default_factory=HostOverview)
     unreachable_reason: str = ""
+    fix_plan: list[FixStep] = field(default_factory=list)  # ordered steps to certify (report/fixplan.py)
 
     @property
     def verdict(self) -> Verdict:
@@ -245,12 +305,15 @@ class HostResult:
         return areas
 
     def to_summary(self) -> dict:
-        return {
+        out = {
             "host": self.host,
             "source": self.source,
             "verdict": self.verdict.value,
             "checks": [c.to_summary() for c in self.checks],
         }
+        if self.fix_plan:
+            out["fix_plan"] = [s.to_dict() for s in self.fix_plan]
+        return out
 
 
 @dataclass

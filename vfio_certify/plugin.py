@@ -22,6 +22,7 @@ from .devices import DeviceSpec
 from .facts import HostFacts
 from .model import CheckResult, Outcome, RunResult, Verdict
 from .output_plugin import OwnedOutput
+from .report.fixplan import plan_summary
 from .report.outputs import write_outputs
 from .session import (REPORT_PROPERTY, CertifySession, CertifyTarget, Collected, area_rank, crash_result, describe,
                       targets_from)
@@ -280,6 +281,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
             line += f" - {len(finish.checks)} required check(s) not judged; {finish.text()}"
         tr.write_line(line, red=bool(blocking or host.unreachable_reason), yellow=host.verdict is Verdict.INCOMPLETE,
                       green=host.verdict is Verdict.CERTIFIED)
+        if host.fix_plan:
+            tr.write_line(f"  fix plan ({plan_summary(host.fix_plan)}):")
+            for number, step in enumerate(host.fix_plan, 1):
+                tr.write_line(f"  {number}. " + "\n     ".join(step.step.splitlines()) + (" [reboot]" if step.reboot else ""))
+                for command in step.commands:
+                    tr.write_line(f"       $ {command}")
     session = config.stash.get(SESSION_KEY, None)
     if session is not None and session.diff is not None:
         tr.section("vfio-certify diff against the baseline")

@@ -20,6 +20,7 @@ from .devices import DeviceSpec
 from .diff import RunDiff, RunRecord, diff_runs
 from .facts import HostFacts, read_host_facts
 from .model import CheckResult, HostOverview, HostResult, Outcome, RunResult
+from .report.fixplan import fix_plan
 from .snapshot import BundleError, Snapshot, SnapshotError, unpack_bundle
 from .waivers import Waiver
 
@@ -174,7 +175,7 @@ class CertifySession:
     def report_payload(self, target: CertifyTarget, result: CheckResult, collected: Optional[Collected] = None) -> dict:
         """One check's result as it travels to add_from_report; with the target's collection (host.reachable's),
         also the host's overview or why it could not be collected."""
-        payload: dict = {"host": target.name, "source": target.source, "result": result.to_summary()}
+        payload: dict = {"host": target.name, "source": target.source, "result": result.to_payload()}
         if collected is not None and collected.facts is not None:
             from .report.overview import overview_from_facts
 
@@ -198,6 +199,7 @@ class CertifySession:
         run.hosts = [self.hosts[t.name] for t in self.targets if t.name in self.hosts]
         for host in run.hosts:  # checklist order, whatever order parallel workers reported in
             host.checks.sort(key=lambda c: (area_rank(c.area), c.id))
+            host.fix_plan = fix_plan(host)
         return run
 
     def finish(self) -> RunResult:

@@ -19,6 +19,8 @@ from typing import Optional, Union
 import jinja2
 
 from vfio_certify.diff import HostDiff, RunDiff
+from vfio_certify.report import groups_picture
+from vfio_certify.report.fixplan import fix_plan, plan_summary, root_causes
 from vfio_certify.model import CheckResult, HostResult, Outcome, RunResult, Severity, Verdict
 from vfio_certify.session import AREA_ORDER
 
@@ -53,11 +55,23 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["failures_first"] = failures_first
-    env.globals.update(Outcome=Outcome, Severity=Severity, Verdict=Verdict)
+    env.globals.update(Outcome=Outcome, Severity=Severity, Verdict=Verdict, root_causes=root_causes,
+                       plan_summary=plan_summary, groups_picture=groups_picture.picture,
+                       group_table_order=groups_picture.table_order,
+                       geom={"box_width": groups_picture.BOX_WIDTH, "row": groups_picture.ROW,
+                             "driver_x": groups_picture.DRIVER_X})
     return env
 
 
+def _with_plans(run: RunResult) -> RunResult:
+    """A run built by hand (not by the plugin) gets each host's fix plan here: it is derived data."""
+    for host in run.hosts:
+        host.fix_plan = host.fix_plan or fix_plan(host)
+    return run
+
+
 def render_certification_page(run: RunResult) -> str:
+    run = _with_plans(run)
     return _environment().get_template(CERTIFICATION_TEMPLATE).render(run=run)
 
 
@@ -192,8 +206,33 @@ def _area_failing(rows: list[IndexRow]) -> dict[str, int]:
     return counts
 
 
+@dataclass
+class CommonCause:
+    """A root cause the fleet shares: what to roll out first."""
+
+    label: str  # the root check's message, without its host-specific detail in parentheses
+    check: str  # its id, parameters left out
+    hosts: list[tuple[str, int]] = field(default_factory=list)  # (host, position in run.hosts)
+
+
+def common_root_causes(run: RunResult, most: int = 3) -> list[CommonCause]:
+    """The root causes most hosts share, most hosts first; a cause of one host only when nothing is shared."""
+    causes: dict[tuple[str, str], CommonCause] = {}
+    for position, host in enumerate(run.hosts, 1):
+        for root in root_causes(host):
+            check = root.check.id.split("[", 1)[0]
+            label = root.check.message.split(" (", 1)[0]
+            cause = causes.setdefault((check, label), CommonCause(label, check))
+            if not cause.hosts or cause.hosts[-1][0] != host.host:
+                cause.hosts.append((host.host, position))
+    ranked = sorted(causes.values(), key=lambda c: (-len(c.hosts), c.check, c.label))
+    shared = [c for c in ranked if len(c.hosts) > 1]
+    return (shared or ranked[:1])[:most]
+
+
 def render_index_page(run: RunResult, diff: Optional[RunDiff] = None) -> str:
     """index.html: the fleet at a glance, one row per host, linking into certification.html."""
+    run = _with_plans(run)
     rows = index_rows(run, diff)
     positions = {h.host: i for i, h in reversed(list(enumerate(run.hosts, 1)))}
     changed = []  # (HostDiff, its change lines, its position in run.hosts or None): regressions first, by name
@@ -207,7 +246,7 @@ def render_index_page(run: RunResult, diff: Optional[RunDiff] = None) -> str:
         # a host of the baseline missing from this run is a regression too (not collected tonight)
         regressed=sum(1 for d in diff.hosts if d.regression) + len(diff.removed_hosts) if diff is not None else 0,
         more_changed=sum(1 for d in diff.hosts if d.changed and not d.regression) if diff is not None else 0,
-        row_change_lines=ROW_CHANGE_LINES,
+        row_change_lines=ROW_CHANGE_LINES, common_causes=common_root_causes(run),
     )
 
 

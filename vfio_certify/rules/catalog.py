@@ -82,8 +82,10 @@ def severity_of(check_id: str) -> Severity:
 
 
 def result(check_id: str, outcome: Outcome, message: str, evidence: list[str] | None = None,
-           remediation: str = "", skip_reason: SkipReason | None = None) -> CheckResult:
-    """A skipped result is not-collected unless skip_reason says the check does not apply (NOT_APPLICABLE)."""
+           remediation: str = "", caused_by: list[str] | None = None,
+           skip_reason: SkipReason | None = None) -> CheckResult:
+    """A skipped result is not-collected unless skip_reason says the check does not apply (NOT_APPLICABLE);
+    caused_by: the failed checks this outcome follows from, when the rule knows (root causes have none)."""
     return CheckResult(
         id=check_id,
         outcome=outcome,
@@ -92,6 +94,8 @@ def result(check_id: str, outcome: Outcome, message: str, evidence: list[str] | 
         evidence=[e for e in (evidence or []) if e],
         remediation=remediation,
         skip_reason=(skip_reason or SkipReason.NOT_COLLECTED) if outcome is Outcome.SKIPPED else None,
+        caused_by=[c for c in caused_by or [] if c != check_id],
+        fix=getattr(remediation, "action", None),  # a remedy.Remedy says what it changes
     )
 
 

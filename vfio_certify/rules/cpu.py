@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..facts import HostFacts
 from ..model import CheckResult, Outcome
 from .catalog import REQUIRED, check, not_collected, result
+from .remedy import firmware_virtualization
 
 
 @check("cpu.virtualization", REQUIRED, "the CPU exposes VT-x (vmx) or AMD-V (svm)")
@@ -32,8 +33,5 @@ def virtualization(facts: HostFacts) -> CheckResult:
             "and give this VM the host CPU model (libvirt: <cpu mode='host-passthrough'/>)."
         )
     else:
-        fix = (
-            "Enable 'Intel Virtualization Technology' (VT-x) or 'SVM Mode' (AMD-V) in the firmware setup, "
-            "then power-cycle the host."
-        )
+        fix = firmware_virtualization(facts)
     return result(virtualization.id, Outcome.FAILED, "the CPU exposes neither VT-x (vmx) nor AMD-V (svm)", evidence, fix)

@@ -10,6 +10,8 @@ from ..model import CheckResult, Outcome
 from .catalog import REQUIRED, check, NOT_APPLICABLE, not_collected, result
 from .remedy import firmware_iommu, iommu_cmdline_fix
 
+# What the IOMMU being off follows from (public ids: they never change meaning)
+FIRMWARE_TABLE, CMDLINE = "firmware.iommu_table", "kernel.cmdline"
 
 # Drivers that leave a group viable for VFIO: no DMA of their own on the host side.
 VFIO_SAFE_DRIVERS = {"vfio-pci", "pci-stub", "pcieport"}
@@ -33,24 +35,24 @@ def _dmesg_support(facts: HostFacts) -> list[str]:
     return (facts.dmesg.dmar_iommu_enabled[:1] if facts.dmesg else []) + _dmesg_proof(facts)
 
 
-def _why_off(facts: HostFacts) -> tuple[str, str]:
-    """The most likely reason the IOMMU is off, and its fix."""
+def _why_off(facts: HostFacts) -> tuple[str, str, list[str]]:
+    """The most likely reason the IOMMU is off, its fix, and the failed check that says so (caused_by)."""
     tables = facts.acpi_tables
     if tables is not None and not (tables.get("DMAR") or tables.get("IVRS")) and not (
         facts.dmesg and (facts.dmesg.acpi_dmar or facts.dmesg.acpi_ivrs)
     ):
-        return "the firmware publishes no DMAR/IVRS table", firmware_iommu(facts)
+        return "the firmware publishes no DMAR/IVRS table", firmware_iommu(facts), [FIRMWARE_TABLE]
     params = facts.cmdline or []  # judged as the kernel reads every occurrence (facts/kernel_cmdline.py)
     for offs in (iommu_switch(params, "intel_iommu")[1], iommu_switch(params, "amd_iommu")[1], iommu_off_by(params)):
         if offs:
-            return f"{' '.join(offs)} on the kernel command line", iommu_cmdline_fix(facts)
+            return f"{' '.join(offs)} on the kernel command line", iommu_cmdline_fix(facts), [CMDLINE]
     if facts.iommu_vendor == "intel" and not intel_iommu_default_on(facts)[0]:
         if iommu_switch(params, "intel_iommu")[0] is None:
             return (
                 "this kernel does not enable VT-d by default and the command line lacks intel_iommu=on",
-                iommu_cmdline_fix(facts),
+                iommu_cmdline_fix(facts), [CMDLINE],
             )
-    return "the kernel did not initialise the IOMMU", firmware_iommu(facts)
+    return "the kernel did not initialise the IOMMU", firmware_iommu(facts), []
 
 
 @check("iommu.enabled", REQUIRED, "the kernel runs the IOMMU: units in /sys/class/iommu, populated groups")
@@ -70,19 +72,19 @@ def enabled(facts: HostFacts) -> CheckResult:
             return result(enabled.id, Outcome.FAILED,
                           "IOMMU units exist but no device is in a group: translation is not in use",
                           evidence, "Check dmesg for DMAR/AMD-Vi errors; a kernel with iommu=off or a firmware bug can cause this.")
-        why, fix = _why_off(facts)
-        return result(enabled.id, Outcome.FAILED, f"IOMMU not enabled: {why}", evidence, fix)
+        why, fix, cause = _why_off(facts)
+        return result(enabled.id, Outcome.FAILED, f"IOMMU not enabled: {why}", evidence, fix, cause)
     # sysfs not collected: dmesg is the fallback, and says so.
     if facts.dmesg is not None:
         if _dmesg_proof(facts):
             return result(enabled.id, Outcome.PASSED, "IOMMU enabled (judged from dmesg only: sysfs was not collected)", support)
-        why, fix = _why_off(facts)
+        why, fix, cause = _why_off(facts)
         return result(enabled.id, Outcome.FAILED,
                       f"IOMMU not enabled according to dmesg (sysfs was not collected): {why}",
                       [f"dmesg ({facts.dmesg.lines_read} lines): no VT-d initialisation "
                        "('DMAR: Intel(R) Virtualization Technology for Directed I/O'), AMD-Vi IOMMU or iommu group line"]
                       + [f"{line} (intel_iommu=on was read; not proof that VT-d initialised)"
-                         for line in facts.dmesg.dmar_iommu_enabled[:1]], fix)
+                         for line in facts.dmesg.dmar_iommu_enabled[:1]], fix, cause)
     return not_collected(enabled.id, "/sys/class/iommu, /sys/kernel/iommu_groups and dmesg")
 
 
@@ -123,14 +125,16 @@ def irq_remapping(facts: HostFacts) -> CheckResult:
     evidence += unsafe_note
     intremap_off = intremap_disabled_by(facts.cmdline or [])
     if intremap_off:
-        fix = iommu_cmdline_fix(facts)
+        fix, cause = iommu_cmdline_fix(facts), [CMDLINE]
         message = f"interrupt remapping disabled by {' '.join(intremap_off)} on the kernel command line"
     else:
         fix = "Interrupt remapping needs the IOMMU on (see iommu.enabled) and firmware support (x2APIC/IR in the DMAR/IVRS table)."
+        off = enabled(facts)
+        cause = (off.caused_by or [enabled.id]) if off.outcome is Outcome.FAILED else []
         message = "interrupt remapping is not active: VFIO refuses devices unless allow_unsafe_interrupts is set"
     if unsafe_note:
         message += " (allow_unsafe_interrupts is set: assignment works but a guest can inject interrupts)"
-    return result(irq_remapping.id, Outcome.FAILED, message, evidence, fix)
+    return result(irq_remapping.id, Outcome.FAILED, message, evidence, fix, cause)
 
 
 @check("iommu.groups", REQUIRED, "IOMMU groups exist")
@@ -139,14 +143,15 @@ def groups(facts: HostFacts) -> CheckResult:
         return not_collected(groups.id, "/sys/kernel/iommu_groups")
     populated = {n: m for n, m in facts.iommu_groups.items() if m}
     if not populated:
-        why, fix = _why_off(facts)
-        return result(groups.id, Outcome.FAILED, f"no IOMMU groups: {why}", ["/sys/kernel/iommu_groups is empty"], fix)
+        why, fix, cause = _why_off(facts)
+        return result(groups.id, Outcome.FAILED, f"no IOMMU groups: {why}", ["/sys/kernel/iommu_groups is empty"], fix,
+                      cause or [enabled.id])
     largest = max(populated.items(), key=lambda kv: len(kv[1]))
     evidence = [f"{len(populated)} groups; largest is group {largest[0]} with {len(largest[1])} devices"]
     return result(groups.id, Outcome.PASSED, f"{len(populated)} IOMMU groups", evidence)
 
 
-def _blocking_members(facts: HostFacts, group: int, named: set[str]) -> tuple[list[str], list[str]]:
+def blocking_members(facts: HostFacts, group: int, named: set[str]) -> tuple[list[str], list[str]]:
     """Other endpoints of a group: (those that block assignment, those that are fine but unnamed)."""
     blocking, idle = [], []
     for address in (facts.iommu_groups or {}).get(group, []):
@@ -190,15 +195,15 @@ def group_isolated(facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec]) 
     if facts.iommu_groups is None:  # the device's own iommu_group link does not say who else is in its group
         return not_collected(check_id, "/sys/kernel/iommu_groups")
     if device.iommu_group is None:
-        why, fix = _why_off(facts)
+        why, fix, cause = _why_off(facts)
         return result(check_id, Outcome.FAILED, f"{spec.key} is in no IOMMU group: {why}",
-                      [f"/sys/bus/pci/devices/{spec.key}/iommu_group absent"], fix)
+                      [f"/sys/bus/pci/devices/{spec.key}/iommu_group absent"], fix, cause or [enabled.id])
     group = device.iommu_group
     members = facts.iommu_groups.get(group, [])
     if spec.key not in members:  # its link names a group whose member list is missing: who else is in it?
         return not_collected(check_id, f"/sys/kernel/iommu_groups/{group}/devices")
     named_pci = {s.key for s in named if s.is_pci}
-    blocking, idle = _blocking_members(facts, group, named_pci)
+    blocking, idle = blocking_members(facts, group, named_pci)
     evidence = [f"group {group}: " + ", ".join(members)]
     for address in members:
         member = facts.pci_device(address)

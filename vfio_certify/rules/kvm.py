@@ -20,8 +20,11 @@ def device(facts: HostFacts) -> CheckResult:
     evidence = ["/dev/kvm absent"]
     evidence.append(f"loaded kvm modules: {', '.join(m for m in loaded if m.startswith('kvm')) or 'none'}"
                     if facts.modules.loaded is not None else "")
+    cause = []
     if facts.cpu is not None and not facts.cpu.virtualization:
         fix = "The CPU exposes no VT-x/AMD-V (see cpu.virtualization): fix that first; /dev/kvm appears once kvm loads."
+        cause = ["cpu.virtualization"]
     else:
         fix = load_module(facts, module if vendor else "kvm_intel") if vendor else f"modprobe {module}"
-    return result(device.id, Outcome.FAILED, f"/dev/kvm does not exist ({module} not loaded?)", evidence, fix)
+    return result(device.id, Outcome.FAILED, f"/dev/kvm does not exist ({module} not loaded?)", evidence, fix,
+                  caused_by=cause)

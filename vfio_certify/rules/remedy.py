@@ -1,22 +1,73 @@
-"""Remediations written for the host's distro family: the commands, not a wiki link."""
+"""Remediations written for the host's distro family: the commands, not a wiki link.
+
+Each returns a Remedy: the text a person reads, which also carries what it changes as data
+(a FixAction) so that a host's fix plan (report/fixplan.py) merges them: one visit to the
+firmware setup, one command for every kernel argument.
+"""
 from __future__ import annotations
 
 import re
 
 from ..facts import HostFacts
 from ..facts.kernel_cmdline import intel_iommu_default_on, intremap_disabled_by, iommu_off_by, iommu_switch
+from ..model import BootSetup, FixAction
+
+
+class Remedy(str):
+    """A remediation text that knows what it changes (`action`). It is a str everywhere else: rules pass it
+    on as any text, and catalog.result() keeps its action beside the text."""
+
+    action: FixAction
+
+    def __new__(cls, text: str, action: FixAction) -> "Remedy":
+        remedy = super().__new__(cls, text)
+        remedy.action = action
+        return remedy
+
+
+def boot_setup(facts: HostFacts) -> BootSetup:
+    family = "proxmox" if facts.is_proxmox else facts.distro_family
+    return BootSetup(family, _grub_file(facts), _rhel_grub2_mkconfig(facts) if family == "rhel" else "")
+
+
+def _what(add, remove) -> str:
+    add_text, remove_text = " ".join(add), " ".join(remove)
+    return " and ".join(x for x in (f"add {add_text}" if add else "", f"remove {remove_text}" if remove else "") if x)
 
 
 def kernel_args(facts: HostFacts, add: list[str] = (), remove: list[str] = ()) -> str:
     """How to change the kernel command line persistently on this host, then reboot."""
+    text = _kernel_args_text(boot_setup(facts), list(add), list(remove))
+    return Remedy(text, FixAction("kernel-args", add=tuple(add), remove=tuple(remove)))
+
+
+def kernel_args_change(boot: BootSetup, add: list[str], remove: list[str]) -> tuple[str, list[str]]:
+    """The fix plan's one change of the command line: (what to do, the command(s)), without the reboot."""
+    what = _what(add, remove)
+    if boot.family == "rhel":
+        args = (f' --args="{" ".join(add)}"' if add else "") + (f' --remove-args="{" ".join(remove)}"' if remove else "")
+        where = "the command line of every installed kernel"
+        what = (f"Add {' '.join(add)} to {where}" if not remove else f"Remove {' '.join(remove)} from {where}"
+                if not add else f"On {where}: {what}")
+        return what, [f"grubby --update-kernel=ALL{args}"]
+    where, command = {
+        "proxmox": ("in /etc/kernel/cmdline (systemd-boot) or GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub (GRUB)",
+                    "proxmox-boot-tool refresh"),
+        "debian": (f"in GRUB_CMDLINE_LINUX_DEFAULT in {boot.grub_file}", "update-grub"),
+        "suse": ("in GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub", "grub2-mkconfig -o /boot/grub2/grub.cfg"),
+    }.get(boot.family, ("on the kernel command line in the boot loader's configuration", ""))
+    return f"{what.capitalize()} {where}, then:", [command] if command else []
+
+
+def _kernel_args_text(boot: BootSetup, add: list[str], remove: list[str]) -> str:
     add_text, remove_text = " ".join(add), " ".join(remove)
-    what = " and ".join(x for x in (f"add {add_text}" if add else "", f"remove {remove_text}" if remove else "") if x)
-    if facts.is_proxmox:
+    what = _what(add, remove)
+    if boot.family == "proxmox":
         return (
             f"{what.capitalize()} in /etc/kernel/cmdline (systemd-boot) or GRUB_CMDLINE_LINUX_DEFAULT in "
             "/etc/default/grub (GRUB), then:\nproxmox-boot-tool refresh\nreboot"
         )
-    family = facts.distro_family
+    family = boot.family
     if family == "rhel":
         lines = []
         if add:
@@ -24,10 +75,10 @@ def kernel_args(facts: HostFacts, add: list[str] = (), remove: list[str] = ()) -
         if remove:
             lines.append(f'grubby --update-kernel=ALL --remove-args="{remove_text}"')
         lines.append("reboot")
-        lines.append(f"# or: {what} in GRUB_CMDLINE_LINUX in /etc/default/grub, then {_rhel_grub2_mkconfig(facts)}")
+        lines.append(f"# or: {what} in GRUB_CMDLINE_LINUX in /etc/default/grub, then {boot.grub_mkconfig}")
         return "\n".join(lines)
     if family == "debian":
-        return f"{what.capitalize()} in GRUB_CMDLINE_LINUX_DEFAULT in {_grub_file(facts)}, then:\nupdate-grub\nreboot"
+        return f"{what.capitalize()} in GRUB_CMDLINE_LINUX_DEFAULT in {boot.grub_file}, then:\nupdate-grub\nreboot"
     if family == "suse":
         return (
             f"{what.capitalize()} in GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub, then:\n"
@@ -85,15 +136,22 @@ def firmware_iommu(facts: HostFacts) -> str:
             "Enable Intel VT-d ('Intel Virtualization Technology for Directed I/O') in the firmware setup, "
             "then power-cycle the host."
         )
-    return text + (vm_hint if facts.cpu and facts.cpu.is_virtual_machine else "")
+    text += vm_hint if facts.cpu and facts.cpu.is_virtual_machine else ""
+    return Remedy(text, FixAction("firmware", text=text))
+
+
+def firmware_virtualization(facts: HostFacts) -> str:
+    text = "Enable 'Intel Virtualization Technology' (VT-x) or 'SVM Mode' (AMD-V) in the firmware setup, then power-cycle the host."
+    return Remedy(text, FixAction("firmware", text=text))
 
 
 def load_module(facts: HostFacts, module: str) -> str:
+    return Remedy("\n".join(load_module_commands(module)), FixAction("module", module=module))
+
+
+def load_module_commands(module: str) -> list[str]:
     dashed = module.replace("_", "-")
-    return (
-        f"modprobe {dashed}\n"
-        f"# load it at every boot:\necho {dashed} > /etc/modules-load.d/{dashed}.conf"
-    )
+    return [f"modprobe {dashed}", "# load it at every boot:", f"echo {dashed} > /etc/modules-load.d/{dashed}.conf"]
 
 
 def reinstall_modules(facts: HostFacts) -> str:

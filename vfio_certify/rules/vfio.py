@@ -70,7 +70,7 @@ def module(facts: HostFacts, name: str) -> CheckResult:
         elif config is not None and config_value not in ("y", "m"):
             # No module lists to consult, but the config settles it: the kernel lacks the driver.
             return result(check_id, Outcome.FAILED, f"{name} is not available: {config.line(option)}",
-                          evidence, f"Boot a kernel built with {option}=y or =m.")
+                          evidence, f"Boot a kernel built with {option}=y or =m.", [f"kernel.config[{option}]"])
         listed = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 else missing[0]
         return result(check_id, Outcome.SKIPPED,
                       f"not judged: {listed} {'were' if len(missing) > 1 else 'was'} not collected{seen}")
@@ -96,4 +96,5 @@ def device_node(facts: HostFacts) -> CheckResult:
                       "/dev/vfio/vfio appears when the vfio module loads (it is not loaded yet)", evidence,
                       load_module(facts, "vfio_pci"))
     return result(device_node.id, Outcome.FAILED, "/dev/vfio/vfio does not exist", evidence,
-                  "Load vfio (modprobe vfio-pci); if it is built in and the node is still missing, check that devtmpfs is mounted on /dev.")
+                  "Load vfio (modprobe vfio-pci); if it is built in and the node is still missing, check that devtmpfs is mounted on /dev.",
+                  [f"{module.id}[vfio]"] if vfio_state == "missing" else [])
