@@ -1,4 +1,7 @@
-"""/proc/cpuinfo: vendor, model and flags of the first processor that has them."""
+"""/proc/cpuinfo: vendor, model and flags of the first processor that has them.
+
+x86 lists vendor_id and flags (vmx, svm); arm64 lists "CPU implementer", "CPU part" and Features, and
+has no flag for virtualization at all: there KVM needs the kernel booted at EL2 (dmesg, /dev/kvm)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,6 +13,18 @@ class CpuInfo:
     model_name: str = ""
     flags: frozenset[str] = field(default_factory=frozenset)
     processors: int = 0
+    implementer: str = ""  # arm64 MIDR fields: "0x41" (Arm), "0x48" (HiSilicon), "0xc0" (Ampere), ...
+    part: str = ""  # "0xd0c" (Neoverse N1), "0xd4f" (Neoverse V2), ...
+    features: frozenset[str] = field(default_factory=frozenset)  # arm64 "Features" (fp asimd ...)
+
+    @property
+    def arch(self) -> str:
+        """'arm64' or 'x86' as the file's own keys say, '' when it shows neither."""
+        if self.implementer or self.features:
+            return "arm64"
+        if self.vendor or self.flags:
+            return "x86"
+        return ""
 
     @property
     def vendor_short(self) -> str:
@@ -49,5 +64,11 @@ def parse_cpuinfo(text: str) -> CpuInfo:
             info.model_name = value
         elif key == "flags" and flags is None:
             flags = frozenset(value.split())
+        elif key == "CPU implementer" and not info.implementer:
+            info.implementer = value
+        elif key == "CPU part" and not info.part:
+            info.part = value
+        elif key == "Features" and not info.features:
+            info.features = frozenset(value.split())
     info.flags = flags or frozenset()
     return info
