@@ -23,6 +23,8 @@ EXPECTED = {
     "missing-config": ("certified", set()),
     "proxmox-dmar-kernel-6.8": ("certified", set()),
     "hostile-input": ("not-certified", {"kernel.config[CONFIG_IOMMU_SUPPORT]", "kernel.config[CONFIG_INTEL_IOMMU]"}),
+    "ampere-altra-smmuv3": ("certified", set()),
+    "kunpeng920-smmu-off": ("not-certified", {"firmware.iommu_table", "iommu.enabled", "iommu.groups"}),
 }
 
 
@@ -122,5 +124,8 @@ def test_proxmox_6_8_is_on_without_a_flag_and_fixes_use_proxmox_boot_tool(all_ho
 
 def test_missing_config_is_skipped_with_the_reason_never_failed(all_hosts):
     checks = outcomes(all_hosts[1]["missing-config"])
-    config = [c for i, c in checks.items() if i.startswith("kernel.config[") and i != "kernel.config[CONFIG_AMD_IOMMU]"]
+    not_this_host = {"kernel.config[CONFIG_AMD_IOMMU]", "kernel.config[CONFIG_ARM_SMMU_V3]", "kernel.config[CONFIG_ARM_GIC_V3_ITS]"}
+    config = [c for i, c in checks.items() if i.startswith("kernel.config[") and i not in not_this_host]
     assert config and all(c["outcome"] == "skipped" and "nor /proc/config.gz exists" in c["message"] for c in config)
+    assert all(checks[i]["message"] == "not applicable: arm64 only, and this host is x86"
+               for i in not_this_host - {"kernel.config[CONFIG_AMD_IOMMU]"})

@@ -104,6 +104,7 @@ MODULES_DIR = Folder("/lib/modules/$KREL")
 # -- identity and CPU (readers/identity.py) ---------------------------------------------------------
 UNAME_R = Command("uname -r", unread="the snapshot's kernel release when meta.json lacks it (snapshot/reader.py)")
 UNAME_N = Command("uname -n", unread="the snapshot's hostname when meta.json lacks it (snapshot/reader.py)")
+UNAME_M = Command("uname -m")  # aarch64 or x86_64: which IOMMU, interrupt isolation and kernel options apply
 OS_RELEASE = File("/etc/os-release")
 PROC_CPUINFO = File("/proc/cpuinfo")
 DEV_KVM = Exists("/dev/kvm")
@@ -131,6 +132,9 @@ DMESG = Command("dmesg")
 # -- firmware and IOMMU units (readers/firmware.py) -------------------------------------------------
 ACPI_DMAR = Exists("/sys/firmware/acpi/tables/DMAR")
 ACPI_IVRS = Exists("/sys/firmware/acpi/tables/IVRS")
+# arm64: binary, a few KiB (root only); its nodes say which SMMUs the firmware describes. Every GICv3-ITS
+# system has one, for its MSIs: the table's content is the fact, not its existence.
+ACPI_IORT = File("/sys/firmware/acpi/tables/IORT")
 IOMMU_UNITS = Exists("/sys/class/iommu/*")
 
 # -- PCI devices and IOMMU groups (readers/pci.py) --------------------------------------------------

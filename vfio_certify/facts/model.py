@@ -15,6 +15,7 @@ from .cmdline import Param
 from .cpuinfo import CpuInfo
 from .dmesg import DmesgFacts
 from .interrupts import InterruptFacts
+from .iort import IortFacts
 from .kconfig import KernelConfig
 from .osrelease import OsRelease
 from .pci import PciDevice
@@ -54,7 +55,9 @@ class HostFacts:
     cmdline_text: str = ""
     boot_configs: list[BootConfig] = field(default_factory=list)
     dmesg: Optional[DmesgFacts] = None
-    acpi_tables: Optional[dict[str, bool]] = None  # {"DMAR": True, "IVRS": False}
+    acpi_tables: Optional[dict[str, bool]] = None  # {"DMAR": True, "IVRS": False, "IORT": False}
+    iort: Optional[IortFacts] = None  # arm64: the IORT's nodes, when the table was read
+    machine: str = ""  # `uname -m`: aarch64, x86_64, ...
     iommu_units: Optional[list[str]] = None
     iommu_groups: Optional[dict[int, list[str]]] = None  # group -> PCI addresses
     pci: Optional[dict[str, PciDevice]] = None
@@ -80,11 +83,32 @@ class HostFacts:
         return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
 
     @property
+    def arch(self) -> str:
+        """'arm64', 'x86' or '' (not known): `uname -m`, else /proc/cpuinfo's own keys, else the kernel config."""
+        machine = self.machine.strip()
+        if machine in ("aarch64", "arm64"):
+            return "arm64"
+        if machine in ("x86_64", "i686", "i386"):
+            return "x86"
+        if self.cpu and self.cpu.arch:
+            return self.cpu.arch
+        config = self.kernel_config
+        if config is not None:
+            if config.value("CONFIG_ARM64") == "y":
+                return "arm64"
+            if config.value("CONFIG_X86") == "y" or config.value("CONFIG_X86_64") == "y":
+                return "x86"
+        return ""
+
+    @property
     def iommu_vendor(self) -> str:
-        """'intel' (VT-d) or 'amd' (AMD-Vi): from the firmware table, the units, dmesg, then the CPU.
+        """'intel' (VT-d), 'amd' (AMD-Vi) or 'arm' (SMMU): from the architecture, the firmware table, the
+        units, dmesg, then the CPU.
 
         The firmware decides, not the CPU flag: a TCG guest shows `svm` with an Intel vIOMMU.
         """
+        if self.arch == "arm64":
+            return "arm"
         if self.acpi_tables:
             if self.acpi_tables.get("DMAR"):
                 return "intel"

@@ -45,7 +45,7 @@ def overview_from_facts(facts: HostFacts, devices: list[DeviceSpec], source: str
 
 
 def _iommu_vendor_text(facts: HostFacts) -> str:
-    name = {"intel": "Intel VT-d", "amd": "AMD-Vi"}.get(facts.iommu_vendor, "")
+    name = {"intel": "Intel VT-d", "amd": "AMD-Vi", "arm": "Arm SMMU"}.get(facts.iommu_vendor, "")
     if name and facts.iommu_vendor_from_cpu:
         return f"none found (an {name} host by its CPU vendor)"
     return name
