@@ -16,7 +16,7 @@ from vfio_certify.rules.catalog import registered
 from vfio_certify.snapshot.reader import Snapshot
 
 HOSTS = Path(__file__).resolve().parent.parent / "fixtures" / "hosts"
-ALTRA, KUNPENG = "ampere-altra-smmuv3", "kunpeng920-smmu-off"
+ALTRA, KUNPENG, RK3588 = "ampere-altra-smmuv3", "kunpeng920-smmu-off", "rk3588-devicetree-no-pcie-iommu"
 
 
 def facts_of(tmp_path, host, remove=(), edit=None):
@@ -180,3 +180,33 @@ def test_a_good_arm64_host_missing_any_one_source_never_fails(tmp_path):
         results = judge_all(facts_of(tmp_path / str(n), ALTRA, [str(rel)]), ["0005:01:00.1"])
         failed = {i: r.message for i, r in results.items() if r.outcome.value in ("failed", "error")}
         assert not failed, (str(rel), failed)
+
+
+def test_device_tree_board_without_iommu_map_cannot_assign_pci(tmp_path):
+    facts = facts_of(tmp_path, RK3588)
+    assert facts.devicetree.present and facts.devicetree.model == "FriendlyElec NanoPC-T6"
+    assert facts.devicetree.iommus["iommu@fdb50800"] == "rockchip,iommu-v2" and not facts.devicetree.pcie_iommu_maps
+    results = judge_all(facts, ["0004:41:00.0"])
+    table = results["firmware.iommu_table"]
+    assert table.outcome.value == "failed" and "no PCIe controller with an iommu-map" in table.message
+    enabled = results["iommu.enabled"]
+    assert enabled.outcome.value == "failed" and enabled.message.startswith("IOMMUs run for platform devices only")
+    assert results["iommu.groups"].outcome.value == "passed"  # groups exist: of the SoC's own blocks
+    assert "no iommu-map" in results["iommu.group_isolated[0004:41:00.0]"].message
+    cmdline = results["kernel.cmdline"]
+    assert cmdline.outcome.value == "warning" and cmdline.message.startswith("iommu=on: x86 parameter(s)")
+
+
+def test_device_tree_with_iommu_map_passes_the_table(tmp_path):
+    dest = tmp_path / "dt"
+    shutil.copytree(HOSTS / RK3588, dest, symlinks=True)
+    (dest / "root/sys/firmware/devicetree/base/pcie@fe150000/iommu-map").write_bytes(b"")
+    r = firmware.iommu_table(read_host_facts(Snapshot(dest)))
+    assert r.outcome.value == "passed" and "iommu-map in pcie@fe150000" in r.message
+
+
+def test_device_tree_not_collected_is_not_judged_as_absent(tmp_path):
+    facts = facts_of(tmp_path, RK3588, ["root/sys/firmware/devicetree"])
+    assert facts.devicetree is None
+    r = firmware.iommu_table(facts)
+    assert r.outcome.value == "warning" and "device tree" in r.message and "not collected" in r.message

@@ -25,6 +25,7 @@ EXPECTED = {
     "hostile-input": ("not-certified", {"kernel.config[CONFIG_IOMMU_SUPPORT]", "kernel.config[CONFIG_INTEL_IOMMU]"}),
     "ampere-altra-smmuv3": ("certified", set()),
     "kunpeng920-smmu-off": ("not-certified", {"firmware.iommu_table", "iommu.enabled", "iommu.groups"}),
+    "rk3588-devicetree-no-pcie-iommu": ("not-certified", {"firmware.iommu_table", "iommu.enabled"}),
 }
 
 

@@ -100,6 +100,7 @@ PCI_DEVICES = Folder("/sys/bus/pci/devices")
 USB_DEVICES = Folder("/sys/bus/usb/devices")
 NET_CLASS = Folder("/sys/class/net")
 MODULES_DIR = Folder("/lib/modules/$KREL")
+DEVICETREE = Folder("/sys/firmware/devicetree/base")  # arm64 boards booted with a device tree instead of ACPI
 
 # -- identity and CPU (readers/identity.py) ---------------------------------------------------------
 UNAME_R = Command("uname -r", unread="the snapshot's kernel release when meta.json lacks it (snapshot/reader.py)")
@@ -136,6 +137,13 @@ ACPI_IVRS = Exists("/sys/firmware/acpi/tables/IVRS")
 # system has one, for its MSIs: the table's content is the fact, not its existence.
 ACPI_IORT = File("/sys/firmware/acpi/tables/IORT")
 IOMMU_UNITS = Exists("/sys/class/iommu/*")
+# A device tree (readers/firmware.py): its root's compatible says there is one; a node with #iommu-cells is an
+# IOMMU (its compatible names it: arm,smmu-v3, arm,mmu-500, rockchip,iommu, ...); a PCIe controller whose
+# requester ids the IOMMU translates has an iommu-map. Top-level nodes and one level below (/soc/...).
+DT_MODEL = File("/sys/firmware/devicetree/base/model")
+DT_IOMMU_CELLS = tuple(Exists(f"/sys/firmware/devicetree/base/{p}/#iommu-cells") for p in ("*", "*/*"))
+DT_MMU_COMPATIBLE = tuple(File(f"/sys/firmware/devicetree/base/{p}/compatible") for p in ("*mmu*@*", "*/*mmu*@*"))
+DT_IOMMU_MAP = tuple(Exists(f"/sys/firmware/devicetree/base/{p}/iommu-map") for p in ("*", "*/*"))
 
 # -- PCI devices and IOMMU groups (readers/pci.py) --------------------------------------------------
 PCI_ATTRIBUTES = Attributes("/sys/bus/pci/devices/*", (

@@ -41,6 +41,15 @@ class ModuleFacts:
 
 
 @dataclass
+class DeviceTreeFacts:
+    """What a device tree says about IOMMUs (arm64 boards without ACPI). Node paths are relative to its root."""
+    present: bool = False  # the host booted with a device tree (its root has a model)
+    model: str = ""
+    iommus: dict[str, str] = field(default_factory=dict)  # node with #iommu-cells -> its compatible ('' unknown)
+    pcie_iommu_maps: list[str] = field(default_factory=list)  # nodes with an iommu-map (PCIe controllers)
+
+
+@dataclass
 class HostFacts:
     hostname: str = ""
     kernel_release: str = ""
@@ -57,6 +66,8 @@ class HostFacts:
     dmesg: Optional[DmesgFacts] = None
     acpi_tables: Optional[dict[str, bool]] = None  # {"DMAR": True, "IVRS": False, "IORT": False}
     iort: Optional[IortFacts] = None  # arm64: the IORT's nodes, when the table was read
+    iort_state: PathState = PathState.NOT_COLLECTED  # /sys/firmware/acpi/tables/IORT
+    devicetree: Optional[DeviceTreeFacts] = None  # None: /sys/firmware/devicetree/base not collected
     machine: str = ""  # `uname -m`: aarch64, x86_64, ...
     iommu_units: Optional[list[str]] = None
     iommu_groups: Optional[dict[int, list[str]]] = None  # group -> PCI addresses

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..facts import HostFacts
 from ..model import CheckResult, Outcome
+from ..snapshot.reader import PathState
 from .catalog import REQUIRED, check, not_collected, result
 from .remedy import firmware_iommu
 
@@ -47,8 +48,28 @@ def smmu_units(facts: HostFacts) -> list[str]:
     return [u for u in facts.iommu_units or [] if u.startswith("smmu")]
 
 
+def _devicetree_table(facts: HostFacts) -> CheckResult:
+    """A device-tree host: an IOMMU node (#iommu-cells) serves PCIe only through a controller's iommu-map."""
+    tree = facts.devicetree
+    named = [f"{node} ({compatible or 'compatible not collected'})" for node, compatible in list(tree.iommus.items())[:4]]
+    evidence = [f"device tree: {tree.model or 'model not read'}"] + [f"IOMMU node {n}" for n in named]
+    if tree.pcie_iommu_maps:
+        return result(iommu_table.id, Outcome.PASSED,
+                      f"the device tree maps PCIe to an IOMMU (iommu-map in {', '.join(tree.pcie_iommu_maps[:4])})",
+                      evidence + [f"{n}/iommu-map present" for n in tree.pcie_iommu_maps[:4]])
+    what = (f"the device tree has IOMMUs for the SoC's own blocks ({', '.join(list(tree.iommus)[:3])}) but no PCIe "
+            "controller with an iommu-map: PCI devices are not translated" if tree.iommus else
+            "the device tree describes no IOMMU")
+    return result(iommu_table.id, Outcome.FAILED, what, evidence + ["no node with an iommu-map"],
+                  "PCI device assignment needs an SMMU that translates the PCIe controller: a device tree (or a "
+                  "UEFI/ACPI firmware) from the board vendor that describes it, on a SoC that has one. Without "
+                  "it this board cannot assign PCI devices to VMs.")
+
+
 def _arm64_table(facts: HostFacts) -> CheckResult:
     tables, iort, dmesg = facts.acpi_tables, facts.iort, facts.dmesg
+    if facts.devicetree is not None and facts.devicetree.present and not (tables and tables.get("IORT")):
+        return _devicetree_table(facts)
     probed = smmu_units(facts)[:4] + (dmesg.smmu_probed[:1] if dmesg else [])
     listed = ["/sys/firmware/acpi/tables/IORT present"] if tables and tables.get("IORT") else []
     listed += dmesg.acpi_iort[:1] if dmesg else []
@@ -71,12 +92,16 @@ def _arm64_table(facts: HostFacts) -> CheckResult:
                       "Re-collect with /sys/firmware/acpi/tables/IORT readable (as root) to judge its SMMU nodes.")
     if tables is None and dmesg is None:
         return not_collected(iommu_table.id, "/sys/firmware/acpi/tables and dmesg")
-    if tables is None:
+    if tables is None or facts.iort_state is PathState.NOT_COLLECTED:
         return result(iommu_table.id, Outcome.WARNING,
-                      "not judged: /sys/firmware/acpi/tables was not collected and dmesg shows no IORT or SMMU",
-                      [f"dmesg ({dmesg.lines_read} lines): no 'ACPI: IORT' or arm-smmu line"])
+                      "not judged: /sys/firmware/acpi/tables/IORT was not collected and dmesg shows no IORT or SMMU",
+                      [f"dmesg ({dmesg.lines_read} lines): no 'ACPI: IORT' or arm-smmu line"] if dmesg else [])
+    if facts.devicetree is None:
+        return result(iommu_table.id, Outcome.WARNING,
+                      "not judged: no ACPI IORT, and the device tree (/sys/firmware/devicetree/base) was not collected",
+                      ["/sys/firmware/acpi/tables has no IORT"])
     return result(iommu_table.id, Outcome.FAILED,
-                  "no ACPI IORT table: the firmware describes no SMMU for the kernel",
+                  "no ACPI IORT table and no device tree: the firmware describes no SMMU for the kernel",
                   ["/sys/firmware/acpi/tables has no IORT"]
                   + ([f"dmesg ({dmesg.lines_read} lines): no 'ACPI: IORT' or arm-smmu line"] if dmesg else []),
                   firmware_iommu(facts))

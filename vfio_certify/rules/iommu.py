@@ -57,9 +57,13 @@ def _why_off(facts: HostFacts) -> tuple[str, str]:
 
 def _why_no_smmu(facts: HostFacts) -> tuple[str, str]:
     """arm64: no SMMU in the firmware's tables, no SMMUv3 driver in the kernel, or no probe."""
-    iort, config = facts.iort, facts.kernel_config
+    iort, config, tree = facts.iort, facts.kernel_config, facts.devicetree
     if iort is not None and not iort.smmus and not iort.problem:
         return "the firmware's IORT describes no SMMU (the SMMU is off or absent in the firmware)", firmware_iommu(facts)
+    if tree is not None and tree.present and not tree.pcie_iommu_maps and not iort:
+        return ("the device tree maps no PCIe controller to an IOMMU (no iommu-map): PCI devices are not translated",
+                "PCI device assignment needs an SMMU that translates the PCIe controller, described by the board's "
+                "device tree or firmware (see firmware.iommu_table).")
     if config is not None and config.value("CONFIG_ARM_SMMU_V3") not in ("y", "m") and not config.truncated \
             and not (iort is not None and iort.smmu_v1_v2 and not iort.smmu_v3):
         return (f"this kernel has no SMMUv3 driver ({config.line('CONFIG_ARM_SMMU_V3')})",
@@ -77,6 +81,11 @@ def enabled(facts: HostFacts) -> CheckResult:
             f"/sys/class/iommu: {', '.join(units) if units else 'empty'}",
             f"/sys/kernel/iommu_groups: {len(populated)} groups with devices",
         ] + support
+        if units and populated and not any(normalize_pci_address(m) for ms in populated.values() for m in ms) \
+                and facts.arch == "arm64":
+            why, fix = _why_off(facts)
+            return result(enabled.id, Outcome.FAILED,
+                          f"IOMMUs run for platform devices only: no PCI device is in a group ({why})", evidence, fix)
         if units and populated:
             return result(enabled.id, Outcome.PASSED,
                           f"IOMMU enabled: {len(units)} unit(s) ({', '.join(units[:4])}), {len(populated)} groups", evidence)
