@@ -210,3 +210,21 @@ def test_device_tree_not_collected_is_not_judged_as_absent(tmp_path):
     assert facts.devicetree is None
     r = firmware.iommu_table(facts)
     assert r.outcome.value == "warning" and "device tree" in r.message and "not collected" in r.message
+
+
+def test_architecture_from_what_is_left(tmp_path):
+    """Without uname -m, cpuinfo and the config, the SMMU units and ITS chips still say arm64."""
+    bare = facts_of(tmp_path, ALTRA, ["commands/uname_-m", "root/proc/cpuinfo", "root/boot"])
+    assert bare.arch == "arm64" and iommu.irq_remapping(bare).message.startswith("MSIs are isolated by the GIC ITS")
+    x86 = facts_of(tmp_path / "x", "rocky9-after-intel-iommu", ["root/proc/cpuinfo", "root/boot"])
+    assert x86.arch == "x86"
+
+
+def test_iommu_passthrough_is_a_note_on_every_architecture(tmp_path):
+    cmdline = "BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro intel_iommu=on iommu.passthrough=1 iommu.strict=0\n"
+    r = kernel.cmdline(facts_of(tmp_path, "rocky9-after-intel-iommu", edit={"root/proc/cmdline": cmdline}))
+    # only the boot configuration's difference is a finding (grubby's entry lacks the two): nothing to remove
+    assert r.outcome.value == "warning" and r.message.startswith("reboot pending: grubby --info=DEFAULT no longer has")
+    notes = [e for e in r.evidence if e.startswith("note: ")]
+    assert any("iommu.passthrough=1: host-owned devices bypass translation" in n for n in notes)
+    assert any("iommu.strict=0: lazy IOTLB invalidation" in n for n in notes)

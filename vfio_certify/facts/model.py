@@ -109,6 +109,14 @@ class HostFacts:
                 return "arm64"
             if config.value("CONFIG_X86") == "y" or config.value("CONFIG_X86_64") == "y":
                 return "x86"
+        # what only one architecture has: SMMU units, ITS interrupt chips, an IORT; DMAR/IVRS, IR- chips
+        if any(u.startswith("smmu") for u in self.iommu_units or []) or (self.interrupts and self.interrupts.its_chips) \
+                or (self.acpi_tables or {}).get("IORT"):
+            return "arm64"
+        if any(u.startswith(("dmar", "ivhd")) for u in self.iommu_units or []) \
+                or (self.interrupts and self.interrupts.remapped_chips) \
+                or any((self.acpi_tables or {}).get(t) for t in ("DMAR", "IVRS")):
+            return "x86"
         return ""
 
     @property
