@@ -81,7 +81,10 @@ def test_a_device_string_cannot_pose_as_an_smmu_or_its_line():
 def test_arm64_cpuinfo_has_no_vmx_or_svm():
     cpu = parse_cpuinfo((HOSTS / "ampere-altra-smmuv3/root/proc/cpuinfo").read_text())
     assert (cpu.arch, cpu.implementer, cpu.part, cpu.virtualization) == ("arm64", "0x41", "0xd0c", "")
-    assert "asimd" in cpu.features and cpu.processors == 4
+    assert "asimd" in cpu.features and cpu.processors == 4 and cpu.name == "Arm Neoverse N1"
+    kunpeng = parse_cpuinfo((HOSTS / "kunpeng920-smmu-off/root/proc/cpuinfo").read_text())
+    assert kunpeng.name == "HiSilicon TaiShan v110 (Kunpeng 920)"
+    assert parse_cpuinfo("CPU implementer\t: 0x4e\nCPU part\t: 0x004\n").name == "arm64 implementer 0x4e part 0x004"
     assert parse_cpuinfo((HOSTS / "missing-config/root/proc/cpuinfo").read_text()).arch == "x86"
     assert parse_cpuinfo("").arch == ""
 

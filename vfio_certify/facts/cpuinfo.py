@@ -7,6 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+# arm64 MIDR implementer/part -> core name (arch/arm64/include/asm/cputype.h), for the servers and boards
+# that assign devices; an unknown pair is named by its numbers.
+ARM_CORES = {
+    ("0x41", "0xd08"): "Arm Cortex-A72", ("0x41", "0xd05"): "Arm Cortex-A55", ("0x41", "0xd0b"): "Arm Cortex-A76",
+    ("0x41", "0xd0c"): "Arm Neoverse N1", ("0x41", "0xd40"): "Arm Neoverse V1", ("0x41", "0xd49"): "Arm Neoverse N2",
+    ("0x41", "0xd4f"): "Arm Neoverse V2", ("0x48", "0xd01"): "HiSilicon TaiShan v110 (Kunpeng 920)",
+    ("0xc0", "0xac3"): "AmpereOne",
+}
+
+
 @dataclass
 class CpuInfo:
     vendor: str = ""  # GenuineIntel, AuthenticAMD, HygonGenuine, ...
@@ -16,6 +26,13 @@ class CpuInfo:
     implementer: str = ""  # arm64 MIDR fields: "0x41" (Arm), "0x48" (HiSilicon), "0xc0" (Ampere), ...
     part: str = ""  # "0xd0c" (Neoverse N1), "0xd4f" (Neoverse V2), ...
     features: frozenset[str] = field(default_factory=frozenset)  # arm64 "Features" (fp asimd ...)
+
+    @property
+    def name(self) -> str:
+        """The model name (x86), or the arm64 core named from its implementer and part."""
+        if self.model_name or not self.implementer:
+            return self.model_name
+        return ARM_CORES.get((self.implementer, self.part), f"arm64 implementer {self.implementer} part {self.part}")
 
     @property
     def arch(self) -> str:

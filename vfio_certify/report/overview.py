@@ -14,7 +14,7 @@ def overview_from_facts(facts: HostFacts, devices: list[DeviceSpec], source: str
         hostname=facts.hostname,
         kernel_release=facts.kernel_release,
         distro=facts.os.pretty_name if facts.os else "",
-        cpu_model=cpu.model_name if cpu else "",
+        cpu_model=cpu.name if cpu else "",
         cpu_vendor=cpu.vendor if cpu else "",
         iommu_vendor=_iommu_vendor_text(facts),
         cmdline=facts.cmdline_text,
