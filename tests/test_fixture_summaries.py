@@ -3,6 +3,7 @@
 A structure-only change must leave them alone; a change in behaviour rewrites them with
 `scripts/fixture_summaries.py --write`, so that what changed for users is in the commit's diff.
 """
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,4 +15,5 @@ def test_fixture_summaries_match_the_golden_record():
     run = subprocess.run([sys.executable, "scripts/fixture_summaries.py"], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
-    assert "10 of 10 fixture hosts match" in run.stdout
+    matched = re.search(r"(\d+) of (\d+) fixture hosts match", run.stdout)
+    assert matched and matched.group(1) == matched.group(2) and int(matched.group(2)) >= 12, run.stdout[-2000:]

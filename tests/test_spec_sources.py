@@ -38,8 +38,9 @@ class RecordingSnapshot(Snapshot):
 
 
 def _virtio_and_acpi_member_host(folder: Path) -> Path:
-    """What no fixture host has: a virtio NIC (its netdev sits on virtio0, a child of the PCI function)
-    and an IOMMU group member that is not a PCI function (an AMD IVRS ACPI device) with its driver."""
+    """What no fixture host has: a virtio NIC (its netdev sits on virtio0, a child of the PCI function),
+    an IOMMU group member that is not a PCI function (an AMD IVRS ACPI device) with its driver, and a
+    device-tree SMMU below /soc."""
     root = folder / "root"
     (folder / "root").mkdir(parents=True)
     (folder / "meta.json").write_text('{"format": "host-snapshot/1", "absence": "parent-folder", '
@@ -54,6 +55,14 @@ def _virtio_and_acpi_member_host(folder: Path) -> Path:
     member = root / "sys/kernel/iommu_groups/3/devices/AMDI0020:00"
     member.mkdir(parents=True)
     (member / "driver").symlink_to("../../drivers/dw-apb-uart")
+    # a device tree whose SMMU sits one level down (/soc/iommu@...), translating the PCIe controller beside it
+    smmu = root / "sys/firmware/devicetree/base/soc/iommu@5000000"
+    smmu.mkdir(parents=True)
+    (smmu / "#iommu-cells").write_bytes(b"")
+    (smmu / "compatible").write_bytes(b"arm,smmu-v3\0")
+    (root / "sys/firmware/devicetree/base/soc/pcie@30000000").mkdir()
+    (root / "sys/firmware/devicetree/base/soc/pcie@30000000/iommu-map").write_bytes(b"")
+    (root / "sys/firmware/devicetree/base/model").write_bytes(b"a board\0")
     return folder
 
 
@@ -68,6 +77,8 @@ def asked(tmp_path_factory) -> set[tuple[str, str]]:
         if host == made:  # the two paths below were really read, and understood
             assert facts.net["eth0"].device == "0000:00:03.0" and facts.other_group_members == {
                 "AMDI0020:00": "dw-apb-uart"}
+            assert facts.devicetree.iommus == {"soc/iommu@5000000": "arm,smmu-v3"}
+            assert facts.devicetree.pcie_iommu_maps == ["soc/pcie@30000000"] and facts.devicetree.model == "a board"
         asked |= snap.asked
     return asked
 

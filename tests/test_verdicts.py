@@ -23,6 +23,9 @@ EXPECTED = {
     "missing-config": ("incomplete", set()),  # no kernel config on the host: nothing shows how it was built
     "proxmox-dmar-kernel-6.8": ("certified", set()),
     "hostile-input": ("not-certified", {"kernel.config[CONFIG_IOMMU_SUPPORT]", "kernel.config[CONFIG_INTEL_IOMMU]"}),
+    "ampere-altra-smmuv3": ("certified", set()),
+    "kunpeng920-smmu-off": ("not-certified", {"firmware.iommu_table", "iommu.enabled", "iommu.groups"}),
+    "rk3588-devicetree-no-pcie-iommu": ("not-certified", {"firmware.iommu_table", "iommu.enabled"}),
 }
 
 
@@ -124,9 +127,12 @@ def test_missing_config_is_skipped_with_the_reason_never_failed(all_hosts):
     """No config on the host is evidence missing, not a check that does not apply: the host is incomplete."""
     host = all_hosts[1]["missing-config"]
     checks = outcomes(host)
-    config = [c for i, c in checks.items() if i.startswith("kernel.config[") and i != "kernel.config[CONFIG_AMD_IOMMU]"]
+    not_this_host = {"kernel.config[CONFIG_AMD_IOMMU]", "kernel.config[CONFIG_ARM_SMMU_V3]", "kernel.config[CONFIG_ARM_GIC_V3_ITS]"}
+    config = [c for i, c in checks.items() if i.startswith("kernel.config[") and i not in not_this_host]
     assert config and all(c["outcome"] == "skipped" and c["skip_reason"] == "not-collected"
                           and "neither exists on the host" in c["message"] and "modprobe configs" in c["message"]
                           for c in config)
-    assert checks["kernel.config[CONFIG_AMD_IOMMU]"]["skip_reason"] == "not-applicable"  # an Intel VT-d host
+    assert all(checks[i]["skip_reason"] == "not-applicable" for i in not_this_host)  # an Intel VT-d host
+    assert all(checks[i]["message"] == "not applicable: arm64 only, and this host is x86"
+               for i in not_this_host - {"kernel.config[CONFIG_AMD_IOMMU]"})
     assert host["verdict"] == "incomplete"

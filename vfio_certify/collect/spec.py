@@ -100,10 +100,12 @@ PCI_DEVICES = Folder("/sys/bus/pci/devices")
 USB_DEVICES = Folder("/sys/bus/usb/devices")
 NET_CLASS = Folder("/sys/class/net")
 MODULES_DIR = Folder("/lib/modules/$KREL")
+DEVICETREE = Folder("/sys/firmware/devicetree/base")  # arm64 boards booted with a device tree instead of ACPI
 
 # -- identity and CPU (readers/identity.py) ---------------------------------------------------------
 UNAME_R = Command("uname -r", unread="the snapshot's kernel release when meta.json lacks it (snapshot/reader.py)")
 UNAME_N = Command("uname -n", unread="the snapshot's hostname when meta.json lacks it (snapshot/reader.py)")
+UNAME_M = Command("uname -m")  # aarch64 or x86_64: which IOMMU, interrupt isolation and kernel options apply
 OS_RELEASE = File("/etc/os-release")
 PROC_CPUINFO = File("/proc/cpuinfo")
 DEV_KVM = Exists("/dev/kvm")
@@ -131,7 +133,17 @@ DMESG = Command("dmesg")
 # -- firmware and IOMMU units (readers/firmware.py) -------------------------------------------------
 ACPI_DMAR = Exists("/sys/firmware/acpi/tables/DMAR")
 ACPI_IVRS = Exists("/sys/firmware/acpi/tables/IVRS")
+# arm64: binary, a few KiB (root only); its nodes say which SMMUs the firmware describes. Every GICv3-ITS
+# system has one, for its MSIs: the table's content is the fact, not its existence.
+ACPI_IORT = File("/sys/firmware/acpi/tables/IORT")
 IOMMU_UNITS = Exists("/sys/class/iommu/*")
+# A device tree (readers/firmware.py): its root's compatible says there is one; a node with #iommu-cells is an
+# IOMMU (its compatible names it: arm,smmu-v3, arm,mmu-500, rockchip,iommu, ...); a PCIe controller whose
+# requester ids the IOMMU translates has an iommu-map. Top-level nodes and one level below (/soc/...).
+DT_MODEL = File("/sys/firmware/devicetree/base/model")
+DT_IOMMU_CELLS = tuple(Exists(f"/sys/firmware/devicetree/base/{p}/#iommu-cells") for p in ("*", "*/*"))
+DT_MMU_COMPATIBLE = tuple(File(f"/sys/firmware/devicetree/base/{p}/compatible") for p in ("*mmu*@*", "*/*mmu*@*"))
+DT_IOMMU_MAP = tuple(Exists(f"/sys/firmware/devicetree/base/{p}/iommu-map") for p in ("*", "*/*"))
 
 # -- PCI devices and IOMMU groups (readers/pci.py) --------------------------------------------------
 PCI_ATTRIBUTES = Attributes("/sys/bus/pci/devices/*", (

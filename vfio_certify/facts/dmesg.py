@@ -48,6 +48,18 @@ _PATTERNS = {
         r"^\w+: No interrupt remapping support\b|^[\w-]+ \S+: MSI interrupts are not secure\b"
         rf"|^{_CMDLINE}.*\ballow_unsafe_interrupts\b"
     ),
+    # arm64: the IORT is there on every GICv3-ITS system (MSIs need it), so it shows the firmware's tables, not an SMMU
+    "acpi_iort": re.compile(r"^ACPI: IORT 0x"),
+    # arm_smmu_device_hw_probe() prints the sizes only once it has read the SMMU's ID registers
+    "smmu_probed": re.compile(r"^arm-smmu-v3 \S+: ias \d+-bit, oas \d+-bit\b|^arm-smmu \S+: SMMUv[12] with:?$"),
+    # the GIC ITS translates (and so isolates) MSIs per device; GICv2m does not
+    "gic_its": re.compile(r"^ITS@0x[0-9a-fA-F]+: allocated \d+ Devices\b|^ITS \[mem 0x"),
+    "gic_its_absent": re.compile(r"^ITS: No ITS available\b"),
+    "gic_v2m": re.compile(r"^GICv2m: range\["),
+    # KVM on arm64 runs only if the kernel was entered at EL2 (kvm_arch_init / init_subsystems)
+    "kvm_hyp_initialized": re.compile(r"^kvm \[\d+\]: (?:Protected )?(?:VHE|[hn]VHE|Hyp(?: [hn]VHE)?) mode initialized successfully\b"),
+    "kvm_hyp_unavailable": re.compile(r"^kvm \[\d+\]: HYP mode not available\b"),
+    "cpu_boot_el": re.compile(r"^CPU: All CPU\(s\) started at EL[123]\b|^CPU: CPUs started in inconsistent modes\b"),
     "group_additions": re.compile(r"^[\w-]+ \S+: Adding to iommu group \d+$|^iommu: Adding device \S+ to group \d+$"),
     "default_domain": re.compile(r"^iommu: Default domain type:"),
     # QEMU's error (pasted from its stderr or a libvirt log), not the kernel's: the device has no group.

@@ -15,6 +15,7 @@ from .cmdline import Param
 from .cpuinfo import CpuInfo
 from .dmesg import DmesgFacts
 from .interrupts import InterruptFacts
+from .iort import IortFacts
 from .kconfig import KernelConfig
 from .osrelease import OsRelease
 from .pci import PciDevice
@@ -40,6 +41,15 @@ class ModuleFacts:
 
 
 @dataclass
+class DeviceTreeFacts:
+    """What a device tree says about IOMMUs (arm64 boards without ACPI). Node paths are relative to its root."""
+    present: bool = False  # the host booted with a device tree (its root has a model)
+    model: str = ""
+    iommus: dict[str, str] = field(default_factory=dict)  # node with #iommu-cells -> its compatible ('' unknown)
+    pcie_iommu_maps: list[str] = field(default_factory=list)  # nodes with an iommu-map (PCIe controllers)
+
+
+@dataclass
 class HostFacts:
     hostname: str = ""
     kernel_release: str = ""
@@ -54,7 +64,11 @@ class HostFacts:
     cmdline_text: str = ""
     boot_configs: list[BootConfig] = field(default_factory=list)
     dmesg: Optional[DmesgFacts] = None
-    acpi_tables: Optional[dict[str, bool]] = None  # {"DMAR": True, "IVRS": False}
+    acpi_tables: Optional[dict[str, bool]] = None  # {"DMAR": True, "IVRS": False, "IORT": False}
+    iort: Optional[IortFacts] = None  # arm64: the IORT's nodes, when the table was read
+    iort_state: PathState = PathState.NOT_COLLECTED  # /sys/firmware/acpi/tables/IORT
+    devicetree: Optional[DeviceTreeFacts] = None  # None: /sys/firmware/devicetree/base not collected
+    machine: str = ""  # `uname -m`: aarch64, x86_64, ...
     iommu_units: Optional[list[str]] = None
     iommu_groups: Optional[dict[int, list[str]]] = None  # group -> PCI addresses
     pci: Optional[dict[str, PciDevice]] = None
@@ -80,11 +94,40 @@ class HostFacts:
         return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
 
     @property
+    def arch(self) -> str:
+        """'arm64', 'x86' or '' (not known): `uname -m`, else /proc/cpuinfo's own keys, else the kernel config."""
+        machine = self.machine.strip()
+        if machine in ("aarch64", "arm64"):
+            return "arm64"
+        if machine in ("x86_64", "i686", "i386"):
+            return "x86"
+        if self.cpu and self.cpu.arch:
+            return self.cpu.arch
+        config = self.kernel_config
+        if config is not None:
+            if config.value("CONFIG_ARM64") == "y":
+                return "arm64"
+            if config.value("CONFIG_X86") == "y" or config.value("CONFIG_X86_64") == "y":
+                return "x86"
+        # what only one architecture has: SMMU units, ITS interrupt chips, an IORT; DMAR/IVRS, IR- chips
+        if any(u.startswith("smmu") for u in self.iommu_units or []) or (self.interrupts and self.interrupts.its_chips) \
+                or (self.acpi_tables or {}).get("IORT"):
+            return "arm64"
+        if any(u.startswith(("dmar", "ivhd")) for u in self.iommu_units or []) \
+                or (self.interrupts and self.interrupts.remapped_chips) \
+                or any((self.acpi_tables or {}).get(t) for t in ("DMAR", "IVRS")):
+            return "x86"
+        return ""
+
+    @property
     def iommu_vendor(self) -> str:
-        """'intel' (VT-d) or 'amd' (AMD-Vi): from the firmware table, the units, dmesg, then the CPU.
+        """'intel' (VT-d), 'amd' (AMD-Vi) or 'arm' (SMMU): from the architecture, the firmware table, the
+        units, dmesg, then the CPU.
 
         The firmware decides, not the CPU flag: a TCG guest shows `svm` with an Intel vIOMMU.
         """
+        if self.arch == "arm64":
+            return "arm"
         if self.acpi_tables:
             if self.acpi_tables.get("DMAR"):
                 return "intel"

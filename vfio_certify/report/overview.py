@@ -15,7 +15,7 @@ def overview_from_facts(facts: HostFacts, devices: list[DeviceSpec], source: str
         hostname=facts.hostname,
         kernel_release=facts.kernel_release,
         distro=facts.os.pretty_name if facts.os else "",
-        cpu_model=cpu.model_name if cpu else "",
+        cpu_model=cpu.name if cpu else "",
         cpu_vendor=cpu.vendor if cpu else "",
         iommu_vendor=_iommu_vendor_text(facts),
         cmdline=facts.cmdline_text,
@@ -51,7 +51,7 @@ def overview_from_facts(facts: HostFacts, devices: list[DeviceSpec], source: str
 
 
 def _iommu_vendor_text(facts: HostFacts) -> str:
-    name = {"intel": "Intel VT-d", "amd": "AMD-Vi"}.get(facts.iommu_vendor, "")
+    name = {"intel": "Intel VT-d", "amd": "AMD-Vi", "arm": "Arm SMMU"}.get(facts.iommu_vendor, "")
     if name and facts.iommu_vendor_from_cpu:
         return f"none found (an {name} host by its CPU vendor)"
     return name

@@ -28,7 +28,7 @@ def _dmesg_proof(facts: HostFacts) -> list[str]:
     """Lines only an initialised IOMMU prints. 'DMAR: IOMMU enabled' is not one: intel_iommu_setup() prints
     it on reading intel_iommu=on, before any DMAR table is read."""
     d = facts.dmesg
-    return d.vtd_initialized[:1] + d.amd_vi_found[:1] + d.group_additions[:2] if d else []
+    return d.vtd_initialized[:1] + d.amd_vi_found[:1] + d.smmu_probed[:1] + d.group_additions[:2] if d else []
 
 
 def _dmesg_support(facts: HostFacts) -> list[str]:
@@ -37,6 +37,8 @@ def _dmesg_support(facts: HostFacts) -> list[str]:
 
 def _why_off(facts: HostFacts) -> tuple[str, str, list[str]]:
     """The most likely reason the IOMMU is off, its fix, and the failed check that says so (caused_by)."""
+    if facts.arch == "arm64":
+        return _why_no_smmu(facts)
     tables = facts.acpi_tables
     if tables is not None and not (tables.get("DMAR") or tables.get("IVRS")) and not (
         facts.dmesg and (facts.dmesg.acpi_dmar or facts.dmesg.acpi_ivrs)
@@ -55,6 +57,25 @@ def _why_off(facts: HostFacts) -> tuple[str, str, list[str]]:
     return "the kernel did not initialise the IOMMU", firmware_iommu(facts), []
 
 
+def _why_no_smmu(facts: HostFacts) -> tuple[str, str, list[str]]:
+    """arm64: no SMMU in the firmware's tables, no SMMUv3 driver in the kernel, or no probe (and the check
+    that says so)."""
+    iort, config, tree = facts.iort, facts.kernel_config, facts.devicetree
+    if iort is not None and not iort.smmus and not iort.problem:
+        return ("the firmware's IORT describes no SMMU (the SMMU is off or absent in the firmware)", firmware_iommu(facts),
+                [FIRMWARE_TABLE])
+    if tree is not None and tree.present and not tree.pcie_iommu_maps and not iort:
+        return ("the device tree maps no PCIe controller to an IOMMU (no iommu-map): PCI devices are not translated",
+                "PCI device assignment needs an SMMU that translates the PCIe controller, described by the board's "
+                "device tree or firmware (see firmware.iommu_table).", [FIRMWARE_TABLE])
+    if config is not None and config.value("CONFIG_ARM_SMMU_V3") not in ("y", "m") and not config.truncated \
+            and not (iort is not None and iort.smmu_v1_v2 and not iort.smmu_v3):
+        return (f"this kernel has no SMMUv3 driver ({config.line('CONFIG_ARM_SMMU_V3')})",
+                "Boot a kernel built with CONFIG_ARM_SMMU_V3=y or =m (the distribution's arm64 server kernel has it).",
+                ["kernel.config[CONFIG_ARM_SMMU_V3]"])
+    return "the kernel did not probe an SMMU (no arm-smmu-v3 unit)", firmware_iommu(facts), []
+
+
 @check("iommu.enabled", REQUIRED, "the kernel runs the IOMMU: units in /sys/class/iommu, populated groups")
 def enabled(facts: HostFacts) -> CheckResult:
     units, groups = facts.iommu_units, facts.iommu_groups
@@ -65,6 +86,11 @@ def enabled(facts: HostFacts) -> CheckResult:
             f"/sys/class/iommu: {', '.join(units) if units else 'empty'}",
             f"/sys/kernel/iommu_groups: {len(populated)} groups with devices",
         ] + support
+        if units and populated and not any(normalize_pci_address(m) for ms in populated.values() for m in ms) \
+                and facts.arch == "arm64":
+            why, fix, cause = _why_off(facts)
+            return result(enabled.id, Outcome.FAILED,
+                          f"IOMMUs run for platform devices only: no PCI device is in a group ({why})", evidence, fix, cause)
         if units and populated:
             return result(enabled.id, Outcome.PASSED,
                           f"IOMMU enabled: {len(units)} unit(s) ({', '.join(units[:4])}), {len(populated)} groups", evidence)
@@ -82,21 +108,32 @@ def enabled(facts: HostFacts) -> CheckResult:
         return result(enabled.id, Outcome.FAILED,
                       f"IOMMU not enabled according to dmesg (sysfs was not collected): {why}",
                       [f"dmesg ({facts.dmesg.lines_read} lines): no VT-d initialisation "
-                       "('DMAR: Intel(R) Virtualization Technology for Directed I/O'), AMD-Vi IOMMU or iommu group line"]
+                       "('DMAR: Intel(R) Virtualization Technology for Directed I/O'), AMD-Vi IOMMU, "
+                       "arm-smmu-v3 probe or iommu group line"]
                       + [f"{line} (intel_iommu=on was read; not proof that VT-d initialised)"
                          for line in facts.dmesg.dmar_iommu_enabled[:1]], fix, cause)
     return not_collected(enabled.id, "/sys/class/iommu, /sys/kernel/iommu_groups and dmesg")
 
 
-@check("iommu.irq_remapping", REQUIRED, "interrupt remapping is active")
-def irq_remapping(facts: HostFacts) -> CheckResult:
-    d, irqs = facts.dmesg, facts.interrupts
+def _unsafe_note(facts: HostFacts) -> list[str]:
     unsafe = kstrtobool(facts.allow_unsafe_interrupts) if facts.allow_unsafe_interrupts is not None else False
     cmdline_unsafe = bool(unsafe_interrupts_by(facts.cmdline or []))
-    unsafe_note = (
+    return (
         ["vfio_iommu_type1 allow_unsafe_interrupts=Y: VFIO accepts devices without remapping (MSI injection risk)"]
         if unsafe or cmdline_unsafe else []
     )
+
+
+_REMOVE_UNSAFE = "Remove vfio_iommu_type1.allow_unsafe_interrupts from the command line and /etc/modprobe.d."
+
+
+@check("iommu.irq_remapping", REQUIRED,
+       "interrupts from an assigned device are isolated (x86: interrupt remapping; arm64: MSIs through the GIC ITS)")
+def irq_remapping(facts: HostFacts) -> CheckResult:
+    if facts.arch == "arm64":
+        return _its_isolation(facts)
+    d, irqs = facts.dmesg, facts.interrupts
+    unsafe_note = _unsafe_note(facts)
     enabled_lines = d.irq_remapping_enabled if d else []
     # /proc/interrupts shows the chips in use now; dmesg decides only when it lists none.
     listed = bool(irqs and (irqs.remapped_chips or irqs.plain_chips))
@@ -107,9 +144,7 @@ def irq_remapping(facts: HostFacts) -> CheckResult:
         message = "interrupt remapping enabled"
         if unsafe_note:
             message += ", yet allow_unsafe_interrupts is set: remove it, it is not needed here"
-        return result(irq_remapping.id, outcome, message, evidence,
-                      "Remove vfio_iommu_type1.allow_unsafe_interrupts from the command line and /etc/modprobe.d."
-                      if unsafe_note else "")
+        return result(irq_remapping.id, outcome, message, evidence, _REMOVE_UNSAFE if unsafe_note else "")
     if d is None and irqs is None:
         return not_collected(irq_remapping.id, "dmesg and /proc/interrupts")
     evidence = []
@@ -135,6 +170,47 @@ def irq_remapping(facts: HostFacts) -> CheckResult:
     if unsafe_note:
         message += " (allow_unsafe_interrupts is set: assignment works but a guest can inject interrupts)"
     return result(irq_remapping.id, Outcome.FAILED, message, evidence, fix, cause)
+
+
+def _its_isolation(facts: HostFacts) -> CheckResult:
+    """arm64: the GIC ITS translates each device's MSIs by its DeviceID, which VFIO counts as isolated MSIs
+    (no allow_unsafe_interrupts needed); GICv2m does not. /proc/interrupts shows the chips in use now; dmesg
+    shows the ITS probed at boot (a host that uses no MSI yet lists no ITS chip)."""
+    d, irqs, config = facts.dmesg, facts.interrupts, facts.kernel_config
+    unsafe_note = _unsafe_note(facts)
+    its_lines = d.gic_its[:1] if d else []
+    if (irqs and irqs.msi_isolated_by_its) or its_lines:
+        evidence = its_lines + ([f"/proc/interrupts: {', '.join(sorted(irqs.its_chips)[:3])}"] + irqs.its_evidence[:1]
+                                if irqs and irqs.msi_isolated_by_its else []) + unsafe_note
+        message = "MSIs are isolated by the GIC ITS: VFIO accepts devices without allow_unsafe_interrupts"
+        if not (irqs and irqs.msi_isolated_by_its):
+            message += " (judged from dmesg: " + ("/proc/interrupts lists no MSI in use" if irqs else
+                                                  "/proc/interrupts was not collected") + ")"
+        if unsafe_note:
+            return result(irq_remapping.id, Outcome.WARNING,
+                          message + ", yet allow_unsafe_interrupts is set: remove it, it is not needed here",
+                          evidence, _REMOVE_UNSAFE)
+        return result(irq_remapping.id, Outcome.PASSED, message, evidence)
+    plain = sorted(irqs.plain_chips)[:3] if irqs else []
+    absent = (d.gic_its_absent[:1] + d.gic_v2m[:1]) if d else []
+    no_driver = config is not None and config.value("CONFIG_ARM_GIC_V3_ITS") == "n"
+    if plain or absent or no_driver:
+        evidence = ([f"/proc/interrupts: MSIs through {', '.join(plain)}, no ITS chip"] if plain else []) + absent
+        evidence += [config.line("CONFIG_ARM_GIC_V3_ITS")] if no_driver else []
+        fix = ("Boot a kernel built with CONFIG_ARM_GIC_V3_ITS=y." if no_driver else
+               "Safe assignment on arm64 needs a GICv3 with an ITS (GICv2m MSIs are not isolated): check the "
+               "firmware's GIC/ITS settings, or use a platform that has an ITS.")
+        return result(irq_remapping.id, Outcome.FAILED,
+                      "MSIs are not isolated (no GIC ITS in use): VFIO refuses devices unless allow_unsafe_interrupts is set"
+                      + (" (it is set: a guest can inject interrupts)" if unsafe_note else ""),
+                      evidence + unsafe_note, fix)
+    if d is None and irqs is None:
+        return not_collected(irq_remapping.id, "dmesg and /proc/interrupts")
+    said = (["/proc/interrupts: no MSI chip listed (no ITS-MSI, no GICv2m)"] if irqs is not None else []) + (
+        [f"dmesg ({d.lines_read} lines): no 'ITS@0x...: allocated' or 'ITS [mem' line"] if d is not None else [])
+    return result(irq_remapping.id, Outcome.WARNING,
+                  "could not tell whether MSIs are isolated by a GIC ITS: no MSI is in use and dmesg does not show the ITS",
+                  said + unsafe_note, "Re-collect after boot (dmesg from 0.000000) or with a device using MSIs.")
 
 
 @check("iommu.groups", REQUIRED, "IOMMU groups exist")

@@ -19,12 +19,29 @@ from .catalog import RECOMMENDED, REQUIRED, check, NOT_APPLICABLE, not_collected
 from .remedy import kernel_args
 
 
-# Options every host needs; the vendor IOMMU driver is judged by the IOMMU's vendor.
+# Options every host needs; the vendor IOMMU driver is judged by the IOMMU's vendor, and an option of
+# one architecture is not applicable on the other (x86: VT-d, AMD-Vi, interrupt remapping; arm64: the
+# SMMUv3 driver and the GIC ITS, which isolates MSIs there).
 CONFIG_OPTIONS = [
     "CONFIG_IOMMU_SUPPORT", "CONFIG_IOMMU_API", "CONFIG_INTEL_IOMMU", "CONFIG_AMD_IOMMU",
     "CONFIG_IRQ_REMAP", "CONFIG_VFIO", "CONFIG_VFIO_PCI", "CONFIG_VFIO_IOMMU_TYPE1", "CONFIG_KVM_VFIO",
+    "CONFIG_ARM_SMMU_V3", "CONFIG_ARM_GIC_V3_ITS",
 ]
 _VENDOR_OPTION = {"CONFIG_INTEL_IOMMU": "intel", "CONFIG_AMD_IOMMU": "amd"}
+_ARCH_OPTION = {"CONFIG_INTEL_IOMMU": "x86", "CONFIG_AMD_IOMMU": "x86", "CONFIG_IRQ_REMAP": "x86",
+                "CONFIG_ARM_SMMU_V3": "arm64", "CONFIG_ARM_GIC_V3_ITS": "arm64"}
+
+
+def _not_applicable(facts: HostFacts, option: str) -> str:
+    """Why `option` does not apply to this host ('' when it does)."""
+    arch, wanted = facts.arch, _ARCH_OPTION.get(option)
+    if wanted and arch and arch != wanted:
+        return f"not applicable: {wanted} only, and this host is {arch}"
+    if wanted == "arm64" and not arch:
+        return "not applicable: arm64 only, and this host's architecture was not collected (uname -m, /proc/cpuinfo)"
+    if option == "CONFIG_ARM_SMMU_V3" and facts.iort is not None and facts.iort.smmu_v1_v2 and not facts.iort.smmu_v3:
+        return "not applicable: the firmware's IORT lists SMMUv1/v2 only (their driver is CONFIG_ARM_SMMU)"
+    return ""
 
 
 @check("kernel.config", REQUIRED, "the kernel is built with the IOMMU, VFIO and KVM-VFIO options (=y or =m)")
@@ -33,6 +50,9 @@ def config_option(facts: HostFacts, option: str) -> CheckResult:
     if option == "CONFIG_VFIO_IOMMU_TYPE1" and iommufd_container(facts.kernel_config) and facts.kernel_config.value(option) not in ("y", "m"):
         return result(check_id, Outcome.PASSED, "not needed: iommufd provides the VFIO container (/dev/vfio/vfio)",
                       [iommufd_container(facts.kernel_config)])
+    why_not = _not_applicable(facts, option)
+    if why_not:
+        return result(check_id, Outcome.SKIPPED, why_not, skip_reason=NOT_APPLICABLE)
     vendor_needed = _VENDOR_OPTION.get(option)
     if vendor_needed and facts.iommu_vendor and facts.iommu_vendor != vendor_needed:
         if facts.iommu_vendor_from_cpu:
@@ -165,6 +185,39 @@ def _interrupts(params: list[Param], found: _Findings) -> None:
                                   "and a modular vfio_iommu_type1 then fails to load")
 
 
+def _iommu_core(params: list[Param], found: _Findings) -> None:
+    """iommu.passthrough= and iommu.strict= (drivers/iommu/iommu.c, every architecture): host DMA policy only."""
+    for p in params:
+        if p.name not in ("iommu.passthrough", "iommu.strict"):
+            continue
+        value = kstrtobool(p.value)
+        if value is None:
+            found.warnings.append(f"{p.raw}: not a boolean the kernel reads (y/n, 1/0, on/off): ignored")
+        elif p.name == "iommu.passthrough" and value:
+            found.notes.append(f"{p.raw}: host-owned devices bypass translation (identity DMA); assigned devices "
+                               "are still translated. It enables nothing by itself")
+        elif p.name == "iommu.strict" and not value:
+            found.notes.append(f"{p.raw}: lazy IOTLB invalidation for host-owned devices; no effect on assignment")
+
+
+# x86-only parameters: arch/x86 and the VT-d / AMD-Vi drivers read them; an arm64 kernel passes them to init.
+_X86_ONLY = ("intel_iommu", "amd_iommu", "iommu", "intremap", "nointremap")
+
+
+def _arm64_params(params: list[Param], found: _Findings) -> None:
+    """arm64: the SMMU needs no parameter; x86 ones are ignored; disable_bypass=0 lets unattached devices DMA freely."""
+    ignored = [p.raw for p in params if p.name in _X86_ONLY]
+    if ignored:
+        found.warnings.append(f"{' '.join(ignored)}: x86 parameter(s), unknown to an arm64 kernel (ignored): the SMMU "
+                              "needs no parameter, it is enabled in the firmware")
+        found.remove += ignored
+    for p in params:
+        if p.name in ("arm_smmu_v3.disable_bypass", "arm_smmu.disable_bypass") and kstrtobool(p.value) is False:
+            found.warnings.append(f"{p.raw}: DMA from devices no driver has attached to the SMMU passes untranslated "
+                                  "instead of being blocked (newer kernels no longer have this parameter)")
+            found.remove.append(p.raw)
+
+
 def _vfio_pci_ids(params: list[Param], found: _Findings) -> None:
     found.notes += [f"{p.raw}: vfio-pci claims these devices at boot" for p in params if p.name == "vfio_pci.ids"]
 
@@ -178,11 +231,18 @@ def cmdline(facts: HostFacts) -> CheckResult:
         else:
             return not_collected(cmdline.id, "/proc/cmdline")
     found = _Findings()
-    _vendor_switches(params, found)
-    _iommu_param(params, found)
-    _intel_default(facts, params, found)
+    if facts.arch == "arm64":
+        _arm64_params(params, found)
+    else:
+        _vendor_switches(params, found)
+        _iommu_param(params, found)
+        _intel_default(facts, params, found)
+    _iommu_core(params, found)
     _acs_override(params, found)
-    _interrupts(params, found)
+    if facts.arch == "arm64":
+        _interrupts([p for p in params if p.name not in _X86_ONLY], found)
+    else:
+        _interrupts(params, found)
     _vfio_pci_ids(params, found)
     pending = _pending_boot_changes(facts, params)
     if pending:
@@ -198,13 +258,15 @@ def cmdline(facts: HostFacts) -> CheckResult:
     if found.warnings:
         fix = kernel_args(facts, remove=remove) if remove else ("Reboot into the configured command line." if pending else "")
         return result(cmdline.id, Outcome.WARNING, "; ".join(found.warnings), evidence, fix)
-    iommu_bits = [p.raw for p in params if p.name in ("intel_iommu", "amd_iommu", "iommu", "iommu.passthrough", "iommu.strict")]
+    iommu_bits = [p.raw for p in params if p.name in ("intel_iommu", "amd_iommu", "iommu", "iommu.passthrough", "iommu.strict",
+                                                      "arm_smmu_v3.disable_bypass", "arm_smmu.disable_bypass")]
     summary = ("IOMMU parameters: " + " ".join(iommu_bits)) if iommu_bits else "no IOMMU parameter needed"
     return result(cmdline.id, Outcome.PASSED, f"command line is sound for device assignment ({summary})", evidence)
 
 
 _IOMMU_PARAM_NAMES = ("intel_iommu", "amd_iommu", "iommu", "pcie_acs_override", "intremap", "nointremap",
-                      "vfio_pci.ids", "vfio_iommu_type1.allow_unsafe_interrupts", "iommu.passthrough")
+                      "vfio_pci.ids", "vfio_iommu_type1.allow_unsafe_interrupts", "iommu.passthrough", "iommu.strict",
+                      "arm_smmu_v3.disable_bypass", "arm_smmu.disable_bypass")
 
 
 def _pending_boot_changes(facts: HostFacts, running: list[Param]) -> str:

@@ -14,6 +14,10 @@ def device(facts: HostFacts) -> CheckResult:
         return not_collected(device.id, "/dev")
     if facts.kvm_device is PathState.PRESENT:
         return result(device.id, Outcome.PASSED, "/dev/kvm exists", ["/dev/kvm present"])
+    if facts.arch == "arm64":
+        return result(device.id, Outcome.FAILED, "/dev/kvm does not exist: KVM did not initialise", ["/dev/kvm absent"],
+                      "On arm64 KVM is built into the kernel (CONFIG_KVM=y) and starts only when the kernel was entered "
+                      "at EL2 (see cpu.virtualization); check `dmesg | grep kvm` for the reason.")
     vendor = facts.cpu.vendor_short if facts.cpu else ""
     module = {"intel": "kvm_intel", "amd": "kvm_amd"}.get(vendor, "kvm_intel or kvm_amd")
     loaded = facts.modules.loaded or {}

@@ -94,7 +94,8 @@ def iommu_cmdline_fix(facts: HostFacts) -> str:
               + intremap_disabled_by(params))
     kept = [p for p in params if p.raw not in remove]
     add = []
-    if facts.iommu_vendor != "amd" and not iommu_switch(kept, "intel_iommu")[0] and not intel_iommu_default_on(facts)[0]:
+    if facts.iommu_vendor not in ("amd", "arm") and not iommu_switch(kept, "intel_iommu")[0] \
+            and not intel_iommu_default_on(facts)[0]:
         add.append("intel_iommu=on")
     return kernel_args(facts, add=add, remove=remove) if (add or remove) else ""
 
@@ -126,7 +127,14 @@ def firmware_iommu(facts: HostFacts) -> str:
         "<driver intremap='on' caching_mode='on'/></iommu> with <features><ioapic driver='qemu'/></features>; "
         "QEMU: -device intel-iommu,intremap=on,caching-mode=on with -machine q35,kernel-irqchip=split)."
     )
-    if facts.iommu_vendor == "amd":
+    if facts.iommu_vendor == "arm":
+        text = (
+            "Enable the SMMU in the firmware setup (UEFI or BMC: 'SMMU', 'SMMUv3 support' or 'IOMMU', usually in the "
+            "PCIe or I/O configuration), then power-cycle the host. The kernel finds an SMMU only through the "
+            "firmware's IORT SMMU nodes (or a device-tree smmu node), never from its command line: if the setup "
+            "has no such option, update the firmware."
+        )
+    elif facts.iommu_vendor == "amd":
         text = (
             "Enable the IOMMU in the firmware setup (AMD CBS / NBIO Common Options: IOMMU = Enabled; "
             "also SVM Mode). A firmware that publishes no IVRS table cannot enable AMD-Vi: update the firmware."
@@ -136,7 +144,7 @@ def firmware_iommu(facts: HostFacts) -> str:
             "Enable Intel VT-d ('Intel Virtualization Technology for Directed I/O') in the firmware setup, "
             "then power-cycle the host."
         )
-    text += vm_hint if facts.cpu and facts.cpu.is_virtual_machine else ""
+    text += vm_hint if facts.iommu_vendor != "arm" and facts.cpu and facts.cpu.is_virtual_machine else ""
     return Remedy(text, FixAction("firmware", text=text))
 
 

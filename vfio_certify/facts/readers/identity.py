@@ -1,4 +1,4 @@
-"""Who the host is: its OS, its CPU, /dev/kvm and the VFIO container, a Proxmox boot tool."""
+"""Who the host is: its OS, its CPU and architecture, /dev/kvm and the VFIO container, a Proxmox boot tool."""
 from __future__ import annotations
 
 from ...collect import spec
@@ -19,3 +19,5 @@ def read_identity(snap: Snapshot, facts: HostFacts) -> None:
     facts.kvm_device = snap.state(spec.DEV_KVM.path)
     facts.vfio_container = snap.state(spec.DEV_VFIO_NODES.at("vfio"))
     facts.proxmox_boot_tool = snap.exists(spec.PROXMOX_BOOT_TOOL.path)
+    machine = snap.command(spec.UNAME_M.line)
+    facts.machine = machine.stdout.strip() if machine is not None and machine.ok else ""
