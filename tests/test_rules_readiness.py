@@ -246,3 +246,24 @@ def test_libvirt_hostdev_is_not_applicable_without_libvirtd_and_skipped_when_not
     r = libvirt.hostdev(no_daemon)
     assert r.outcome is Outcome.SKIPPED and "not applicable" in r.message and "failed to connect" in r.message
 
+
+# -- the e2e preflight uses them ---------------------------------------------------------------------
+
+def test_preflight_refuses_a_gpu_the_host_console_holds_or_a_domain_holds_and_names_the_reset():
+    from vfio_certify.e2e.preflight import preflight
+    held = framebuffers_in_bars(parse_iomem(_section(capture("proc_iomem_bootfb_simpledrm_talos.txt"), "/proc/iomem:\n",
+                                                     "dmesg:")))
+    facts = gpu_host("0000:c3:00.0", "1002:1586", PciReadiness(boot_vga=True, reset_method=["bus"], reset_file=True),
+                     iomem=held)
+    spec = parse_device("c3:00.0")
+    refused = preflight(facts, spec, [spec], {})
+    assert not refused.ok and any(r.startswith("device.host_console[0000:c3:00.0]") for r in refused.refusals)
+    assert "initcall_blacklist=sysfb_init" in "\n".join(refused.remediation)
+    assert any("the reset it relies on" in e and "bus reset" in e for e in refused.evidence)
+    free = gpu_host("0000:c3:00.0", "1002:1586", PciReadiness(boot_vga=False, reset_method=["flr"], reset_file=True))
+    free = dataclasses.replace(free, libvirt=LibvirtFacts(virsh=True, domains={"win11": "shut off"}, processes={},
+                                                          held=[HeldDevice("0000:c3:00.0", "win11", "persistent XML")]))
+    refused = preflight(free, spec, [spec], {})
+    assert [r for r in refused.refusals if r.startswith("device.in_use")] and \
+        not [r for r in refused.refusals if r.startswith("device.host_console")]
+    assert any("reset by flr" in e for e in refused.evidence)
