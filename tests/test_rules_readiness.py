@@ -1,11 +1,14 @@
 """Device readiness (device.reset, host_console, vfio_binding, sriov, in_use, numa; libvirt.hostdev) judged on
 real captures (fixtures/captures, each citing its public source) put into hand-built HostFacts."""
 import dataclasses
+import shutil
+from pathlib import Path
 
 from test_parsers import capture
 
 from support.hosts import intel_host, pci
 from vfio_certify.devices import parse_device
+from vfio_certify.facts import read_host_facts
 from vfio_certify.facts.bootconfig import parse_default_grub
 from vfio_certify.facts.libvirt import HeldDevice, domain_hostdevs, parse_domcapabilities, qemu_held_pci
 from vfio_certify.facts.model import LibvirtFacts, ModuleFacts, PciReadiness, ReadinessFacts
@@ -15,6 +18,7 @@ from vfio_certify.facts.readiness import (framebuffers_in_bars, parse_binding_fi
 from vfio_certify.model import Outcome
 from vfio_certify.rules import device_readiness as rd
 from vfio_certify.rules import libvirt
+from vfio_certify.snapshot import Snapshot
 
 DEBIAN = OsRelease("debian", (), "Debian GNU/Linux 12")
 
@@ -267,3 +271,53 @@ def test_preflight_refuses_a_gpu_the_host_console_holds_or_a_domain_holds_and_na
     assert [r for r in refused.refusals if r.startswith("device.in_use")] and \
         not [r for r in refused.refusals if r.startswith("device.host_console")]
     assert any("reset by flr" in e for e in refused.evidence)
+
+
+# -- partial snapshots of the fixture host: what is cut is skipped, never passed -----------------------
+
+STRIX = Path(__file__).resolve().parent.parent / "fixtures" / "hosts" / "strix-halo-simpledrm-boot-gpu"
+GPU, NIC = parse_device("c3:00.0"), parse_device("c1:00.0")
+
+
+def _judged(tmp_path, *cut):
+    """The fixture host with the named snapshot paths removed, read and judged."""
+    copy = tmp_path / "host"
+    shutil.copytree(STRIX, copy, symlinks=True)
+    for rel in cut:
+        target = copy / rel
+        shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+    facts = read_host_facts(Snapshot(copy))
+    return {r.id: r for r in (rd.reset(facts, GPU), rd.reset(facts, NIC), rd.host_console(facts, GPU),
+                              rd.in_use(facts, GPU), rd.in_use(facts, NIC), rd.numa(facts, NIC),
+                              rd.vfio_binding(facts, NIC), libvirt.hostdev(facts))}
+
+
+def test_the_whole_fixture_host_is_judged(tmp_path):
+    r = _judged(tmp_path)
+    assert r["device.host_console[0000:c3:00.0]"].outcome is Outcome.FAILED
+    assert r["device.in_use[0000:c3:00.0]"].outcome is Outcome.FAILED
+    assert r["device.reset[0000:c3:00.0]"].outcome is Outcome.WARNING
+    assert all(r[i].outcome is Outcome.PASSED for i in ("device.reset[0000:c1:00.0]", "device.in_use[0000:c1:00.0]",
+                                                        "device.numa[0000:c1:00.0]", "libvirt.hostdev"))
+
+
+def test_without_lspci_verbose_no_readiness_check_passes(tmp_path):
+    r = _judged(tmp_path, "commands/lspci_-vvv")
+    for check in ("device.reset[0000:c1:00.0]", "device.numa[0000:c1:00.0]", "device.host_console[0000:c3:00.0]",
+                  "device.vfio_binding[0000:c1:00.0]"):
+        assert r[check].outcome is Outcome.SKIPPED and "not collected" in r[check].message, check
+
+
+def test_a_cut_iomem_or_libvirt_output_is_skipped_not_passed(tmp_path):
+    r = _judged(tmp_path, "root/proc/iomem", "root/sys/class/graphics")
+    assert r["device.host_console[0000:c3:00.0]"].outcome is Outcome.SKIPPED  # boot_vga=1, iomem unknown
+    r = _judged(tmp_path / "2", "commands/virsh_dumpxml_win11", "root/etc/libvirt/qemu/win11.xml")
+    assert r["device.in_use[0000:c1:00.0]"].outcome is Outcome.SKIPPED and "win11" in r["device.in_use[0000:c1:00.0]"].message
+    r = _judged(tmp_path / "3", "commands/ps_-eo_pid,args")
+    assert r["device.in_use[0000:c1:00.0]"].outcome is Outcome.SKIPPED
+    assert r["device.in_use[0000:c3:00.0]"].outcome is Outcome.FAILED  # what was collected still proves it held
+    r = _judged(tmp_path / "4", "commands/virsh_list_--all")
+    assert r["libvirt.hostdev"].outcome is Outcome.SKIPPED and r["device.in_use[0000:c1:00.0]"].outcome is Outcome.SKIPPED
+    r = _judged(tmp_path / "5", "root/sys/bus/pci/devices/0000:c1:00.0/reset_method",
+                "root/sys/bus/pci/devices/0000:c1:00.0/reset")
+    assert r["device.reset[0000:c1:00.0]"].outcome is Outcome.FAILED  # collected and absent on 6.17: no reset method
