@@ -12,10 +12,10 @@ from ..facts import HostFacts
 from ..facts.model import PciReadiness
 from ..facts.pci import PciDevice
 from ..facts.readiness import parse_cpulist
+from ..facts.usb import matching_usb
 from ..model import CheckResult, Outcome
 from . import remedy
 from .catalog import INFO, RECOMMENDED, REQUIRED, check, not_collected, result
-from .device import usb_matches
 
 # AMD GPUs that come back from a VM unusable without a device-specific reset (the "reset bug"), by device id
 # range, as gnif/vendor-reset's device table lists them.
@@ -268,7 +268,7 @@ def sriov(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
 def _held_keys(facts: HostFacts, spec: DeviceSpec) -> Optional[list[str]]:
     if spec.is_pci:
         return [spec.key]
-    matches = usb_matches(facts.usb or [], spec)
+    matches = matching_usb(facts.usb or [], spec.usb_bus_device, spec.usb_vendor_product)
     if len(matches) != 1:
         return None
     usb = matches[0]
