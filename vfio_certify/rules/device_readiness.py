@@ -258,6 +258,7 @@ def sriov(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
     groups = [f"{a} (group {facts.pci[a].iommu_group})" for a in vfs]
     evidence = [f"sriov_totalvfs={device.sriov_totalvfs} sriov_numvfs={device.sriov_numvfs or 0}"] + groups
     how = remedy.persistent_vfs(facts, device)
+    evidence.append(how)  # a passed result's fix is not shown: the how-to is part of what it says
     if not device.sriov_numvfs:
         return result(check_id, Outcome.PASSED, f"an SR-IOV PF with {device.sriov_totalvfs} VFs possible, none "
                       "enabled: assign a VF rather than the PF to share it", evidence, how)
