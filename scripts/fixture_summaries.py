@@ -37,6 +37,7 @@ DEVICES = {
     "proxmox-dmar-kernel-6.8": ["0000:02:00.0", "0000:00:02.0", "0000:01:00.0"],
     "rocky9-after-intel-iommu": ["0000:07:00.1", "0000:07:00.0", "004.002", "0000:00:19.0"],
     "rocky9-before-intel-iommu": ["0000:07:00.1", "004.002"],
+    "strix-halo-simpledrm-boot-gpu": ["0000:c3:00.0", "0000:c1:00.0"],
     "ryzen-vfio-bound-gpu": ["0000:2d:00.0", "0000:2d:00.1", "0000:24:00.0"],
 }
 _SECONDS = re.compile(r"\b\d+\.\d+ s\b")

@@ -305,6 +305,7 @@ def test_fixture_hosts_round_trip(tmp_path):
             release = json.loads((host / "meta.json").read_text()).get("kernel_release", "")
             # The collector creates every probed folder, whether the fixture claims it or not.
             probed = {"root" + f.replace("$KREL", release) for f in collect_spec.PROBED_FOLDERS}
+            probed |= {str(Path(p).parent) for p in probed}  # /etc/libvirt made on the way to /etc/libvirt/qemu
             for path in sorted((dest / "root").rglob("*")):
                 rel = path.relative_to(dest)
                 source = host / rel

@@ -13,7 +13,11 @@ from vfio_certify.facts.dmesg import parse_dmesg
 from vfio_certify.facts.interrupts import parse_interrupts
 from vfio_certify.facts.kconfig import parse_kernel_config
 from vfio_certify.facts.kmodules import parse_modules_builtin, parse_modules_dep, parse_proc_modules
+from vfio_certify.facts.libvirt import (domain_hostdevs, domain_name, parse_domcapabilities, parse_virsh_list,
+                                       parse_virsh_version, qemu_held_pci)
 from vfio_certify.facts.osrelease import parse_os_release
+from vfio_certify.facts.readiness import (framebuffers_in_bars, parse_binding_file, parse_console_log, parse_cpulist,
+                                          parse_iomem, parse_lspci_verbose)
 from vfio_certify.facts.pci import parse_lspci_nnk
 from vfio_certify.facts.usb import parse_lsusb
 from vfio_certify.snapshot import Snapshot
@@ -23,12 +27,18 @@ TEXT_PARSERS = [
     parse_cmdline, parse_cpuinfo, parse_dmesg, parse_interrupts, parse_kernel_config, parse_proc_modules,
     parse_modules_builtin, parse_modules_dep, parse_os_release, parse_lspci_nnk, parse_lsusb,
     parse_default_grub, parse_grubby_info, parse_kernel_cmdline_file,
+    parse_lspci_verbose, parse_iomem, lambda t: framebuffers_in_bars(parse_iomem(t)), parse_console_log, parse_cpulist,
+    domain_hostdevs, domain_name, parse_domcapabilities, parse_virsh_list, parse_virsh_version, qemu_held_pci,
+    lambda t: parse_binding_file("/etc/modprobe.d/x.conf", t), lambda t: parse_binding_file("/etc/driverctl.d/pci-x", t),
+    lambda t: parse_binding_file("/etc/dracut.conf.d/x.conf", t), lambda t: parse_binding_file("/etc/modules", t),
 ]
 # Text shaped like what the parsers look for, so the fuzzer reaches their inner branches.
 HOSTILE_WORDS = st.sampled_from([
     "CONFIG_VFIO=", "# CONFIG_X is not set", "[    0.1] ", "DMAR: IOMMU enabled", "Kernel command line: ",
     "Bus 004 Device 002: ID ", "07:00.1 ", "\tKernel driver in use: ", "flags\t: vmx", "IR-PCI-MSI",
-    'GRUB_CMDLINE_LINUX="', "$GRUB", "args=\"", "intel_iommu=", "\"", "=", ":", "\n", "\r\n", "\x00", "\ufffd", " ",
+    'GRUB_CMDLINE_LINUX="', "$GRUB", "args=\"", "intel_iommu=", "FLReset+", "\tDevCap:\t", "  0000:01:00.0", " : BOOTFB",
+    "vgaarb: setting as boot VGA device", "options vfio-pci ids=", "softdep ", "<hostdev type='pci'><source><address bus='",
+    "vfio-pci,host=", "\"", "=", ":", "\n", "\r\n", "\x00", "\ufffd", " ",
 ])
 shaped_text = st.lists(st.one_of(HOSTILE_WORDS, st.text(max_size=12)), max_size=40).map("".join)
 
@@ -57,7 +67,10 @@ def test_device_specs_parse_or_refuse_in_one_line(text):
                      "root/etc/os-release", "root/etc/default/grub", "root/proc/config.gz", "commands/dmesg",
                      "commands/dmesg.rc", "commands/lspci_-nnk", "commands/lsusb", "commands/uname_-r",
                      "root/sys/bus/pci/devices/0000:07:00.1/vendor", "root/sys/bus/pci/devices/0000:07:00.1/class",
-                     "root/sys/bus/usb/devices/4-1/busnum", "meta.json"]),
+                     "root/sys/bus/usb/devices/4-1/busnum", "meta.json", "commands/lspci_-vvv", "root/proc/iomem",
+                     "root/sys/bus/pci/devices/0000:07:00.1/reset_method", "root/sys/bus/pci/devices/0000:07:00.1/numa_node",
+                     "commands/virsh_list_--all", "commands/virsh_dumpxml_vm1", "commands/virsh_domcapabilities",
+                     "root/etc/libvirt/qemu/vm1.xml", "root/etc/modprobe.d/vfio.conf", "commands/ps_-eo_pid,args"]),
     st.binary(max_size=300), max_size=10))
 def test_whole_snapshot_of_garbage_is_read_without_raising(tmp_path_factory, blobs):
     root = tmp_path_factory.mktemp("snap")

@@ -94,6 +94,8 @@ def _patterns(source) -> list[str]:
 
 
 def _reads(source, asked: set[tuple[str, str]]) -> bool:
+    if isinstance(source, spec.CommandEach):  # one command per name: `virsh dumpxml win11`
+        return any(kind == "command" and path.startswith(source.line + " ") for kind, path in asked)
     if isinstance(source, spec.Command):
         return ("command", source.line) in asked
     for pattern in _patterns(source):
@@ -115,7 +117,7 @@ def test_every_path_a_reader_reads_is_declared_in_the_spec(asked):
     undeclared = []
     for kind, path in sorted(asked):
         if kind == "command":
-            declared = path in commands
+            declared = path in commands or any(path.startswith(e.line + " ") for e in spec.COMMANDS_EACH)
         elif kind == "folder":  # a probed folder, or the folder a declared glob's names are in
             declared = any(fnmatchcase(path, p) or fnmatchcase(path, p.rsplit("/", 1)[0]) for p in patterns)
         else:

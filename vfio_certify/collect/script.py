@@ -118,6 +118,16 @@ vc_attrs() {
   done
   return 0
 }
+# vc_each PREFIX MAX NAMES-FILE CMD...: CMD NAME for each line of the stored NAMES-FILE, safe names only, at most MAX.
+vc_each() {
+  _p=$1; _x=$2; _f=$C/$3; shift 3
+  [ -f "$_f" ] || return 0
+  while IFS= read -r _d; do
+    case "$_d" in ''|*[!A-Za-z0-9._+-]*) continue ;; esac
+    _x=$((_x - 1)); [ "$_x" -ge 0 ] || break
+    vc_run "${_p}_$_d" "$@" "$_d"
+  done < "$_f"
+}
 vc_run() {
   n=$1; shift
   $TO "$@" > "$C/$n" 2> "$C/$n.err" < /dev/null
@@ -163,5 +173,7 @@ def render_script() -> str:
     for command in spec.COMMANDS:
         name = command.replace(" ", "_")
         lines.append(f"vc_run {_words([name])} {command}")
+    for each in spec.COMMANDS_EACH:
+        lines.append(f"vc_each {_words([each.file_name, str(each.limit), each.names_from.replace(' ', '_')])} {each.line}")
     lines.append(_EPILOGUE.replace("@BEGIN@", BEGIN_MARK).replace("@END@", END_MARK).strip("\n"))
     return "\n".join(lines) + "\n"

@@ -81,11 +81,24 @@ class Command:
         return self.line.replace(" ", "_")
 
 
+@dataclass(frozen=True)
+class CommandEach(Command):
+    """`line NAME` run once per line `names_from` printed (a Command declared too, run before): names of
+    [A-Za-z0-9._+-] only, at most `limit` of them; stored as commands/<line with spaces as _>_NAME."""
+
+    names_from: str = ""
+    limit: int = 64
+
+    def line_for(self, name: str) -> str:
+        return f"{self.line} {name}"
+
+
 Source = Union[Folder, File, Exists, Link, Attributes, Command]
 
 # -- folders probed for the absence convention ------------------------------------------------------
 DEV = Folder("/dev")
 DEV_VFIO = Folder("/dev/vfio")
+GRAPHICS_CLASS = Folder("/sys/class/graphics")
 BOOT = Folder("/boot")
 PROC = Folder("/proc")
 ETC = Folder("/etc")
@@ -101,6 +114,13 @@ USB_DEVICES = Folder("/sys/bus/usb/devices")
 NET_CLASS = Folder("/sys/class/net")
 MODULES_DIR = Folder("/lib/modules/$KREL")
 DEVICETREE = Folder("/sys/firmware/devicetree/base")  # arm64 boards booted with a device tree instead of ACPI
+# what the next boot binds: an empty folder is "no such file" (read only with the readiness mark below)
+MODPROBE_D_DIR = Folder("/etc/modprobe.d")
+MODULES_LOAD_D_DIR = Folder("/etc/modules-load.d")
+DRIVERCTL_D_DIR = Folder("/etc/driverctl.d")
+INITRAMFS_TOOLS_DIR = Folder("/etc/initramfs-tools")
+DRACUT_CONF_D_DIR = Folder("/etc/dracut.conf.d")
+LIBVIRT_QEMU_DIR = Folder("/etc/libvirt/qemu")
 
 # -- identity and CPU (readers/identity.py) ---------------------------------------------------------
 UNAME_R = Command("uname -r", unread="the snapshot's kernel release when meta.json lacks it (snapshot/reader.py)")
@@ -125,7 +145,7 @@ DEFAULT_GRUB = File("/etc/default/grub")
 DEFAULT_GRUB_DROPINS = File("/etc/default/grub.d/*.cfg")
 KERNEL_CMDLINE_FILE = File("/etc/kernel/cmdline")
 GRUBBY_DEFAULT = Command("grubby --info=DEFAULT")
-MODPROBE_D = File("/etc/modprobe.d/*.conf", unread="for support cases: module options set at load time")
+MODPROBE_D = File("/etc/modprobe.d/*.conf")
 
 # -- dmesg (readers/dmesg.py) -----------------------------------------------------------------------
 DMESG = Command("dmesg")
@@ -185,6 +205,34 @@ IP_ROUTE6 = Command("ip -o -6 route")
 IP_ADDR = Command("ip -o addr")
 SSH_CONNECTION = Command("printenv SSH_CONNECTION")  # the session this collection runs over: its NIC must not be assigned
 
+# -- device readiness: reset, host console, boot binding, SR-IOV, NUMA (readers/readiness.py) ----------
+# `lspci -vvv` is also the mark that the collection read the sources below: a snapshot without it predates
+# them, and its device folders lack reset_method or boot_vga because nobody looked (not collected, not absent).
+LSPCI_VERBOSE = Command("lspci -vvv")
+PCI_READINESS = Attributes("/sys/bus/pci/devices/*", (
+    "reset_method", "boot_vga", "numa_node", "local_cpulist",
+    "current_link_speed", "max_link_speed", "current_link_width", "max_link_width",
+))
+PCI_RESET = Exists("/sys/bus/pci/devices/*/reset")  # present exactly when the kernel can reset the function
+PCI_VIRTFN = Link("/sys/bus/pci/devices/*/virtfn*", "../")  # an SR-IOV PF's VFs
+PROC_IOMEM = File("/proc/iomem")  # BOOTFB / efifb / simpledrm nested in a GPU's BAR
+FB_DEVICE = Link("/sys/class/graphics/fb*/device", "../../../bus/pci/devices/")
+# what the next boot loads and binds (modprobe.d above: options vfio-pci ids=, softdep)
+ETC_MODULES = File("/etc/modules")
+MODULES_LOAD_D = File("/etc/modules-load.d/*.conf")
+DRIVERCTL_D = File("/etc/driverctl.d/*")
+INITRAMFS_TOOLS_MODULES = File("/etc/initramfs-tools/modules")
+DRACUT_CONF_D = File("/etc/dracut.conf.d/*.conf")
+
+# -- libvirt and QEMU: who holds a device, what the hypervisor can assign (readers/libvirt.py) ------
+VIRSH_LIST = Command("virsh list --all")
+VIRSH_NAMES = Command("virsh list --all --name", unread="the domains the script runs `virsh dumpxml` for")
+VIRSH_DUMPXML = CommandEach("virsh dumpxml", names_from=VIRSH_NAMES.line)  # live XML of a running domain
+LIBVIRT_QEMU_XML = File("/etc/libvirt/qemu/*.xml")  # persistent definitions
+VIRSH_DOMCAPABILITIES = Command("virsh domcapabilities")
+VIRSH_VERSION = Command("virsh version")
+PROCESSES = Command("ps -eo pid,args")  # a QEMU started by hand with -device vfio-pci,host=
+
 # -- interrupts (readers/interrupts.py) -------------------------------------------------------------
 PROC_INTERRUPTS = File("/proc/interrupts")
 ALLOW_UNSAFE_INTERRUPTS = File("/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts")
@@ -206,4 +254,5 @@ COPY_IF_ABSENT = [s for s in SOURCES if isinstance(s, File) and s.unless is not 
 MARK_EXISTS = [s for s in SOURCES if isinstance(s, Exists)]
 LINKS = [s for s in SOURCES if isinstance(s, Link)]
 ATTRIBUTES = [s for s in SOURCES if isinstance(s, Attributes)]
-COMMANDS = [s.line for s in SOURCES if isinstance(s, Command)]
+COMMANDS = [s.line for s in SOURCES if isinstance(s, Command) and not isinstance(s, CommandEach)]
+COMMANDS_EACH = [s for s in SOURCES if isinstance(s, CommandEach)]

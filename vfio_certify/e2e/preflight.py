@@ -11,6 +11,7 @@ from ..devices import DeviceSpec
 from ..facts import HostFacts
 from ..model import CheckResult, Outcome
 from ..rules import device as device_rules
+from ..rules import device_readiness
 from ..rules import iommu, vfio
 from .hostdev import managed_for, nodedev_name
 
@@ -46,7 +47,17 @@ def preflight(facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec], held_
         network = device_rules.host_network(facts, spec)  # a USB network adapter the host uses
         if network.outcome is not Outcome.SKIPPED:
             need(network, overridable=True)
+    # Already held by a domain or QEMU, or held by the host console: refused. Not collected (skipped) is not a
+    # refusal here: held_by below asks libvirt itself.
+    readiness = [device_readiness.in_use(facts, spec)] + ([device_readiness.host_console(facts, spec)] if spec.is_pci else [])
+    for check in readiness:
+        if check.outcome is Outcome.FAILED:
+            need(check)
+        else:
+            result.evidence.append(f"{check.id}: {check.outcome.value}: {check.message}")
     if spec.is_pci:
+        resetting = device_readiness.reset(facts, spec)
+        result.evidence.append(f"{resetting.id}: the reset it relies on: {resetting.outcome.value}: {resetting.message}")
         need(iommu.enabled(facts))
         need(iommu.group_isolated(facts, spec, named))
         need(vfio.module(facts, "vfio_pci"))

@@ -17,8 +17,10 @@ from .dmesg import DmesgFacts
 from .interrupts import InterruptFacts
 from .iort import IortFacts
 from .kconfig import KernelConfig
+from .libvirt import DomainCapabilities, HeldDevice
 from .osrelease import OsRelease
 from .pci import PciDevice
+from .readiness import BootBinding, ConsoleLog, LspciVerbose
 from .usb import UsbDevice
 
 _RELEASE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
@@ -47,6 +49,44 @@ class DeviceTreeFacts:
     model: str = ""
     iommus: dict[str, str] = field(default_factory=dict)  # node with #iommu-cells -> its compatible ('' unknown)
     pcie_iommu_maps: list[str] = field(default_factory=list)  # nodes with an iommu-map (PCIe controllers)
+
+
+@dataclass
+class PciReadiness:
+    """One function's readiness attributes (sysfs); each None when the host has no such attribute."""
+    reset_method: Optional[list[str]] = None  # 5.15+: the methods the kernel may use, in order ([] = none)
+    reset_file: bool = False  # /sys/bus/pci/devices/X/reset: the kernel can reset it somehow
+    boot_vga: Optional[bool] = None  # only VGA-class devices have it
+    numa_node: Optional[int] = None
+    local_cpulist: str = ""
+    link: dict[str, str] = field(default_factory=dict)  # current_/max_ link_speed, link_width
+    virtfns: list[str] = field(default_factory=list)  # an SR-IOV PF's VFs
+
+
+@dataclass
+class ReadinessFacts:
+    """Collected together (`lspci -vvv` is their mark); a part that could not be read is None."""
+    devices: dict[str, PciReadiness] = field(default_factory=dict)
+    lspci: Optional[dict[str, LspciVerbose]] = None  # None: lspci -vvv failed
+    iomem: Optional[dict[str, list[str]]] = None  # PCI address -> framebuffer ranges in its BARs
+    framebuffers: Optional[dict[str, str]] = None  # fbN -> the device it sits on
+    console_log: Optional[ConsoleLog] = None  # None: dmesg not collected
+    bindings: Optional[list[BootBinding]] = None  # None: the boot configuration folders were not collected
+    binding_files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LibvirtFacts:
+    virsh: bool = False  # virsh ran (exit status not 127)
+    domains: Optional[dict[str, str]] = None  # `virsh list --all`: name -> state; None: libvirtd did not answer
+    list_error: str = ""
+    held: list[HeldDevice] = field(default_factory=list)
+    xml_missing: list[str] = field(default_factory=list)  # domains whose `virsh dumpxml` was not collected
+    persistent_xml: Optional[list[str]] = None  # /etc/libvirt/qemu/*.xml read; None: folder not collected
+    domcaps: Optional[DomainCapabilities] = None
+    domcaps_error: str = ""
+    versions: list[str] = field(default_factory=list)
+    processes: Optional[dict[str, str]] = None  # PCI address -> QEMU process given it; None: ps not collected
 
 
 @dataclass
@@ -82,6 +122,8 @@ class HostFacts:
     # group members that are not PCI functions -> their driver ("" none, None not collected)
     other_group_members: dict[str, Optional[str]] = field(default_factory=dict)
     proxmox_boot_tool: bool = False  # /usr/sbin/proxmox-boot-tool exists
+    readiness: Optional[ReadinessFacts] = None  # None: the snapshot predates these sources (no lspci -vvv)
+    libvirt: Optional[LibvirtFacts] = None  # None: virsh was not run
     ssh_session_address: str = ""  # this host's address of the SSH session the collection ran over
     notes: list[str] = field(default_factory=list)  # sources that could not be read, and why
     read_errors: list[str] = field(default_factory=list)  # readers that raised: "read_pci: TypeError: ..."

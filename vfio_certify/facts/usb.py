@@ -63,3 +63,10 @@ def build_usb_device(sysfs_id: str, attrs: dict[str, Optional[str]]) -> Optional
     name = " ".join(x.strip() for x in (attrs.get("manufacturer"), attrs.get("product")) if x and x.strip())
     return UsbDevice(sysfs_id, vendor, product, busnum, devnum, name, (attrs.get("serial") or "").strip(),
                      (attrs.get("bDeviceClass") or "").strip().lower())
+
+
+def matching_usb(devices: list[UsbDevice], bus_device: Optional[tuple[int, int]], vendor_product: str) -> list[UsbDevice]:
+    """The devices a --device names: by bus.device when given (004.002), else by vendor:product."""
+    if bus_device:
+        return [d for d in devices if (d.busnum, d.devnum) == bus_device]
+    return [d for d in devices if d.vendor_product == vendor_product]

@@ -7,7 +7,7 @@ from typing import Optional
 from ..devices import DeviceSpec
 from ..facts import HostFacts
 from ..facts.pci import PciDevice
-from ..facts.usb import UsbDevice
+from ..facts.usb import UsbDevice, matching_usb
 from ..model import CheckResult, Outcome
 from .catalog import INFO, RECOMMENDED, REQUIRED, check, NOT_APPLICABLE, not_collected, result
 
@@ -43,10 +43,7 @@ def _pci_present(facts: HostFacts, spec: DeviceSpec, check_id: str) -> CheckResu
 
 
 def usb_matches(devices: list[UsbDevice], spec: DeviceSpec) -> list[UsbDevice]:
-    bus_dev = spec.usb_bus_device
-    if bus_dev:
-        return [d for d in devices if (d.busnum, d.devnum) == bus_dev]
-    return [d for d in devices if d.vendor_product == spec.usb_vendor_product]
+    return matching_usb(devices, spec.usb_bus_device, spec.usb_vendor_product)
 
 
 def _usb_present(facts: HostFacts, spec: DeviceSpec, check_id: str) -> CheckResult:

@@ -170,3 +170,60 @@ def reinstall_modules(facts: HostFacts) -> str:
     if family == "debian":
         return f"apt-get install --reinstall linux-image-{release}   # Ubuntu: also linux-modules-{release}"
     return f"Reinstall the module package of kernel {release}."
+
+
+def vendor_reset(facts: HostFacts, address: str) -> str:
+    """AMD Polaris/Vega/Navi10 GPUs: gnif/vendor-reset's device-specific reset, chosen through reset_method on 5.15+."""
+    headers = {"rhel": "dnf install kernel-devel dkms", "debian": "apt-get install dkms linux-headers-$(uname -r)"}.get(
+        facts.distro_family, "Install dkms and the running kernel's headers")
+    return (f"{headers}\ngit clone https://github.com/gnif/vendor-reset && dkms install ./vendor-reset\n"
+            "echo vendor-reset > /etc/modules-load.d/vendor-reset.conf\n"
+            f"# kernel 5.15+: make the kernel use it (at every boot, e.g. a udev rule or a libvirt hook):\n"
+            f"echo device_specific > /sys/bus/pci/devices/{address}/reset_method")
+
+
+def no_reset(facts: HostFacts, address: str) -> str:
+    return (f"{address} cannot be reset by the kernel: use it for one VM per host boot (reboot the host before the next "
+            "VM start), or assign a device that has FLR (lspci -vvv: DevCap ... FLReset+). Putting it behind its own "
+            "bridge (another slot) gives it a bus reset.")
+
+
+def free_host_console(facts: HostFacts, address: str) -> str:
+    """Keep the firmware framebuffer off the GPU: sysfb/simpledrm since 5.15ish, efifb/vesafb before."""
+    version = facts.kernel_version or (0, 0, 0)
+    args = ["initcall_blacklist=sysfb_init"] if version >= (5, 15, 0) else ["video=efifb:off", "video=vesafb:off"]
+    return (kernel_args(facts, add=args) + f"\n# or give the host its own console: set the firmware's primary display "
+            f"to another GPU (or the iGPU), so {address} is not the boot VGA device")
+
+
+def bind_at_boot(facts: HostFacts, device) -> str:
+    ids = device.vendor_device
+    driver = device.driver if device.driver not in ("", "vfio-pci") else "<its host driver>"
+    conf = (f"echo 'options vfio-pci ids={ids}' > /etc/modprobe.d/vfio.conf\n"
+            f"echo 'softdep {driver} pre: vfio-pci' >> /etc/modprobe.d/vfio.conf\n")
+    family = facts.distro_family
+    if family == "rhel":
+        tail = "echo 'force_drivers+=\" vfio_pci vfio vfio_iommu_type1 \"' > /etc/dracut.conf.d/vfio.conf\ndracut -f"
+    elif family == "debian":
+        tail = "printf 'vfio\\nvfio_iommu_type1\\nvfio_pci\\n' >> /etc/initramfs-tools/modules\nupdate-initramfs -u"
+        if facts.is_proxmox:
+            tail += " -k all"
+    else:
+        tail = "# then rebuild the initramfs so that vfio-pci loads before the host driver"
+    return conf + tail + f"\n# or, per device: driverctl set-override {device.address} vfio-pci"
+
+
+def persistent_vfs(facts: HostFacts, device) -> str:
+    return (f"Create N VFs at every boot: echo 'ACTION==\"add\", SUBSYSTEM==\"pci\", KERNEL==\"{device.address}\", "
+            f"ATTR{{sriov_numvfs}}=\"N\"' > /etc/udev/rules.d/70-sriov.rules (N up to {device.sriov_totalvfs})")
+
+
+def install_qemu(facts: HostFacts) -> str:
+    family = facts.distro_family
+    if family == "rhel":
+        return "dnf install qemu-kvm libvirt-daemon-driver-qemu && systemctl restart libvirtd"
+    if family == "debian":
+        return "apt-get install qemu-system-x86 libvirt-daemon-driver-qemu && systemctl restart libvirtd"
+    if family == "suse":
+        return "zypper install qemu-kvm libvirt-daemon-driver-qemu && systemctl restart libvirtd"
+    return "Install QEMU with KVM and libvirt's QEMU driver, then restart libvirtd."

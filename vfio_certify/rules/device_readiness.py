@@ -1,0 +1,356 @@
+"""device.* readiness: will this device survive being handed to a VM, and the next reboot?
+
+Kept apart from rules/device.py (presence and host use): reset, host console, boot binding, SR-IOV,
+who already holds it, NUMA locality. Each judges the one snapshot; what it lacks makes it skipped.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from ..devices import DeviceSpec
+from ..facts import HostFacts
+from ..facts.model import PciReadiness
+from ..facts.pci import PciDevice
+from ..facts.readiness import parse_cpulist
+from ..facts.usb import matching_usb
+from ..model import CheckResult, Outcome
+from . import remedy
+from .catalog import INFO, NOT_APPLICABLE, RECOMMENDED, REQUIRED, check, not_collected, result
+
+# AMD GPUs that come back from a VM unusable without a device-specific reset (the "reset bug"), by device id
+# range, as gnif/vendor-reset's device table lists them.
+_AMD_RESET_BUG = (
+    (0x67C0, 0x67DF, "Polaris 10"), (0x67E0, 0x67FF, "Polaris 11"), (0x6980, 0x699F, "Polaris 12"),
+    (0x6860, 0x687F, "Vega 10"), (0x66A0, 0x66AF, "Vega 20"),
+    (0x7310, 0x731F, "Navi 10"), (0x7360, 0x7362, "Navi 12"), (0x7340, 0x734F, "Navi 14"),
+)
+_REAL_RESETS = ("flr", "af_flr", "pm", "acpi", "device_specific", "cxl_bus")
+
+
+def _pci(facts: HostFacts, spec: DeviceSpec, check_id: str) -> tuple[Optional[PciDevice], Optional[CheckResult]]:
+    """The named device and its readiness facts, or why it is not judged."""
+    if facts.pci is None:
+        return None, not_collected(check_id, "/sys/bus/pci/devices")
+    device = facts.pci_device(spec.key)
+    if device is None:
+        return None, result(check_id, Outcome.SKIPPED,
+                            f"not applicable: {spec.key} is not a PCI device on this host (see device.present)",
+                            skip_reason=NOT_APPLICABLE)
+    return device, None
+
+
+def _readiness(facts: HostFacts, device: PciDevice, check_id: str, what: str) -> tuple[Optional[PciReadiness], Optional[CheckResult]]:
+    if facts.readiness is None or device.address not in facts.readiness.devices:
+        skipped = not_collected(check_id, what)
+        skipped.evidence.append("the readiness sources are collected together with `lspci -vvv`, which this snapshot "
+                                "lacks: it was made before they were collected")
+        return None, skipped
+    return facts.readiness.devices[device.address], None
+
+
+def amd_reset_bug_family(device: PciDevice) -> str:
+    if device.vendor != "1002":
+        return ""
+    try:
+        number = int(device.device, 16)
+    except ValueError:
+        return ""
+    return next((name for low, high, name in _AMD_RESET_BUG if low <= number <= high), "")
+
+
+def reset_methods(facts: HostFacts, device: PciDevice, ready: PciReadiness) -> tuple[Optional[list[str]], list[str]]:
+    """(the reset methods the kernel would use, evidence); None when the snapshot cannot tell."""
+    lspci = (facts.readiness.lspci or {}).get(device.address) if facts.readiness else None
+    evidence = [f"lspci -vvv: {line}" for line in (lspci.lines if lspci else [])]
+    path = f"/sys/bus/pci/devices/{device.address}"
+    if ready.reset_method is not None:
+        return ready.reset_method, [f"{path}/reset_method: {' '.join(ready.reset_method) or '(empty)'}"] + evidence
+    version = facts.kernel_version
+    if version and version >= (5, 15, 0):  # reset_method and reset are shown exactly when a method exists
+        if not ready.reset_file:
+            return [], [f"{path}/reset_method and {path}/reset absent (kernel {facts.kernel_release}: no reset method)"] + evidence
+        return None, [f"{path}/reset present but reset_method absent"] + evidence
+    if lspci is None or (lspci.flreset is None and lspci.af_flr is None and lspci.nosoftrst is None):
+        return None, [f"{path}/reset_method absent (kernel {facts.kernel_release or '?'} before 5.15)"] + evidence
+    methods = [m for m, on in (("flr", lspci.flreset), ("af_flr", lspci.af_flr), ("pm", lspci.nosoftrst is False)) if on]
+    if not methods and ready.reset_file:
+        methods = ["bus"]  # the kernel offers a reset, and no function-level one: the secondary bus reset
+    return methods, [f"kernel {facts.kernel_release} has no reset_method: read from lspci -vvv and {path}/reset"
+                     + (" (present)" if ready.reset_file else " (absent)")] + evidence
+
+
+@check("device.reset", REQUIRED, "the device can be reset between VM boots (reset_method; FLReset/NoSoftRst before 5.15)")
+def reset(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
+    check_id = f"{reset.id}[{spec.key}]"
+    device, skipped = _pci(facts, spec, check_id)
+    if skipped:
+        return skipped
+    ready, skipped = _readiness(facts, device, check_id, f"/sys/bus/pci/devices/{device.address}/reset_method")
+    if skipped:
+        return skipped
+    methods, evidence = reset_methods(facts, device, ready)
+    if methods is None:
+        return result(check_id, Outcome.SKIPPED, f"not judged: how it resets was not collected (neither /sys/bus/pci/devices/"
+                      f"{device.address}/reset_method nor its lspci -vvv capabilities say)", evidence)
+    family = amd_reset_bug_family(device)
+    if family:
+        evidence.insert(0, f"{device.vendor_device} is an AMD {family} GPU (vendor-reset's device table)")
+        loaded = "vendor_reset" in (facts.modules.loaded or {})
+        if "device_specific" in methods and loaded:
+            return result(check_id, Outcome.PASSED, f"AMD {family}: vendor-reset is loaded and reset_method starts "
+                          "with device_specific", evidence)
+        return result(check_id, Outcome.WARNING,
+                      f"AMD {family} GPU: the \"reset bug\" family; its {'/'.join(methods) or 'reset'} does not bring it "
+                      "back after a VM used it (the next VM start hangs or gets a dead GPU) unless vendor-reset handles it",
+                      evidence, remedy.vendor_reset(facts, device.address))
+    if not methods:
+        return result(check_id, Outcome.FAILED,
+                      f"{device.address} has no reset method: after a VM has used it, the next VM gets it in whatever "
+                      "state the last one left (libvirt may hang stopping the VM)", evidence,
+                      remedy.no_reset(facts, device.address))
+    real = [m for m in methods if m in _REAL_RESETS]
+    if real:
+        return result(check_id, Outcome.PASSED, f"reset by {real[0]}" + (f" (then {', '.join(methods[1:])})"
+                                                                         if len(methods) > 1 else ""), evidence)
+    bus = device.address.rsplit(":", 1)[0]
+    siblings = sorted(a for a, d in (facts.pci or {}).items() if a.startswith(bus + ":") and a != device.address)
+    if not siblings:
+        return result(check_id, Outcome.PASSED, "reset by a secondary bus reset; it is alone behind its bridge", evidence)
+    others = [facts.pci[a].summary() for a in siblings]
+    return result(check_id, Outcome.WARNING,
+                  f"only a bus reset, which resets every function behind the same bridge too: {', '.join(siblings)}; "
+                  "libvirt resets it only when all of them are assigned to the same VM or unused", evidence + others,
+                  f"Assign {', '.join([device.address] + siblings)} to the same VM, or leave the others unbound.")
+
+
+def _display(device: PciDevice) -> bool:
+    return device.class_pair[0] == 0x03
+
+
+@check("device.host_console", REQUIRED, "a display device is not held by the host console (boot VGA, efifb/simpledrm in its BAR)")
+def host_console(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
+    check_id = f"{host_console.id}[{spec.key}]"
+    device, skipped = _pci(facts, spec, check_id)
+    if skipped:
+        return skipped
+    if not _display(device):
+        return result(check_id, Outcome.SKIPPED, f"not applicable: not a display device ({device.class_name or 'unknown class'})",
+                      skip_reason=NOT_APPLICABLE)
+    ready, skipped = _readiness(facts, device, check_id, "/proc/iomem and boot_vga")
+    if skipped:
+        return skipped
+    info = facts.readiness
+    path = f"/sys/bus/pci/devices/{device.address}"
+    held, evidence = [], []
+    if ready.boot_vga is not None:
+        evidence.append(f"{path}/boot_vga: {int(ready.boot_vga)}")
+    for line in (info.iomem or {}).get(device.address, []):
+        held.append(line.split(" : ", 1)[1])
+        evidence.append(f"/proc/iomem: {device.address} > {line}")
+    fbs = sorted(fb for fb, on in (info.framebuffers or {}).items() if on == device.address)
+    if fbs:
+        held.append(f"{', '.join(fbs)} (framebuffer device on it, driver {device.driver or 'none'})")
+        evidence.append(f"/sys/class/graphics/{fbs[0]}/device -> {device.address}")
+    log = info.console_log
+    if log:
+        evidence += [f"dmesg: {line}" for line in log.lines if device.address in line or "framebuffer" in line][:4]
+        if log.efifb_bar == device.address and info.iomem is None:
+            held.append("efifb (dmesg: one of its BARs was assigned to efifb)")
+    if held:
+        return result(check_id, Outcome.FAILED,
+                      f"the host console holds {device.address}: {'; '.join(dict.fromkeys(held))}. vfio-pci cannot "
+                      "reserve that BAR (\"BAR n: can't reserve\") and the guest driver fails", evidence,
+                      remedy.free_host_console(facts, device.address))
+    if info.iomem is None:
+        evidence.append("/proc/iomem was not collected: whether a framebuffer sits in its BARs is unknown")
+        if ready.boot_vga:
+            return result(check_id, Outcome.SKIPPED, "not judged: /proc/iomem was not collected", evidence)
+    if ready.boot_vga or (log and log.boot_vga == device.address):
+        return result(check_id, Outcome.WARNING,
+                      f"{device.address} is the boot VGA device: no framebuffer holds it now, but the firmware and "
+                      "the boot loader draw on it, and a kernel that starts efifb/simpledrm on it takes it back",
+                      evidence, remedy.free_host_console(facts, device.address))
+    return result(check_id, Outcome.PASSED, "not the boot display, and no framebuffer sits in its BARs", evidence)
+
+
+def _ids_on_cmdline(params, device: PciDevice) -> list[str]:
+    return [p.raw for p in params or [] if p.name in ("vfio_pci.ids", "vfio-pci.ids") and device.vendor_device
+            in (p.value or "").lower().split(",")]
+
+
+@check("device.vfio_binding", RECOMMENDED, "how the device reaches vfio-pci, and whether that survives a reboot")
+def vfio_binding(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
+    check_id = f"{vfio_binding.id}[{spec.key}]"
+    device, skipped = _pci(facts, spec, check_id)
+    if skipped:
+        return skipped
+    info = facts.readiness
+    if info is None or info.bindings is None:
+        return not_collected(check_id, "/etc/modprobe.d, /etc/modules-load.d, /etc/driverctl.d and the initramfs "
+                                       "configuration")
+    evidence = [f"{device.address} {device.vendor_device} driver {device.driver or 'none'}"]
+    running = _ids_on_cmdline(facts.cmdline, device)
+    next_boot = [(b.source, _ids_on_cmdline(b.args, device)) for b in facts.boot_configs]
+    ways = []
+    if running:
+        evidence.append(f"/proc/cmdline: {' '.join(running)}")
+    for source, found in next_boot:
+        if found:
+            ways.append(f"{' '.join(found)} in {source}")
+    mine = [b for b in info.bindings if (b.kind == "ids" and device.vendor_device in b.ids)
+            or (b.kind == "driverctl" and b.address == device.address)]
+    ways += [f"{b.line} ({b.source})" for b in mine]
+    early = [b for b in info.bindings if b.kind in ("initramfs", "softdep")]
+    stale = [b for b in info.bindings if b.kind == "stale"]
+    version = facts.kernel_version
+    for b in stale:
+        evidence.append(f"{b.source}: {b.line}: " + ("harmless: vfio_virqfd was merged into vfio in 6.2 (modprobe only "
+                                                      "prints that it is not found)" if version and version >= (6, 2, 0)
+                                                      else "needed before 6.2"))
+    evidence += [f"{b.source}: {b.line}" for b in early]
+    if running and next_boot and not any(found for _, found in next_boot):
+        return result(check_id, Outcome.WARNING,
+                      f"vfio-pci.ids takes {device.vendor_device} now, but the next boot's command line lacks it: "
+                      "after a reboot the host driver gets it", evidence + [f"{s}: no vfio-pci.ids" for s, _ in next_boot],
+                      remedy.kernel_args(facts, add=running))
+    if running or ways:
+        modprobe_only = not running and all(b.kind == "ids" for b in mine) and not any(f for _, f in next_boot)
+        builtin = "vfio_pci" in (facts.modules.builtin or set())
+        if modprobe_only and not early and not builtin and device.driver not in ("vfio-pci", ""):
+            return result(check_id, Outcome.WARNING,
+                          f"options vfio-pci ids= binds {device.vendor_device} only if vfio-pci loads before "
+                          f"{device.driver}: nothing makes it load first", evidence + ways,
+                          remedy.bind_at_boot(facts, device))
+        return result(check_id, Outcome.PASSED, "bound to vfio-pci at every boot: " + "; ".join(ways or running),
+                      evidence + ways)
+    if device.driver == "vfio-pci":
+        return result(check_id, Outcome.WARNING,
+                      f"{device.address} is on vfio-pci now, but nothing binds it at boot: after a reboot its host "
+                      "driver takes it (fine with <hostdev managed='yes'>, which re-binds it at VM start)", evidence,
+                      remedy.bind_at_boot(facts, device))
+    return result(check_id, Outcome.PASSED,
+                  f"no boot binding, and none is needed with <hostdev managed='yes'>: libvirt moves it from "
+                  f"{device.driver or 'no driver'} to vfio-pci when the VM starts and back when it stops", evidence)
+
+
+@check("device.sriov", INFO, "SR-IOV: a VF's PF and their groups, a PF's VFs and how to create them at boot")
+def sriov(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
+    """INFO: a VF that shares its PF's group already fails the required iommu.group_isolated; this check explains
+    the SR-IOV side (which PF, whose driver, how VFs are made persistent) rather than block twice."""
+    check_id = f"{sriov.id}[{spec.key}]"
+    device, skipped = _pci(facts, spec, check_id)
+    if skipped:
+        return skipped
+    if device.physfn:
+        pf = facts.pci_device(device.physfn)
+        evidence = [f"/sys/bus/pci/devices/{device.address}/physfn -> {device.physfn}"]
+        if pf is None:
+            return result(check_id, Outcome.WARNING, f"a VF of {device.physfn}, which is not in the snapshot", evidence)
+        evidence.append(f"PF {pf.summary()}, group {pf.iommu_group}; VF group {device.iommu_group}")
+        if pf.iommu_group is not None and pf.iommu_group == device.iommu_group:
+            return result(check_id, Outcome.WARNING,
+                          f"VF {device.address} shares IOMMU group {device.iommu_group} with its PF {pf.address} "
+                          f"({pf.driver or 'no driver'}): no ACS above them, so the VF cannot go alone", evidence,
+                          "Enable ACS (or ARI/SR-IOV) in the firmware setup, or use a slot whose root port has ACS.")
+        return result(check_id, Outcome.PASSED,
+                      f"a VF of {pf.address}, whose driver {pf.driver or '(none)'} must stay bound (it created the VF); "
+                      f"in group {device.iommu_group}, apart from the PF (group {pf.iommu_group})", evidence)
+    if not device.sriov_totalvfs:
+        return result(check_id, Outcome.SKIPPED, "not applicable: neither an SR-IOV PF nor a VF", skip_reason=NOT_APPLICABLE)
+    vfs = sorted(a for a, d in (facts.pci or {}).items() if d.physfn == device.address)
+    groups = [f"{a} (group {facts.pci[a].iommu_group})" for a in vfs]
+    evidence = [f"sriov_totalvfs={device.sriov_totalvfs} sriov_numvfs={device.sriov_numvfs or 0}"] + groups
+    how = remedy.persistent_vfs(facts, device)
+    evidence.append(how)  # a passed result's fix is not shown: the how-to is part of what it says
+    if not device.sriov_numvfs:
+        return result(check_id, Outcome.PASSED, f"an SR-IOV PF with {device.sriov_totalvfs} VFs possible, none "
+                      "enabled: assign a VF rather than the PF to share it", evidence, how)
+    return result(check_id, Outcome.PASSED, f"an SR-IOV PF with {device.sriov_numvfs} of {device.sriov_totalvfs} VFs "
+                  "enabled: assigning the PF destroys them; assign a VF instead", evidence, how)
+
+
+def _held_keys(facts: HostFacts, spec: DeviceSpec) -> Optional[list[str]]:
+    if spec.is_pci:
+        return [spec.key]
+    matches = matching_usb(facts.usb or [], spec.usb_bus_device, spec.usb_vendor_product)
+    if len(matches) != 1:
+        return None
+    usb = matches[0]
+    return [f"usb {usb.vendor_product}", f"usb {usb.bus_device}"]
+
+
+@check("device.in_use", REQUIRED, "the device is not already assigned: no domain's XML or QEMU process holds it")
+def in_use(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
+    check_id = f"{in_use.id}[{spec.key}]"
+    lv = facts.libvirt
+    if lv is None:
+        return not_collected(check_id, "virsh list --all")
+    if not spec.is_pci and facts.usb is None:
+        return not_collected(check_id, "/sys/bus/usb/devices and lsusb")
+    keys = _held_keys(facts, spec)
+    if keys is None:
+        return result(check_id, Outcome.SKIPPED, f"not applicable: {spec.key} is not on this host (see device.present)",
+                      skip_reason=NOT_APPLICABLE)
+    by_domain: dict[str, list[str]] = {}
+    for h in lv.held:
+        if h.key in keys:
+            by_domain.setdefault(h.domain, []).append(h.source)
+    held = [f"domain {d!r} ({'; '.join(dict.fromkeys(sources))})" for d, sources in by_domain.items()]
+    held += [why for address, why in (lv.processes or {}).items() if address in keys]
+    evidence = [f"virsh list --all: {len(lv.domains)} domain(s)" if lv.domains is not None else
+                ("virsh: not installed" if not lv.virsh else f"virsh list --all failed: {lv.list_error}")]
+    if held:
+        return result(check_id, Outcome.FAILED, f"{spec.key} is already assigned: {'; '.join(dict.fromkeys(held))}",
+                      evidence, "Detach it there first (virsh detach-device <domain> hostdev.xml --live --config, or "
+                                    "remove the <hostdev> with virsh edit), or name another device.")
+    missing = []
+    if lv.virsh and lv.domains is None:
+        missing.append(f"the domains (virsh list --all failed: {lv.list_error})")
+    if lv.xml_missing:
+        missing.append(f"the XML of {', '.join(lv.xml_missing)}")
+    if lv.processes is None:
+        missing.append("the QEMU processes (ps -eo pid,args)")
+    if missing:
+        return result(check_id, Outcome.SKIPPED, f"not judged: {' and '.join(missing)} not collected", evidence)
+    return result(check_id, Outcome.PASSED, f"no domain and no QEMU process holds {spec.key}", evidence)
+
+
+def _slower(ready: PciReadiness) -> list[str]:
+    link = ready.link
+    found = []
+    for what in ("speed", "width"):
+        now, best = link.get(f"current_link_{what}", ""), link.get(f"max_link_{what}", "")
+        if now and best and now != best and _number(now) < _number(best):
+            found.append(f"link {what} {now} of {best}")
+    return found
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text.split()[0].lstrip("x"))
+    except (ValueError, IndexError):
+        return 0.0
+
+
+@check("device.numa", INFO, "the device's NUMA node and local CPUs (pin the VM there); its link below capability")
+def numa(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
+    check_id = f"{numa.id}[{spec.key}]"
+    device, skipped = _pci(facts, spec, check_id)
+    if skipped:
+        return skipped
+    ready, skipped = _readiness(facts, device, check_id, f"/sys/bus/pci/devices/{device.address}/numa_node")
+    if skipped:
+        return skipped
+    cpus = ready.local_cpulist
+    evidence = [f"numa_node: {ready.numa_node if ready.numa_node is not None else 'absent'}",
+                f"local_cpulist: {cpus or 'absent'}"] + [f"{k}: {v}" for k, v in sorted(ready.link.items())]
+    where = ("no NUMA affinity (a single-node host or firmware without _PXM)" if ready.numa_node in (None, -1)
+             else f"on NUMA node {ready.numa_node}, local CPUs {cpus or '?'} ({len(parse_cpulist(cpus))} CPUs): pin "
+                  "the VM's vCPUs and memory there (<cputune>, <numatune>)")
+    slower = _slower(ready)
+    if slower:
+        idle = " (a GPU lowers its link speed when idle: look again under load)" if _display(device) else ""
+        return result(check_id, Outcome.WARNING, f"{where}; the link runs below its capability: {', '.join(slower)}"
+                      + idle, evidence, "Check the slot's wiring (an x16 slot wired x4), riser cables and the "
+                      "firmware's PCIe speed setting.")
+    return result(check_id, Outcome.PASSED, where, evidence)
