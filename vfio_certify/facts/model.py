@@ -58,6 +58,7 @@ class HostFacts:
     iommu_units: Optional[list[str]] = None
     iommu_groups: Optional[dict[int, list[str]]] = None  # group -> PCI addresses
     pci: Optional[dict[str, PciDevice]] = None
+    lspci_addresses: Optional[list[str]] = None  # the functions `lspci -nnk` lists (None: not collected)
     usb: Optional[list[UsbDevice]] = None
     modules: ModuleFacts = field(default_factory=ModuleFacts)
     interrupts: Optional[InterruptFacts] = None

@@ -146,10 +146,10 @@ def groups(facts: HostFacts) -> CheckResult:
     return result(groups.id, Outcome.PASSED, f"{len(populated)} IOMMU groups", evidence)
 
 
-def _blocking_members(facts: HostFacts, group: int, named: set[str]) -> tuple[list[str], list[str]]:
+def _blocking_members(facts: HostFacts, members: list[str], named: set[str]) -> tuple[list[str], list[str]]:
     """Other endpoints of a group: (those that block assignment, those that are fine but unnamed)."""
     blocking, idle = [], []
-    for address in (facts.iommu_groups or {}).get(group, []):
+    for address in members:
         if address in named:
             continue
         if normalize_pci_address(address) != address:  # an ACPI/platform device (AMD IVRS HID AMDI0020:00)
@@ -190,9 +190,13 @@ def group_isolated(facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec]) 
         return result(check_id, Outcome.FAILED, f"{spec.key} is in no IOMMU group: {why}",
                       [f"/sys/bus/pci/devices/{spec.key}/iommu_group absent"], fix)
     group = device.iommu_group
-    members = (facts.iommu_groups or {}).get(group, [spec.key])
+    members = (facts.iommu_groups or {}).get(group, [])
+    if spec.key not in members:  # its link names a group whose member list is missing: who else is in it?
+        return not_collected(check_id, f"/sys/kernel/iommu_groups/{group}/devices")
+    # a function whose own iommu_group link names the group is in it, listed or not (a member list cut short)
+    members = sorted({*members, *(a for a, d in (facts.pci or {}).items() if d.iommu_group == group)})
     named_pci = {s.key for s in named if s.is_pci}
-    blocking, idle = _blocking_members(facts, group, named_pci)
+    blocking, idle = _blocking_members(facts, members, named_pci)
     evidence = [f"group {group}: " + ", ".join(members)]
     for address in members:
         member = facts.pci_device(address)
