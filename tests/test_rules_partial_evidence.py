@@ -2,10 +2,10 @@
 a partial or damaged source is not judged, and no failure asks for what the host shows it has."""
 import dataclasses
 
-from support.hosts import intel_host
+from support.hosts import intel_host, pci
 from vfio_certify.devices import parse_device
 from vfio_certify.facts.dmesg import parse_dmesg
-from vfio_certify.facts.model import ModuleFacts
+from vfio_certify.facts.model import ModuleFacts, NetInterface
 from vfio_certify.model import Outcome
 from vfio_certify.rules import device, iommu, kernel, kvm
 from vfio_certify.snapshot.reader import PathState
@@ -23,6 +23,15 @@ def test_a_nic_whose_netdev_is_missing_from_sys_class_net_is_not_judged_free():
     net = {n: i for n, i in intel_host().net.items() if n != "eno1"}  # its folder gone, its routes still there
     r = device.host_network(intel_host(net=net), parse_device("00:19.0"))
     assert r.outcome is Outcome.SKIPPED and "/sys/class/net lacks eno1" in r.message
+
+
+def test_a_nic_without_a_netdev_is_not_judged_free_while_a_nic_named_netdev_has_no_device_link():
+    net = {**intel_host().net, "eno1": NetInterface("eno1", "")}  # its device link gone
+    gpu_slot = pci("0000:2e:00.0", "8086:1521", "020000", "vfio-pci", 60)
+    facts = intel_host(net=net, pci={**intel_host().pci, gpu_slot.address: gpu_slot})
+    r = device.host_network(facts, parse_device("2e:00.0"))
+    assert r.outcome is Outcome.SKIPPED and "which device eno1 sits on" in r.message
+    assert device.host_network(intel_host(pci=facts.pci), parse_device("2e:00.0")).outcome is Outcome.PASSED
 
 
 def test_a_function_lspci_lists_but_sysfs_lacks_is_not_said_absent():

@@ -9,7 +9,8 @@ the mutated judgement is compared with the whole one:
   whose evidence is gone is not judged;
 - the host verdict may not improve (certified > incomplete > not-certified), except
   not-certified -> incomplete, for the same reason;
-- no failed result may carry a fix for something the mutated snapshot still shows (`unfounded`).
+- no failed result may carry a fix for something the mutated snapshot still shows (`unfounded`);
+- every reader reads the mutated snapshot without raising (host.reachable is never an error).
 """
 from __future__ import annotations
 
@@ -279,4 +280,7 @@ class HostUnderTest:
         for result in mutated.values():
             found += [Finding(self.host, mutation, f"fix {result.id}", f"{result.id}: {why}")
                       for why in unfounded(result, shown)]
+        reached = mutated.get("host.reachable")
+        if reached is not None and reached.outcome is Outcome.ERROR:  # a reader raised: parsers read anything
+            found.append(Finding(self.host, mutation, "read", f"host.reachable: {reached.message[:200]}"))
         return found

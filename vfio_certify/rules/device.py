@@ -132,6 +132,10 @@ _ROUTE = re.compile(r"^(?:(?:unicast|local|broadcast|multicast|throw|unreachable
                     r"(?:default|[0-9a-fA-F.:]+(?:/\d{1,3})?)(?:\s|$)")
 
 
+# A NIC's name under systemd's or the kernel's own naming: it sits on a device (virtual netdevs have other names).
+_PHYSICAL_NAME = re.compile(r"^(?:en|eth|wl|ww|ib)[a-z0-9]")
+
+
 def _routes_unreadable(facts: HostFacts) -> str:
     """Why the routing table cannot show that an interface carries nothing ('' when it can): it is empty (a host
     whose NIC is up has at least its link's route), a line is not a route (a file cut short or garbled), or a
@@ -164,9 +168,11 @@ def host_network(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
         vfs = sorted(a for a, d in (facts.pci or {}).items() if d.physfn == device.address)
         names = _interfaces_of(facts, device)
         vf_names = {n: vf for vf in vfs for n in _interfaces_of(facts, facts.pci[vf])}
-        if not names and not vf_names and _routes_unreadable(facts):
-            return result(check_id, Outcome.SKIPPED, f"not judged: {_routes_unreadable(facts)}",
-                          [f"{spec.key} has no netdev in /sys/class/net"])
+        unplaced = sorted(n for n, i in facts.net.items() if not i.device and _PHYSICAL_NAME.match(n))
+        if not names and not vf_names and (_routes_unreadable(facts) or unplaced):
+            why = _routes_unreadable(facts) or (f"which device {', '.join(unplaced[:3])} sits on: its "
+                                                "/sys/class/net/*/device link was not collected")
+            return result(check_id, Outcome.SKIPPED, f"not judged: {why}", [f"{spec.key} has no netdev in /sys/class/net"])
         if not names and not vf_names:
             return result(check_id, Outcome.PASSED,
                           f"{spec.key} has no host network interface (driver {device.driver or 'none'})"
