@@ -23,6 +23,10 @@ def test_a_nic_whose_netdev_is_missing_from_sys_class_net_is_not_judged_free():
     net = {n: i for n, i in intel_host().net.items() if n != "eno1"}  # its folder gone, its routes still there
     r = device.host_network(intel_host(net=net), parse_device("00:19.0"))
     assert r.outcome is Outcome.SKIPPED and "/sys/class/net lacks eno1" in r.message
+    bridged = {**intel_host().net, "br0": NetInterface("br0", "", "", ("enp7s0f1",))}
+    del bridged["enp7s0f1"]  # a bridge port's folder gone: the bridge still names it
+    r = device.host_network(intel_host(net=bridged, routes=["default via 192.0.2.1 dev br0"]), parse_device("07:00.1"))
+    assert r.outcome is Outcome.SKIPPED and "/sys/class/net lacks enp7s0f1" in r.message
 
 
 def test_a_nic_without_a_netdev_is_not_judged_free_while_a_nic_named_netdev_has_no_device_link():

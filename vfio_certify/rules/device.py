@@ -139,16 +139,18 @@ _PHYSICAL_NAME = re.compile(r"^(?:en|eth|wl|ww|ib)[a-z0-9]")
 def _routes_unreadable(facts: HostFacts) -> str:
     """Why the routing table cannot show that an interface carries nothing ('' when it can): it is empty (a host
     whose NIC is up has at least its link's route), a line is not a route (a file cut short or garbled), or a
-    route uses an interface /sys/class/net does not list (a folder missing from the snapshot)."""
+    route, bridge or bond names an interface /sys/class/net does not list (a folder missing from the snapshot)."""
     if not facts.routes:
         return "the routing table (ip -o route) is empty"
     for line in facts.routes:
         special = _ROUTE.match(line) and line.split()[0] in ("unreachable", "prohibit", "blackhole", "throw")
         if not _ROUTE.match(line) or not (special or re.search(r"\s(?:dev|via|nexthop)\s", line)):
             return f"the routing table (ip -o route) is damaged or cut short: {line[:60]!r} is not a route"
-    unlisted = sorted({d for d in re.findall(r"\bdev (\S+)", " ".join(facts.routes)) if d not in (facts.net or {})})
-    if unlisted:  # a route through an interface /sys/class/net does not list: the listing is not whole
-        return f"/sys/class/net lacks {', '.join(unlisted[:3])}, which the routing table uses"
+    named = set(re.findall(r"\bdev (\S+)", " ".join(facts.routes)))
+    named |= {n for i in (facts.net or {}).values() for n in (i.master, *i.lowers) if n}
+    unlisted = sorted(n for n in named if n not in (facts.net or {}))
+    if unlisted:  # a route, bridge or bond names an interface /sys/class/net does not list: the listing is not whole
+        return f"/sys/class/net lacks {', '.join(unlisted[:3])}, which routes, bridges or bonds name"
     return ""
 
 
