@@ -130,11 +130,13 @@ def test_partial_altra(tmp_path, removed, check_id, outcome, says):
     assert (r.outcome.value, says in r.message) == (outcome, True), (r.outcome, r.message)
 
 
-def test_iort_present_but_unread_and_nothing_probed_is_a_warning(tmp_path):
-    """An IORT on every GICv3-ITS system: its mere existence (an older collector's empty mark) proves no SMMU."""
+def test_iort_present_but_unread_and_nothing_probed_is_not_judged(tmp_path):
+    """An IORT on every GICv3-ITS system: its mere existence (an older collector's empty mark) proves no SMMU, and
+    a required check that cannot tell is not judged (the host is incomplete), never a warning that certifies."""
     facts = facts_of(tmp_path, KUNPENG, edit={"root/sys/firmware/acpi/tables/IORT": ""})
     r = firmware.iommu_table(facts)
-    assert r.outcome.value == "warning" and "whether it describes an SMMU was not read" in r.message
+    assert r.outcome.value == "skipped" and r.skip_reason.value == "not-collected"
+    assert "whether it describes an SMMU is unknown" in r.message and "not collected" in r.message
 
 
 def test_no_msi_in_use_and_no_its_line_is_a_warning(tmp_path):
@@ -209,7 +211,7 @@ def test_device_tree_not_collected_is_not_judged_as_absent(tmp_path):
     facts = facts_of(tmp_path, RK3588, ["root/sys/firmware/devicetree"])
     assert facts.devicetree is None
     r = firmware.iommu_table(facts)
-    assert r.outcome.value == "warning" and "device tree" in r.message and "not collected" in r.message
+    assert r.outcome.value == "skipped" and "device tree" in r.message and "not collected" in r.message
 
 
 def test_architecture_from_what_is_left(tmp_path):

@@ -104,10 +104,24 @@ def test_config_vendor_option_follows_the_firmware_not_the_cpu():
 
 
 def test_config_option_not_set_fails_and_truncated_config_says_so():
-    facts = intel_host(kernel_config=parse_kernel_config("CONFIG_IOMMU_SUPPORT=y\n# CONFIG_VFIO is not set\nCONFIG_VF", "/boot/config-x"))
-    assert "CONFIG_VFIO is not set" in kernel.config_option(facts, "CONFIG_VFIO").message
+    config = parse_kernel_config("CONFIG_IOMMU_SUPPORT=y\n# CONFIG_VFIO is not set\nCONFIG_VF", "/boot/config-x")
+    facts = intel_host(kernel_config=config, modules=ModuleFacts({}, set(), {}, None))
+    r = kernel.config_option(facts, "CONFIG_VFIO")
+    assert r.outcome is Outcome.FAILED and "CONFIG_VFIO is not set" in r.message
     r = kernel.config_option(facts, "CONFIG_KVM_VFIO")
-    assert r.outcome is Outcome.FAILED and "cut short" in r.message
+    assert r.outcome is Outcome.FAILED and "cut short" in r.message and "Boot a kernel" not in r.remediation
+
+
+def test_config_option_the_running_kernel_has_is_never_failed_for():
+    """A config that says CONFIG_VFIO is off, or lacks it, beside a loaded vfio is not this kernel's, or not whole."""
+    config = parse_kernel_config("CONFIG_IOMMU_SUPPORT=y\n# CONFIG_VFIO is not set\n", "/boot/config-x")
+    r = kernel.config_option(intel_host(kernel_config=config), "CONFIG_VFIO")
+    assert r.outcome is Outcome.SKIPPED and "/proc/modules lists vfio" in r.message
+    r = kernel.config_option(intel_host(kernel_config=config), "CONFIG_INTEL_IOMMU")
+    assert r.outcome is Outcome.SKIPPED and "dmar0" in r.message
+    empty = kernel.config_option(intel_host(kernel_config=parse_kernel_config("", "/boot/config-x")), "CONFIG_KVM_VFIO")
+    assert empty.outcome is Outcome.FAILED and "holds no kernel option" in empty.message
+    assert empty.remediation.startswith("Re-collect the kernel config")
 
 
 # -- iommu.* ----------------------------------------------------------------------------------
@@ -346,7 +360,8 @@ def test_iommufd_providing_the_vfio_container_needs_no_type1():
                        modules=ModuleFacts({"vfio_pci": "Live", "vfio": "Live", "iommufd": "Live"}, set(), {}, None))
     for r in (kernel.config_option(facts, "CONFIG_VFIO_IOMMU_TYPE1"), vfio.module(facts, "vfio_iommu_type1")):
         assert r.outcome is Outcome.PASSED and "iommufd provides the VFIO container" in r.message, r
-    plain = intel_host(kernel_config=parse_kernel_config(GOOD_CONFIG.replace("CONFIG_VFIO_IOMMU_TYPE1=m", ""), "c"))
+    plain = intel_host(kernel_config=parse_kernel_config(GOOD_CONFIG.replace("CONFIG_VFIO_IOMMU_TYPE1=m", ""), "c"),
+                       modules=ModuleFacts({"vfio_pci": "Live", "vfio": "Live"}, set(), {}, None))
     assert kernel.config_option(plain, "CONFIG_VFIO_IOMMU_TYPE1").outcome is Outcome.FAILED
 
 
@@ -408,7 +423,8 @@ def test_a_nic_whose_routes_were_not_collected_is_not_judged_free():
 def test_ipv6_link_local_is_no_host_use_but_an_address_or_a_look_alike_name_is_told_apart():
     link_local = ["fe80::/64 dev enp7s0f1 proto kernel metric 256 pref medium",
                   "10.9.0.0/24 dev enp7s0f1.100 proto kernel scope link src 10.9.0.2"]
-    r = device.host_network(intel_host(routes=link_local), parse_device("07:00.1"))
+    look_alike = {**intel_host().net, "enp7s0f1.100": NetInterface("enp7s0f1.100", "")}  # no lower: not a VLAN on it
+    r = device.host_network(intel_host(routes=link_local, net=look_alike), parse_device("07:00.1"))
     assert r.outcome is Outcome.PASSED, r.message  # eth0.100 is not eth0, and fe80::/64 is everywhere
     r = device.host_network(intel_host(routes=[], addresses={"enp7s0f1": ["198.51.100.7", "fe80::1"]}),
                             parse_device("07:00.1"))

@@ -69,6 +69,7 @@ class ReadinessFacts:
     devices: dict[str, PciReadiness] = field(default_factory=dict)
     lspci: Optional[dict[str, LspciVerbose]] = None  # None: lspci -vvv failed
     iomem: Optional[dict[str, list[str]]] = None  # PCI address -> framebuffer ranges in its BARs
+    iomem_devices: Optional[set[str]] = None  # PCI addresses /proc/iomem lists BARs of (a cut file lists fewer)
     framebuffers: Optional[dict[str, str]] = None  # fbN -> the device it sits on
     console_log: Optional[ConsoleLog] = None  # None: dmesg not collected
     bindings: Optional[list[BootBinding]] = None  # None: the boot configuration folders were not collected
@@ -112,6 +113,7 @@ class HostFacts:
     iommu_units: Optional[list[str]] = None
     iommu_groups: Optional[dict[int, list[str]]] = None  # group -> PCI addresses
     pci: Optional[dict[str, PciDevice]] = None
+    lspci_addresses: Optional[list[str]] = None  # the functions `lspci -nnk` lists (None: not collected)
     usb: Optional[list[UsbDevice]] = None
     modules: ModuleFacts = field(default_factory=ModuleFacts)
     interrupts: Optional[InterruptFacts] = None

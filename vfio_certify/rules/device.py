@@ -16,6 +16,10 @@ def _pci_present(facts: HostFacts, spec: DeviceSpec, check_id: str) -> CheckResu
     if facts.pci is None:
         return not_collected(check_id, "/sys/bus/pci/devices")
     device = facts.pci_device(spec.key)
+    if device is None and spec.key in (facts.lspci_addresses or []):
+        return result(check_id, Outcome.SKIPPED,
+                      f"not judged: lspci lists {spec.key}, but /sys/bus/pci/devices/{spec.key} was not collected",
+                      [f"/sys/bus/pci/devices holds {len(facts.pci)} functions, not {spec.key}"])
     if device is None:
         bus = spec.key.rsplit(":", 1)[0]
         nearby = [d.summary() for a, d in facts.pci.items() if a.startswith(bus + ":")]
@@ -124,6 +128,32 @@ def _usb_netdevs(facts: HostFacts, spec: DeviceSpec, check_id: str) -> tuple[Opt
     return None, sorted(n for n, i in (facts.net or {}).items() if i.device.split(":", 1)[0] == usb)
 
 
+_ROUTE = re.compile(r"^(?:(?:unicast|local|broadcast|multicast|throw|unreachable|prohibit|blackhole|nat|anycast) )?"
+                    r"(?:default|[0-9a-fA-F.:]+(?:/\d{1,3})?)(?:\s|$)")
+
+
+# A NIC's name under systemd's or the kernel's own naming: it sits on a device (virtual netdevs have other names).
+_PHYSICAL_NAME = re.compile(r"^(?:en|eth|wl|ww|ib)[a-z0-9]")
+
+
+def _routes_unreadable(facts: HostFacts) -> str:
+    """Why the routing table cannot show that an interface carries nothing ('' when it can): it is empty (a host
+    whose NIC is up has at least its link's route), a line is not a route (a file cut short or garbled), or a
+    route, bridge or bond names an interface /sys/class/net does not list (a folder missing from the snapshot)."""
+    if not facts.routes:
+        return "the routing table (ip -o route) is empty"
+    for line in facts.routes:
+        special = _ROUTE.match(line) and line.split()[0] in ("unreachable", "prohibit", "blackhole", "throw")
+        if not _ROUTE.match(line) or not (special or re.search(r"\s(?:dev|via|nexthop)\s", line)):
+            return f"the routing table (ip -o route) is damaged or cut short: {line[:60]!r} is not a route"
+    named = set(re.findall(r"\bdev (\S+)", " ".join(facts.routes)))
+    named |= {n for i in (facts.net or {}).values() for n in (i.master, *i.lowers) if n}
+    unlisted = sorted(n for n in named if n not in (facts.net or {}))
+    if unlisted:  # a route, bridge or bond names an interface /sys/class/net does not list: the listing is not whole
+        return f"/sys/class/net lacks {', '.join(unlisted[:3])}, which routes, bridges or bonds name"
+    return ""
+
+
 @check("device.host_network", RECOMMENDED, "a named NIC does not carry the host's own network")
 def host_network(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
     check_id = f"{host_network.id}[{spec.key}]"
@@ -146,6 +176,11 @@ def host_network(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
         vfs = sorted(a for a, d in (facts.pci or {}).items() if d.physfn == device.address)
         names = _interfaces_of(facts, device)
         vf_names = {n: vf for vf in vfs for n in _interfaces_of(facts, facts.pci[vf])}
+        unplaced = sorted(n for n, i in facts.net.items() if not i.device and _PHYSICAL_NAME.match(n))
+        if not names and not vf_names and (_routes_unreadable(facts) or unplaced):
+            why = _routes_unreadable(facts) or (f"which device {', '.join(unplaced[:3])} sits on: its "
+                                                "/sys/class/net/*/device link was not collected")
+            return result(check_id, Outcome.SKIPPED, f"not judged: {why}", [f"{spec.key} has no netdev in /sys/class/net"])
         if not names and not vf_names:
             return result(check_id, Outcome.PASSED,
                           f"{spec.key} has no host network interface (driver {device.driver or 'none'})"
@@ -167,6 +202,9 @@ def host_network(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
         evidence += routes
     if facts.routes is None and not findings:
         return result(check_id, Outcome.SKIPPED, "not judged: the routing table (ip -o route) was not collected",
+                      [f"{spec.key} is the host's {', '.join(names + sorted(vf_names))}"])
+    if not findings and _routes_unreadable(facts):
+        return result(check_id, Outcome.SKIPPED, f"not judged: {_routes_unreadable(facts)}",
                       [f"{spec.key} is the host's {', '.join(names + sorted(vf_names))}"])
     evidence.insert(0, f"{spec.key} is the host's {', '.join(names)}" if names else f"{spec.key} has no netdev")
     if vf_names:

@@ -165,6 +165,12 @@ def host_console(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
         evidence.append("/proc/iomem was not collected: whether a framebuffer sits in its BARs is unknown")
         if ready.boot_vga:
             return result(check_id, Outcome.SKIPPED, "not judged: /proc/iomem was not collected", evidence)
+    elif info.iomem_devices is not None and device.address not in info.iomem_devices:
+        # A real /proc/iomem lists every BAR the kernel assigned: one that lacks this device's was cut short or
+        # garbled, and cannot say that no framebuffer sits in them.
+        return result(check_id, Outcome.SKIPPED,
+                      f"not judged: {device.address}'s BARs in /proc/iomem were not collected (the file does not list "
+                      "them: cut short or unreadable)", evidence)
     if ready.boot_vga or (log and log.boot_vga == device.address):
         return result(check_id, Outcome.WARNING,
                       f"{device.address} is the boot VGA device: no framebuffer holds it now, but the firmware and "

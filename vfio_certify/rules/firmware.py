@@ -85,19 +85,21 @@ def _arm64_table(facts: HostFacts) -> CheckResult:
         return result(iommu_table.id, Outcome.PASSED, "firmware describes an SMMU (the kernel probed it)",
                       listed + probed + ([iort.summary()] if iort is not None else []))
     if listed:
-        return result(iommu_table.id, Outcome.WARNING,
-                      "an ACPI IORT exists, but whether it describes an SMMU was not read (every GICv3-ITS system has "
-                      "an IORT, for its MSIs) and no SMMU was probed",
+        # A required check that cannot tell is not judged (the host is incomplete), never a warning that certifies.
+        return result(iommu_table.id, Outcome.SKIPPED,
+                      "not judged: an ACPI IORT exists, but its contents (/sys/firmware/acpi/tables/IORT) were not "
+                      "collected, so whether it describes an SMMU is unknown (every GICv3-ITS system has an IORT, for "
+                      "its MSIs), and no SMMU was probed",
                       listed + ([iort.summary()] if iort is not None else []),
                       "Re-collect with /sys/firmware/acpi/tables/IORT readable (as root) to judge its SMMU nodes.")
     if tables is None and dmesg is None:
         return not_collected(iommu_table.id, "/sys/firmware/acpi/tables and dmesg")
     if tables is None or facts.iort_state is PathState.NOT_COLLECTED:
-        return result(iommu_table.id, Outcome.WARNING,
+        return result(iommu_table.id, Outcome.SKIPPED,
                       "not judged: /sys/firmware/acpi/tables/IORT was not collected and dmesg shows no IORT or SMMU",
                       [f"dmesg ({dmesg.lines_read} lines): no 'ACPI: IORT' or arm-smmu line"] if dmesg else [])
     if facts.devicetree is None:
-        return result(iommu_table.id, Outcome.WARNING,
+        return result(iommu_table.id, Outcome.SKIPPED,
                       "not judged: no ACPI IORT, and the device tree (/sys/firmware/devicetree/base) was not collected",
                       ["/sys/firmware/acpi/tables has no IORT"])
     return result(iommu_table.id, Outcome.FAILED,

@@ -1,6 +1,8 @@
 """iommu.*: is the IOMMU on, does it remap interrupts, are groups usable."""
 from __future__ import annotations
 
+import re
+
 from ..devices import DeviceSpec
 from ..facts import HostFacts
 from ..facts.kernel_cmdline import (intel_iommu_default_on, intremap_disabled_by, iommu_off_by, iommu_switch, kstrtobool,
@@ -24,11 +26,19 @@ def _vfio_safe(driver: str) -> bool:
             or driver.endswith(("_vfio_pci", "-vfio-pci")))
 
 
+_PCI_IN_LINE = re.compile(r"\b[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]\b")
+
+
 def _dmesg_proof(facts: HostFacts) -> list[str]:
     """Lines only an initialised IOMMU prints. 'DMAR: IOMMU enabled' is not one: intel_iommu_setup() prints
     it on reading intel_iommu=on, before any DMAR table is read."""
     d = facts.dmesg
-    return d.vtd_initialized[:1] + d.amd_vi_found[:1] + d.smmu_probed[:1] + d.group_additions[:2] if d else []
+    if d is None:
+        return []
+    # A group holding a PCI function: an SMMU that serves only a SoC's own blocks (a device-tree board) puts
+    # platform devices in groups too, which proves nothing for PCI assignment.
+    pci_groups = [line for line in d.group_additions if _PCI_IN_LINE.search(line)]
+    return d.vtd_initialized[:1] + d.amd_vi_found[:1] + d.smmu_probed[:1] + pci_groups[:2]
 
 
 def _dmesg_support(facts: HostFacts) -> list[str]:
@@ -227,10 +237,17 @@ def groups(facts: HostFacts) -> CheckResult:
     return result(groups.id, Outcome.PASSED, f"{len(populated)} IOMMU groups", evidence)
 
 
+def group_members(facts: HostFacts, group: int) -> list[str]:
+    """A group's members: its member list, and every function whose own iommu_group link names the group
+    (listed or not: a member list cut short still has them)."""
+    listed = (facts.iommu_groups or {}).get(group, [])
+    return sorted({*listed, *(a for a, d in (facts.pci or {}).items() if d.iommu_group == group)})
+
+
 def blocking_members(facts: HostFacts, group: int, named: set[str]) -> tuple[list[str], list[str]]:
     """Other endpoints of a group: (those that block assignment, those that are fine but unnamed)."""
     blocking, idle = [], []
-    for address in (facts.iommu_groups or {}).get(group, []):
+    for address in group_members(facts, group):
         if address in named:
             continue
         if normalize_pci_address(address) != address:  # an ACPI/platform device (AMD IVRS HID AMDI0020:00)
@@ -275,9 +292,10 @@ def group_isolated(facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec]) 
         return result(check_id, Outcome.FAILED, f"{spec.key} is in no IOMMU group: {why}",
                       [f"/sys/bus/pci/devices/{spec.key}/iommu_group absent"], fix, cause or [enabled.id])
     group = device.iommu_group
-    members = facts.iommu_groups.get(group, [])
+    members = (facts.iommu_groups or {}).get(group, [])
     if spec.key not in members:  # its link names a group whose member list is missing: who else is in it?
         return not_collected(check_id, f"/sys/kernel/iommu_groups/{group}/devices")
+    members = group_members(facts, group)
     named_pci = {s.key for s in named if s.is_pci}
     blocking, idle = blocking_members(facts, group, named_pci)
     evidence = [f"group {group}: " + ", ".join(members)]

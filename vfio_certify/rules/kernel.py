@@ -6,6 +6,7 @@ what it leaves, one parameter family at a time, each family adding to one set of
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from ..facts import HostFacts
 from ..facts.cmdline import Param, parse_cmdline
@@ -54,6 +55,9 @@ def config_option(facts: HostFacts, option: str) -> CheckResult:
     if why_not:
         return result(check_id, Outcome.SKIPPED, why_not, skip_reason=NOT_APPLICABLE)
     vendor_needed = _VENDOR_OPTION.get(option)
+    if vendor_needed and not facts.iommu_vendor and not (facts.cpu and facts.cpu.flags):
+        return result(check_id, Outcome.SKIPPED, "not judged: whether this host's IOMMU is Intel VT-d or AMD-Vi: "
+                      "/proc/cpuinfo was not collected or is unreadable, and no IOMMU table or unit says")
     if vendor_needed and facts.iommu_vendor and facts.iommu_vendor != vendor_needed:
         if facts.iommu_vendor_from_cpu:
             cpu = "an AMD" if facts.iommu_vendor == "amd" else "an Intel"
@@ -78,14 +82,44 @@ def config_option(facts: HostFacts, option: str) -> CheckResult:
     if value in ("y", "m"):
         how = "built in" if value == "y" else "a module"
         return result(check_id, Outcome.PASSED, f"{option}={value} ({how})", evidence)
+    recollect = "Re-collect the kernel config; if the file on the host is damaged, reinstall the kernel package."
+    if not config.options:
+        return result(check_id, Outcome.FAILED,
+                      f"{config.source} holds no kernel option (empty, or not a kernel config): re-collect it",
+                      evidence, recollect)
     if value is None and config.truncated:
         return result(check_id, Outcome.FAILED,
                       f"{option} not found, and {config.source} is cut short ({config.truncated_why}): re-collect it",
-                      evidence + [f"{len(config.options)} options read before the cut"],
-                      "Re-collect the kernel config; if the file on the host is damaged, reinstall the kernel package.")
+                      evidence + [f"{len(config.options)} options read before the cut"], recollect)
+    running = _running_kernel_has(facts, option)
+    if running:  # the file says otherwise than the kernel that runs: it is not this kernel's, or not whole
+        return result(check_id, Outcome.SKIPPED,
+                      f"not judged: {config.line(option)}, yet the running kernel has it ({running}): {config.source} "
+                      "is cut short or not this kernel's config; re-collect it", evidence + [running])
     state = "not set" if value == "n" else ("absent" if value is None else f"set to {value!r}")
     return result(check_id, Outcome.FAILED, f"{option} is {state}: this kernel cannot assign devices", evidence,
                   f"Boot a kernel built with {option}=y or =m (your distribution's standard kernel has it).")
+
+
+def _running_kernel_has(facts: HostFacts, option: str) -> str:
+    """What the running kernel shows of a config option ('' when it shows nothing): a module of it loaded,
+    built in or installed, IOMMU groups (the IOMMU API), a VT-d or AMD-Vi unit, a remapped interrupt chip."""
+    module = {"CONFIG_VFIO": "vfio", "CONFIG_VFIO_PCI": "vfio_pci", "CONFIG_VFIO_IOMMU_TYPE1": "vfio_iommu_type1"}.get(option)
+    if module:
+        m = facts.modules
+        return next((f"{where} lists {module}" for where, names in (
+            ("/proc/modules", m.loaded), ("modules.builtin", m.builtin), ("modules.dep", m.loadable),
+            ("/sys/module", m.in_sysfs)) if names is not None and module in names), "")
+    if option in ("CONFIG_IOMMU_SUPPORT", "CONFIG_IOMMU_API"):
+        populated = sum(1 for members in (facts.iommu_groups or {}).values() if members)
+        return f"/sys/kernel/iommu_groups: {populated} groups with devices" if populated else ""
+    unit = {"CONFIG_INTEL_IOMMU": "dmar", "CONFIG_AMD_IOMMU": "ivhd"}.get(option)
+    if unit:
+        units = [u for u in facts.iommu_units or [] if u.startswith(unit)]
+        return f"/sys/class/iommu: {', '.join(units[:4])}" if units else ""
+    if option == "CONFIG_IRQ_REMAP" and facts.interrupts is not None and facts.interrupts.remapping_active:
+        return "/proc/interrupts: remapped (IR-) interrupt chips"
+    return ""
 
 
 @dataclass
@@ -222,14 +256,35 @@ def _vfio_pci_ids(params: list[Param], found: _Findings) -> None:
     found.notes += [f"{p.raw}: vfio-pci claims these devices at boot" for p in params if p.name == "vfio_pci.ids"]
 
 
+def _damaged(text: str) -> str:
+    """Why /proc/cmdline's text cannot be the whole command line ('' when it can)."""
+    if not text.strip():
+        return "/proc/cmdline is empty"
+    if "\ufffd" in text or any(ord(c) < 32 and c != "\t" for c in text):
+        return "/proc/cmdline holds binary bytes"
+    return ""
+
+
+def _running_cmdline(facts: HostFacts) -> tuple[Optional[list[Param]], str]:
+    """The command line to judge and where it was read; (None, why) when no whole one was collected. dmesg's
+    'Kernel command line:' stands in for a /proc/cmdline that is damaged, or is a part of it (a copy cut short)."""
+    text, logged = facts.cmdline_text, (facts.dmesg.command_line if facts.dmesg else "")
+    damaged = _damaged(text) if facts.cmdline is not None else "/proc/cmdline was not collected"
+    if not damaged and not (logged and text != logged and text in logged):
+        return facts.cmdline, f"/proc/cmdline: {text}"
+    if logged:
+        return parse_cmdline(logged), f"dmesg: Kernel command line: {logged}" + (
+            f" ({damaged})" if facts.cmdline is not None and damaged else
+            " (/proc/cmdline holds only a part of it)" if facts.cmdline is not None else "")
+    return None, "" if facts.cmdline is None else f"{damaged}, and dmesg has no 'Kernel command line:'"
+
+
 @check("kernel.cmdline", RECOMMENDED, "the kernel command line enables, and does not undermine, the IOMMU")
 def cmdline(facts: HostFacts) -> CheckResult:
-    params = facts.cmdline
+    params, source = _running_cmdline(facts)
     if params is None:
-        if facts.dmesg and facts.dmesg.command_line:
-            params = parse_cmdline(facts.dmesg.command_line)
-        else:
-            return not_collected(cmdline.id, "/proc/cmdline")
+        return result(cmdline.id, Outcome.SKIPPED, f"not judged: {source}") if source else \
+            not_collected(cmdline.id, "/proc/cmdline")
     found = _Findings()
     if facts.arch == "arm64":
         _arm64_params(params, found)
@@ -248,7 +303,7 @@ def cmdline(facts: HostFacts) -> CheckResult:
     if pending:
         found.warnings.append("reboot pending: " + pending)
 
-    evidence = [f"/proc/cmdline: {facts.cmdline_text}" if facts.cmdline is not None else f"dmesg: Kernel command line: {facts.dmesg.command_line}"]
+    evidence = [source]
     evidence += [f"{b.source}: {line}" for b in facts.boot_configs for line in b.evidence[:2]]
     evidence += [f"note: {n}" for n in found.notes]
     remove = sorted(set(found.remove), key=found.remove.index)

@@ -25,6 +25,11 @@ def device(facts: HostFacts) -> CheckResult:
     evidence.append(f"loaded kvm modules: {', '.join(m for m in loaded if m.startswith('kvm')) or 'none'}"
                     if facts.modules.loaded is not None else "")
     cause = []
+    running = sorted(m for m in {*loaded, *(facts.modules.in_sysfs or ())} if m in ("kvm_intel", "kvm_amd"))
+    if running:  # KVM runs: its node is missing from /dev, not from the kernel
+        return result(device.id, Outcome.FAILED, f"/dev/kvm does not exist although {running[0]} is loaded", evidence,
+                      "Check that devtmpfs is mounted on /dev (mount | grep devtmpfs) and that udev runs; inside a "
+                      "container, pass /dev/kvm in (--device /dev/kvm).")
     if facts.cpu is not None and not facts.cpu.virtualization:
         fix = "The CPU exposes no VT-x/AMD-V (see cpu.virtualization): fix that first; /dev/kvm appears once kvm loads."
         cause = ["cpu.virtualization"]

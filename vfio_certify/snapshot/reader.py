@@ -72,6 +72,7 @@ class Snapshot:
         if not self.path.is_dir():
             raise SnapshotError(f"{self.path}: not a snapshot folder")
         self._root = self.path / "root"
+        self._real_folders: set[tuple[str, ...]] = set()  # (base, folder, ...) found real, no symlink on the way
         self._commands = self.path / "commands"
         # One line when meta.json was there but could not be used (the host is judged anyway).
         self.meta_problem: Optional[str] = None
@@ -152,14 +153,19 @@ class Snapshot:
     def _inside(self, base: Path, rel: str) -> Optional[Path]:
         """base/rel if it stays inside base without crossing a symlinked folder."""
         parts = [p for p in rel.strip("/").split("/") if p not in ("", ".")]
-        if any(p == ".." for p in parts) or base.is_symlink():
+        if any(p == ".." for p in parts):
             return None
-        current = base
-        for part in parts[:-1]:
-            current = current / part
-            if current.is_symlink() or not current.is_dir():
+        folder = (str(base), *parts[:-1])
+        if folder not in self._real_folders:  # a snapshot is read once: each folder on the way is checked once
+            if base.is_symlink():
                 return None
-        return current / parts[-1] if parts else base
+            current = str(base)
+            for part in parts[:-1]:
+                current = os.path.join(current, part)
+                if os.path.islink(current) or not os.path.isdir(current):
+                    return None
+            self._real_folders.add(folder)
+        return base.joinpath(*parts) if parts else base
 
     def _local(self, host_path: str) -> Optional[Path]:
         return self._inside(self._root, host_path)

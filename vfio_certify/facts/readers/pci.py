@@ -8,11 +8,12 @@ from ..pci import LspciEntry, PciDevice, build_pci_device, normalize_pci_address
 
 
 def read_pci(snap: Snapshot, facts: HostFacts) -> None:
+    lspci_out = snap.command(spec.LSPCI.line)
+    lspci: dict[str, LspciEntry] = parse_lspci_nnk(lspci_out.stdout) if lspci_out else {}
+    facts.lspci_addresses = sorted(lspci) if lspci_out else None
     names = snap.listdir(spec.PCI_DEVICES.path)
     if names is None:
         return
-    lspci_out = snap.command(spec.LSPCI.line)
-    lspci: dict[str, LspciEntry] = parse_lspci_nnk(lspci_out.stdout) if lspci_out else {}
     devices: dict[str, PciDevice] = {}
     for name in names:
         address = normalize_pci_address(name)

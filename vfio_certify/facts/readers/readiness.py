@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...collect import spec
 from ...snapshot.reader import Snapshot
 from ..model import HostFacts, PciReadiness, ReadinessFacts
+from ..pci import normalize_pci_address
 from ..readiness import BootBinding, framebuffers_in_bars, parse_binding_file, parse_console_log, parse_iomem, \
     parse_lspci_verbose
 
@@ -65,7 +66,10 @@ def read_readiness(snap: Snapshot, facts: HostFacts) -> None:
     if lspci is not None and (lspci.ok or lspci.stdout.strip()):
         readiness.lspci = parse_lspci_verbose(lspci.stdout)
     iomem = snap.read_text(spec.PROC_IOMEM.path)
-    readiness.iomem = framebuffers_in_bars(parse_iomem(iomem)) if iomem is not None else None
+    ranges = parse_iomem(iomem) if iomem is not None else None
+    readiness.iomem = framebuffers_in_bars(ranges) if ranges is not None else None
+    readiness.iomem_devices = ({a for a in map(normalize_pci_address, (r.name for r in ranges)) if a}
+                               if ranges is not None else None)
     fbs = snap.listdir(spec.GRAPHICS_CLASS.path)
     if fbs is not None:
         readiness.framebuffers = {fb: snap.link_name(spec.FB_DEVICE.at(fb)) or "" for fb in fbs if fb.startswith("fb")}
