@@ -208,3 +208,11 @@ def test_the_kernels_reading_of_its_command_line_is_in_facts():
     assert kernel_cmdline.iommu_off_by(params) == []  # iommu_setup stops at usedac
     assert kernel_cmdline.intremap_disabled_by(params) == []  # the last on/off wins
     assert kernel_cmdline.iommu_option_name("pti") == "pt" and kernel_cmdline.iommu_option_name("64M") == "<size>"
+
+
+def test_populated_groups_without_sys_class_iommu_show_vt_d_running():
+    fragment = parse_dmesg("[  812.5] DMAR: DRHD base: 0x000000fed90000 flags: 0x0\n")  # says nothing either way
+    r = cmdline_result("BOOT_IMAGE=/vmlinuz ro", iommu_units=None, dmesg=fragment)  # groups as collected
+    assert r.outcome is Outcome.PASSED and any("populated IOMMU groups in /sys/kernel/iommu_groups" in e for e in r.evidence)
+    r = cmdline_result("BOOT_IMAGE=/vmlinuz ro", iommu_units=None, iommu_groups={}, dmesg=fragment)  # known: none
+    assert r.outcome is Outcome.FAILED and "intel_iommu=on is missing" in r.message

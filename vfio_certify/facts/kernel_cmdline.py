@@ -132,6 +132,8 @@ def vtd_on_without_flag(facts: HostFacts) -> str:
     intel_iommu=on: then it came from a built-in command line or bootconfig)."""
     if vtd_running(facts):
         return f"sysfs: {', '.join(facts.iommu_units[:4])} and populated IOMMU groups"
+    if facts.iommu_units is None and any((facts.iommu_groups or {}).values()):
+        return "populated IOMMU groups in /sys/kernel/iommu_groups (/sys/class/iommu was not collected)"
     d = facts.dmesg
     if d is None:
         return ""

@@ -135,7 +135,7 @@ def _intel_default(facts: HostFacts, params: list[Param], found: _Findings) -> N
         found.notes.append(f"VT-d is on by default here ({why}); intel_iommu=on is not needed")
     elif shown_on:
         found.notes.append(f"VT-d is on without intel_iommu=on on the command line ({shown_on}); nothing to add")
-    elif facts.iommu_units is None and (facts.dmesg is None or facts.dmesg.not_covering()):
+    elif facts.iommu_units is None and facts.iommu_groups is None and (facts.dmesg is None or facts.dmesg.not_covering()):
         gap = facts.dmesg.not_covering() if facts.dmesg else "dmesg was not collected"
         found.warnings.append(f"intel_iommu=on is not on the command line and this kernel does not enable VT-d by "
                               f"default ({why}); whether the firmware forces it on is not known (/sys/class/iommu was "
