@@ -137,7 +137,10 @@ def test_hostile_host_text_stays_inert_in_both_reports(tmp_path):
         "meta.json": json.dumps({"format": "host-snapshot/1", "hostname": evil, "kernel_release": "6.1.0-9-amd64"}).encode(),
         "root/proc/cmdline": f"ro quiet intel_iommu=on x={evil}\r\n".encode(),
         "root/proc/cpuinfo": f"vendor_id\t: GenuineIntel\nmodel name\t: {evil}\nflags\t: vmx\n".encode(),
-        "commands/dmesg": b"[    0.0] ACPI: DMAR 0x0 \xff\xfe" + evil.encode() + b"\x00\n[    0.1] DMAR: IOMMU enabled\n",
+        # a whole boot log (banner to init), so its missing VT-d init line fails iommu.enabled: not certified
+        "commands/dmesg": b"[    0.000000] Linux version 6.1.0-9-amd64 (" + evil.encode() + b")\n"
+                          b"[    0.0] ACPI: DMAR 0x0 \xff\xfe" + evil.encode() + b"\x00\n[    0.1] DMAR: IOMMU enabled\n"
+                          b"[    1.0] Run /init as init process\n",
         "root/sys/bus/pci/devices/0000:07:00.1/vendor": b"0x8086\n",
         "root/sys/bus/pci/devices/0000:07:00.1/device": b"0x1521\n",
         "root/sys/bus/pci/devices/0000:07:00.1/class": b"0x020000\n",

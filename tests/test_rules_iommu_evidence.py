@@ -8,7 +8,7 @@ from vfio_certify.facts.interrupts import parse_interrupts
 from vfio_certify.facts.pci import normalize_pci_address, parse_lspci_nnk
 from vfio_certify.model import Outcome
 from vfio_certify.rules import iommu
-from support.hosts import intel_host, pci
+from support.hosts import intel_host, pci, whole_dmesg
 
 # Strings a device hands the kernel, printed mid-line: a USB product, an ATA model, a SCSI inquiry.
 SPOOFS = """\
@@ -43,18 +43,24 @@ def test_dmesg_T_syslog_and_journal_prefixes_are_read():
 
 def test_dmesg_only_iommu_enabled_line_is_not_proof():
     # intel_iommu_setup() printed it on reading the command line; VT-d never initialised (no group appeared).
-    d = parse_dmesg("[    0.187391] Kernel command line: ro iommu=pt intel_iommu=on\n[    0.187400] DMAR: IOMMU enabled\n")
+    d = parse_dmesg(whole_dmesg("[    0.187391] Kernel command line: ro iommu=pt intel_iommu=on",
+                                "[    0.187400] DMAR: IOMMU enabled"))
     r = iommu.enabled(intel_host(iommu_units=None, iommu_groups=None, dmesg=d))
-    assert r.outcome is Outcome.FAILED and "sysfs was not collected" in r.message
+    assert r.outcome is Outcome.FAILED
+    assert "/sys/class/iommu and /sys/kernel/iommu_groups not collected" in r.message
     assert any("DMAR: IOMMU enabled (intel_iommu=on was read; not proof" in e for e in r.evidence)
     proof = parse_dmesg("[    0.4] DMAR: IOMMU enabled\n[    0.46] DMAR: Intel(R) Virtualization Technology for Directed I/O\n")
     assert iommu.enabled(intel_host(iommu_units=None, iommu_groups=None, dmesg=proof)).outcome is Outcome.PASSED
 
 
 def test_spoofed_lines_do_not_enable_the_iommu_or_remapping():
-    facts = intel_host(iommu_units=None, iommu_groups=None, interrupts=None, dmesg=parse_dmesg(SPOOFS))
+    facts = intel_host(iommu_units=None, iommu_groups=None, interrupts=None, dmesg=parse_dmesg(whole_dmesg(SPOOFS)))
     assert iommu.enabled(facts).outcome is Outcome.FAILED
     assert iommu.irq_remapping(facts).outcome is Outcome.FAILED
+    fragment = intel_host(iommu_units=None, iommu_groups=None, interrupts=None, dmesg=parse_dmesg(SPOOFS))
+    for rule in (iommu.enabled, iommu.irq_remapping):  # and from a fragment, nothing at all is judged
+        r = rule(fragment)
+        assert r.outcome is Outcome.SKIPPED and "dmesg does not cover boot (starts at 3.1 s" in r.message
 
 
 def test_proc_interrupts_listing_chips_wins_over_dmesg():

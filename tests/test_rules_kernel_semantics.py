@@ -8,7 +8,7 @@ from vfio_certify.facts.osrelease import OsRelease
 from vfio_certify.model import Outcome
 from vfio_certify.rules import iommu, kernel
 from vfio_certify.rules.remedy import iommu_cmdline_fix, kernel_args
-from support.hosts import intel_host
+from support.hosts import intel_host, whole_dmesg
 
 IOMMU_OFF = dict(iommu_units=[], iommu_groups={}, dmesg=parse_dmesg(""))  # sysfs: the IOMMU is not running
 AMD = dict(acpi_tables={"DMAR": False, "IVRS": True}, iommu_units=["ivhd0"], os=OsRelease("debian", (), "Debian GNU/Linux 12"))
@@ -66,13 +66,39 @@ def test_why_off_reads_every_occurrence():
 def test_vtd_running_without_the_flag_is_a_note_not_a_failure():
     r = cmdline_result("BOOT_IMAGE=/vmlinuz ro")  # 5.14 without DEFAULT_ON, yet dmar units and groups in sysfs
     assert r.outcome is Outcome.PASSED and not r.remediation
-    assert any("running without intel_iommu=on" in e for e in r.evidence)
+    assert any("VT-d is on without intel_iommu=on on the command line (sysfs: dmar0, dmar1" in e for e in r.evidence)
 
 
-@pytest.mark.parametrize("sysfs", [IOMMU_OFF, dict(iommu_units=None, iommu_groups=None)])
+WHOLE_DMESG_WITHOUT_VTD = parse_dmesg(whole_dmesg("[    0.01] ACPI: DMAR 0x000000007AD1B560 0000DC (v01 ALASKA A M I)"))
+
+
+@pytest.mark.parametrize("sysfs", [IOMMU_OFF, dict(iommu_units=None, iommu_groups=None, dmesg=WHOLE_DMESG_WITHOUT_VTD)])
 def test_missing_flag_still_fails_when_vtd_is_not_seen_running(sysfs):
     r = cmdline_result("BOOT_IMAGE=/vmlinuz ro", **sysfs)
     assert r.outcome is Outcome.FAILED and "intel_iommu=on is missing" in r.message
+
+
+def test_missing_flag_is_a_warning_when_neither_sysfs_nor_a_whole_dmesg_tells():
+    fragment = parse_dmesg("[  812.5] DMAR: DRHD base: 0x000000fed90000 flags: 0x0\n")  # a rotated ring buffer
+    r = cmdline_result("BOOT_IMAGE=/vmlinuz ro", iommu_units=None, iommu_groups=None, dmesg=fragment)
+    assert r.outcome is Outcome.WARNING and "whether the firmware forces it on is not known" in r.message
+    assert "dmesg does not cover boot (starts at 812.5 s" in r.message
+    assert "intel_iommu=on" in r.remediation
+
+
+@pytest.mark.parametrize("line, shown", [
+    ("[    0.020000] DMAR: Intel-IOMMU force enabled due to platform opt in", "platform opt-in forces VT-d on"),
+    ("[    0.024389] DMAR: IOMMU enabled", "the kernel read intel_iommu=on at boot"),
+])
+def test_vtd_on_without_the_flag_from_dmesg_is_said_and_not_asked_for(line, shown):
+    """The firmware's platform opt-in (or intel_iommu=on read from a built-in command line) turns VT-d on
+    with no intel_iommu=on on /proc/cmdline: kernel.cmdline must not ask for it, whatever sysfs shows."""
+    for sysfs in (dict(iommu_units=None, iommu_groups=None), IOMMU_OFF):
+        r = cmdline_result("BOOT_IMAGE=/vmlinuz ro", **{**sysfs, "dmesg": parse_dmesg(line + "\n")})
+        assert r.outcome is Outcome.PASSED and "intel_iommu=on" not in r.remediation
+        assert any("VT-d is on without intel_iommu=on on the command line" in e and shown in e for e in r.evidence)
+        r = iommu.enabled(intel_host(cmdline="BOOT_IMAGE=/vmlinuz ro", **{**sysfs, "dmesg": parse_dmesg(line + "\n")}))
+        assert "lacks intel_iommu=on" not in r.message and "intel_iommu=on" not in r.remediation
 
 
 # -- intremap= -----------------------------------------------------------------------------------------------
@@ -182,3 +208,11 @@ def test_the_kernels_reading_of_its_command_line_is_in_facts():
     assert kernel_cmdline.iommu_off_by(params) == []  # iommu_setup stops at usedac
     assert kernel_cmdline.intremap_disabled_by(params) == []  # the last on/off wins
     assert kernel_cmdline.iommu_option_name("pti") == "pt" and kernel_cmdline.iommu_option_name("64M") == "<size>"
+
+
+def test_populated_groups_without_sys_class_iommu_show_vt_d_running():
+    fragment = parse_dmesg("[  812.5] DMAR: DRHD base: 0x000000fed90000 flags: 0x0\n")  # says nothing either way
+    r = cmdline_result("BOOT_IMAGE=/vmlinuz ro", iommu_units=None, dmesg=fragment)  # groups as collected
+    assert r.outcome is Outcome.PASSED and any("populated IOMMU groups in /sys/kernel/iommu_groups" in e for e in r.evidence)
+    r = cmdline_result("BOOT_IMAGE=/vmlinuz ro", iommu_units=None, iommu_groups={}, dmesg=fragment)  # known: none
+    assert r.outcome is Outcome.FAILED and "intel_iommu=on is missing" in r.message

@@ -20,6 +20,13 @@ GOOD_CONFIG = "\n".join([
 ])
 
 
+def whole_dmesg(*lines: str) -> str:
+    """A dmesg that covers the boot: the kernel's banner at 0.000000, the lines given, then the end of kernel
+    init (after IOMMU initialisation), so a line missing from it is known absent."""
+    return "\n".join(["[    0.000000] Linux version 5.14.0-162.23.1.el9_1.x86_64 (mockbuild@rockylinux.org) #1 SMP",
+                      *lines, "[    2.100000] Freeing unused kernel image (initmem) memory: 2904K", ""])
+
+
 def pci(address, vendor_device, class_code, driver="", group=None):
     vendor, dev = vendor_device.split(":")
     return PciDevice(address, vendor, dev, class_code, driver, group)

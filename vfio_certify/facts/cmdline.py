@@ -56,3 +56,12 @@ def values_of(params: list[Param], name: str) -> list[str]:
     """Every value given to `name`, in order (the kernel applies them in order)."""
     name = normalize_name(name)
     return [p.value if p.value is not None else "" for p in params if p.name == name]
+
+
+def damage(text: str) -> str:
+    """Why a /proc/cmdline text cannot be the whole command line ('' when it can)."""
+    if not text.strip():
+        return "/proc/cmdline is empty"
+    if "\ufffd" in text or any(ord(c) < 32 and c != "\t" for c in text):
+        return "/proc/cmdline holds binary bytes"
+    return ""

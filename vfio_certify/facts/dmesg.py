@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Optional
 
 # What comes before the kernel's message: a syslog priority, a syslog/journal "Nov 24 10:00:00 host kernel: "
 # (or ISO date), dmesg's "[   12.345678] " or dmesg -T's "[Tue Nov 24 10:00:00 2026] ", and journalctl -o
@@ -28,6 +29,10 @@ _PATTERNS = {
     # intel_iommu_setup() prints it on reading intel_iommu=on, before any DMAR table is read: not proof.
     "dmar_iommu_enabled": re.compile(r"^DMAR: IOMMU enabled\b"),
     "dmar_units": re.compile(r"^DMAR: (dmar\d+: reg_base_addr|DRHD base)"),
+    # Lines printed only while (or because) the kernel parsed the firmware's DMAR / IVRS table.
+    "dmar_parsed": re.compile(r"^DMAR: (Host address width \d+|RMRR base|ATSR flags|SATC flags)"),
+    "platform_optin": re.compile(r"^DMAR: Intel-IOMMU force enabled due to platform opt in"),
+    "ivrs_parsed": re.compile(rf"^{_PCI}AMD-Vi: (ivrs, add|Using global IVHD EFR|Using IVHD type)"),
     "vtd_initialized": re.compile(r"^DMAR: Intel\(R\) Virtualization Technology for Directed I/O\b"),
     "iommu_disabled": re.compile(
         r"^DMAR: (IOMMU disabled|Disabled? (IOMMU|DMAR)|Firmware bug.*disabling)\b"
@@ -67,6 +72,16 @@ _PATTERNS = {
 }
 # x86 prints "Command line:" first (setup_arch), then "Kernel command line:"; either may be cut.
 _COMMAND_LINE = re.compile(rf"^{_CMDLINE}(.*)$")
+# How much of the boot a log covers. The kernel's first message is its banner, at 0.000000; what follows
+# IOMMU initialisation (a rootfs initcall): the end of kernel init, module loads, udev and systemd.
+_TIME = re.compile(r"^\s*(?:<\d+>)?\s*\[\s*(\d+\.\d+)\]")
+_BANNER = re.compile(r"^Linux version \S+")
+_AFTER_IOMMU_INIT = re.compile(
+    r"^(Freeing unused kernel|Run /\S+ as init process|Write protecting the kernel read-only data"
+    r"|systemd\[1\]: |VFIO - User Level meta-driver|(kvm|kvm_intel|kvm_amd|SVM|VMX): "
+    r"|EXT4-fs \(\S+\): mounted filesystem|VFS: Mounted root)"
+    r"|^\S+ \S+ \S+: renamed from \S+$|^\S+: port \d+\(\S+\) entered"
+)
 
 
 @dataclass
@@ -74,6 +89,24 @@ class DmesgFacts:
     lines_read: int = 0
     command_line: str = ""
     matches: dict[str, list[str]] = field(default_factory=dict)
+    has_banner: bool = False  # the kernel's first message ("Linux version ...") is in it
+    first_time: Optional[float] = None  # the first line's timestamp (s), when lines carry one
+    last_time: Optional[float] = None
+    after_iommu_init: bool = False  # a line the kernel prints only after IOMMU initialisation
+
+    def not_covering(self, through_iommu_init: bool = True) -> str:
+        """'' when this log covers the boot (from the kernel's first message, and with `through_iommu_init`
+        past IOMMU initialisation), else why not: what a missing line then proves nothing about."""
+        if not self.lines_read or not any(self.matches.values()) and not self.has_banner and self.first_time is None:
+            return "dmesg is empty" if not self.lines_read else "dmesg holds no kernel boot messages"
+        if self.first_time is not None and self.first_time > 0:
+            return f"dmesg does not cover boot (starts at {self.first_time:g} s: the ring buffer wrapped, or an excerpt)"
+        if not self.has_banner:
+            return "dmesg does not cover boot (no 'Linux version' line: an excerpt, e.g. grep output)"
+        if through_iommu_init and not self.after_iommu_init:
+            end = f" (last line at {self.last_time:g} s)" if self.last_time is not None else ""
+            return f"dmesg ends before IOMMU initialisation finished{end}"
+        return ""
 
     def __getattr__(self, name: str) -> list[str]:
         if name in _PATTERNS:
@@ -97,6 +130,13 @@ def parse_dmesg(text: str, max_per_kind: int = 20) -> DmesgFacts:
         if not line:
             continue
         body = strip_prefix(line)
+        stamp = _TIME.match(line)
+        if stamp:
+            seconds = float(stamp.group(1))
+            facts.first_time = seconds if facts.first_time is None else facts.first_time
+            facts.last_time = seconds
+        facts.has_banner = facts.has_banner or bool(_BANNER.match(body))
+        facts.after_iommu_init = facts.after_iommu_init or bool(_AFTER_IOMMU_INIT.search(body))
         evidence = line if len(line) <= MAX_EVIDENCE_CHARS else line[:MAX_EVIDENCE_CHARS] + " …"
         for kind, pattern in _PATTERNS.items():
             if pattern.search(body):

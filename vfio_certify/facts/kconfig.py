@@ -52,10 +52,13 @@ def parse_kernel_config(text: str, source: str = "") -> KernelConfig:
             continue
         if not line.startswith("#"):
             config.unreadable_lines += 1
-    # Since 5.x the writer closes every menu with "# end of <menu>", so a whole file ends with one
-    # ("# end of Kernel hacking"): a file that has such markers but ends otherwise was cut at a line end.
-    last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
-    if not config.truncated and not last.startswith("# end of ") and any(ln.startswith("# end of ") for ln in lines):
+    # Since 5.x the writer closes every menu with "# end of <menu>", so a whole file ends with one ("# end of
+    # Kernel hacking"), followed at most by options a config fragment appended (a blank line, then CONFIG_ lines,
+    # as a 6.18 kernel's /proc/config.gz ends with CONFIG_IO_URING_ZCRX=y). Anything else after the last marker
+    # (a menu's comment header, an unclosed menu) means the file was cut at a line end.
+    ends = [i for i, ln in enumerate(lines) if ln.startswith("# end of ")]
+    tail = [ln.strip() for ln in lines[ends[-1] + 1:]] if ends else []
+    if not config.truncated and any(ln and not (_SET.match(ln) or _NOT_SET.match(ln)) for ln in tail):
         config.truncated, config.truncated_why = True, "its last menu is never closed ('# end of ...')"
     if config.truncated and lines and lines[-1].strip():
         # The cut line may hold half a value ("CONFIG_VFIO=") or half a name: do not trust it.
@@ -63,6 +66,24 @@ def parse_kernel_config(text: str, source: str = "") -> KernelConfig:
         if match:
             config.options.pop(match.group(1), None)
     return config
+
+
+# An option the Kconfig writer leaves out of the file when its parent (the menu or option it depends on) is off.
+PARENTS = {
+    "CONFIG_VFIO_PCI": "CONFIG_VFIO", "CONFIG_VFIO_IOMMU_TYPE1": "CONFIG_VFIO", "CONFIG_VFIO_PCI_CORE": "CONFIG_VFIO",
+    "CONFIG_KVM_VFIO": "CONFIG_KVM", "CONFIG_INTEL_IOMMU": "CONFIG_IOMMU_SUPPORT", "CONFIG_AMD_IOMMU": "CONFIG_IOMMU_SUPPORT",
+    "CONFIG_IRQ_REMAP": "CONFIG_IOMMU_SUPPORT", "CONFIG_INTEL_IOMMU_DEFAULT_ON": "CONFIG_INTEL_IOMMU",
+}
+
+
+def parent_not_set(config: KernelConfig, name: str) -> str:
+    """For an option absent from the file: the ancestor whose being off left it out ('CONFIG_VFIO'), or ''."""
+    parent = PARENTS.get(name)
+    while parent and config.value(name) is None:
+        if config.value(parent) == "n":
+            return parent
+        name, parent = parent, PARENTS.get(parent)
+    return ""
 
 
 def iommufd_container(config: KernelConfig | None) -> str:

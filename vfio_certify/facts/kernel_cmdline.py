@@ -124,3 +124,24 @@ def intel_iommu_default_on(facts: HostFacts) -> tuple[bool, str]:
 def vtd_running(facts: HostFacts) -> bool:
     """sysfs shows VT-d at work: dmar units in /sys/class/iommu and populated /sys/kernel/iommu_groups."""
     return any(u.startswith("dmar") for u in facts.iommu_units or []) and any((facts.iommu_groups or {}).values())
+
+
+def vtd_on_without_flag(facts: HostFacts) -> str:
+    """What shows VT-d on although the command line has no intel_iommu=on ('' if nothing does): sysfs, the
+    firmware's platform opt-in, VT-d's init line, or 'DMAR: IOMMU enabled' (printed only on reading
+    intel_iommu=on: then it came from a built-in command line or bootconfig)."""
+    if vtd_running(facts):
+        return f"sysfs: {', '.join(facts.iommu_units[:4])} and populated IOMMU groups"
+    if facts.iommu_units is None and any((facts.iommu_groups or {}).values()):
+        return "populated IOMMU groups in /sys/kernel/iommu_groups (/sys/class/iommu was not collected)"
+    d = facts.dmesg
+    if d is None:
+        return ""
+    if d.platform_optin:
+        return f"{d.platform_optin[0]} (the firmware's platform opt-in forces VT-d on)"
+    if d.vtd_initialized:
+        return d.vtd_initialized[0]
+    if d.dmar_iommu_enabled:
+        return (f"{d.dmar_iommu_enabled[0]} (the kernel read intel_iommu=on at boot, from a built-in command "
+                "line or bootconfig)")
+    return ""

@@ -1,7 +1,9 @@
 """HostFacts: everything the checks judge about one host, read once from a snapshot (readers/).
 
 Every field is None when its source was not collected (a check then skips with the reason), and a
-source that could not be read adds a line to `notes` instead of raising.
+source that could not be read adds a line to `notes` instead of raising. Facts judged from several
+sources are `Fact`s (fact.py: known, known absent or not collected, and from what): `iommu_table`,
+`kernel_params`, a PCI device's `bound`.
 """
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ from typing import Optional
 
 from ..snapshot.reader import PathState
 from .bootconfig import BootConfig
-from .cmdline import Param
+from .cmdline import Param, damage, parse_cmdline
 from .cpuinfo import CpuInfo
 from .dmesg import DmesgFacts
+from .fact import Fact
 from .interrupts import InterruptFacts
 from .iort import IortFacts
 from .kconfig import KernelConfig
@@ -23,6 +26,7 @@ from .pci import PciDevice
 from .readiness import BootBinding, ConsoleLog, LspciVerbose
 from .usb import UsbDevice
 
+_TABLES = ("DMAR", "IVRS")
 _RELEASE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
 
 
@@ -111,7 +115,8 @@ class HostFacts:
     devicetree: Optional[DeviceTreeFacts] = None  # None: /sys/firmware/devicetree/base not collected
     machine: str = ""  # `uname -m`: aarch64, x86_64, ...
     iommu_units: Optional[list[str]] = None
-    iommu_groups: Optional[dict[int, list[str]]] = None  # group -> PCI addresses
+    iommu_groups: Optional[dict[int, list[str]]] = None  # group -> PCI addresses (groups whose members were read)
+    iommu_groups_unread: list[int] = field(default_factory=list)  # groups listed, their devices/ not collected
     pci: Optional[dict[str, PciDevice]] = None
     lspci_addresses: Optional[list[str]] = None  # the functions `lspci -nnk` lists (None: not collected)
     usb: Optional[list[UsbDevice]] = None
@@ -136,6 +141,51 @@ class HostFacts:
         if not match:
             return None
         return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+    def iommu_table_proofs(self) -> list[tuple[str, str]]:
+        """Everything showing the firmware's IOMMU table ("DMAR" or "IVRS"), strongest first, as (table,
+        evidence): the table in sysfs, the units the kernel made from it, dmesg's ACPI table line, then the
+        lines the kernel prints only while parsing it (DRHD, Host address width, AMD-Vi ivrs, platform opt-in)."""
+        proofs = [(t, f"/sys/firmware/acpi/tables/{t} present") for t in _TABLES if (self.acpi_tables or {}).get(t)]
+        for table, prefix in (("DMAR", "dmar"), ("IVRS", "ivhd")):
+            units = [u for u in self.iommu_units or [] if u.startswith(prefix)]
+            if units:
+                proofs.append((table, f"/sys/class/iommu: {', '.join(units[:4])} (IOMMU units made from the {table} table)"))
+        d = self.dmesg
+        if d:
+            for table, kinds in (("DMAR", ("acpi_dmar", "dmar_units", "dmar_parsed", "platform_optin")),
+                                 ("IVRS", ("acpi_ivrs", "ivrs_parsed", "amd_vi_found"))):
+                proofs += [(table, line) for kind in kinds for line in d.matches.get(kind, [])[:1]]
+        return proofs
+
+    @property
+    def iommu_table(self) -> Fact[str]:
+        """The firmware's IOMMU table: known ("DMAR"/"IVRS", from its strongest proof), known absent (the ACPI
+        tables folder holds neither, or a dmesg that covers boot never mentions one), or not collected."""
+        proofs = self.iommu_table_proofs()
+        if proofs:
+            return Fact.known(proofs[0][0], proofs[0][1])
+        if self.acpi_tables is not None:
+            return Fact.absent("/sys/firmware/acpi/tables has neither DMAR nor IVRS")
+        if self.dmesg is not None and not self.dmesg.not_covering(through_iommu_init=False):
+            return Fact.absent(f"dmesg from boot ({self.dmesg.lines_read} lines) has no 'ACPI: DMAR' or 'ACPI: IVRS' line")
+        return Fact.not_collected("/sys/firmware/acpi/tables, or a dmesg from boot")
+
+    @property
+    def kernel_params(self) -> Fact[list[Param]]:
+        """The running kernel's command line: /proc/cmdline when whole, else dmesg's 'Command line:' line, which
+        also stands in for a /proc/cmdline that is empty, holds binary bytes, or is a cut part of the logged one."""
+        text, logged = self.cmdline_text, (self.dmesg.command_line if self.dmesg else "")
+        damaged = damage(text) if self.cmdline is not None else "/proc/cmdline was not collected"
+        if not damaged and not (logged and text != logged and text in logged):
+            return Fact.known(self.cmdline, f"/proc/cmdline: {text}")
+        if logged:
+            note = (f" ({damaged})" if self.cmdline is not None and damaged else
+                    " (/proc/cmdline holds only a part of it)" if self.cmdline is not None else "")
+            return Fact.known(parse_cmdline(logged), f"dmesg: Command line: {logged}{note}")
+        if self.cmdline is None:
+            return Fact.not_collected("/proc/cmdline")
+        return Fact.not_collected(f"a whole command line ({damaged}, and dmesg has no 'Kernel command line:')")
 
     @property
     def arch(self) -> str:
@@ -165,37 +215,22 @@ class HostFacts:
 
     @property
     def iommu_vendor(self) -> str:
-        """'intel' (VT-d), 'amd' (AMD-Vi) or 'arm' (SMMU): from the architecture, the firmware table, the
-        units, dmesg, then the CPU.
+        """'intel' (VT-d), 'amd' (AMD-Vi) or 'arm' (SMMU): from the architecture, the firmware table (its
+        strongest proof), then the CPU.
 
         The firmware decides, not the CPU flag: a TCG guest shows `svm` with an Intel vIOMMU.
         """
         if self.arch == "arm64":
             return "arm"
-        if self.acpi_tables:
-            if self.acpi_tables.get("DMAR"):
-                return "intel"
-            if self.acpi_tables.get("IVRS"):
-                return "amd"
-        for unit in self.iommu_units or []:
-            if unit.startswith("dmar"):
-                return "intel"
-            if unit.startswith("ivhd"):
-                return "amd"
-        if self.dmesg:
-            if self.dmesg.has("acpi_dmar") or self.dmesg.has("dmar_units"):
-                return "intel"
-            if self.dmesg.has("acpi_ivrs") or self.dmesg.has("amd_vi_found"):
-                return "amd"
+        proofs = self.iommu_table_proofs()
+        if proofs:
+            return "intel" if proofs[0][0] == "DMAR" else "amd"
         return self.cpu.vendor_short if self.cpu else ""
 
     @property
     def iommu_vendor_from_cpu(self) -> bool:
         """True when nothing but the CPU vendor says which IOMMU this host would have."""
-        tables = self.acpi_tables or {}
-        dmesg_says = bool(self.dmesg and (self.dmesg.has("acpi_dmar") or self.dmesg.has("dmar_units")
-                                          or self.dmesg.has("acpi_ivrs") or self.dmesg.has("amd_vi_found")))
-        return not (any(tables.values()) or self.iommu_units or dmesg_says)
+        return not self.iommu_table_proofs()
 
     @property
     def distro_family(self) -> str:

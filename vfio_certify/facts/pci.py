@@ -5,6 +5,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..snapshot.reader import PathState
+from .fact import Fact
+
 # (base class, subclass) -> name; base class alone as a fallback (PCI Code and ID Assignment spec).
 _CLASS_NAMES = {
     (0x01, 0x00): "SCSI storage controller", (0x01, 0x01): "IDE interface",
@@ -67,6 +70,21 @@ class PciDevice:
     sriov_numvfs: Optional[int] = None
     physfn: str = ""
     description: str = ""  # from lspci, "Ethernet controller [0200]: Intel Corporation I350 ..."
+    # whether `driver` is known: PRESENT bound, ABSENT known unbound, NOT_COLLECTED (driver link not collected)
+    driver_state: Optional[PathState] = None  # None: PRESENT when driver is set, else ABSENT (hand-built devices)
+    driver_source: str = ""  # what told: the sysfs driver link or lspci -nnk
+
+    def __post_init__(self) -> None:
+        if self.driver:
+            self.driver_state = PathState.PRESENT
+        elif self.driver_state is None or self.driver_state is PathState.PRESENT:
+            self.driver_state = PathState.ABSENT
+
+    @property
+    def bound(self) -> Fact[str]:
+        """The driver this function is bound to: known, known unbound, or not collected."""
+        source = self.driver_source or f"/sys/bus/pci/devices/{self.address}/driver"
+        return Fact(self.driver_state or PathState.ABSENT, source, self.driver or None)
 
     @property
     def vendor_device(self) -> str:
@@ -101,7 +119,8 @@ class PciDevice:
         bits = [self.address, self.vendor_device or "?:?", self.class_name or "unknown class"]
         if self.name:
             bits.append(f"({self.name})")
-        bits.append(f"driver {self.driver}" if self.driver else "no driver")
+        bits.append(f"driver {self.driver}" if self.driver else
+                    "driver not collected" if self.driver_state is PathState.NOT_COLLECTED else "no driver")
         return " ".join(bits)
 
 

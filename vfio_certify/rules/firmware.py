@@ -11,33 +11,31 @@ from ..snapshot.reader import PathState
 from .catalog import REQUIRED, check, not_collected, result
 from .remedy import firmware_iommu
 
+_KIND = {"DMAR": "Intel VT-d (ACPI DMAR)", "IVRS": "AMD-Vi (ACPI IVRS)"}
+
 
 @check("firmware.iommu_table", REQUIRED,
        "the firmware describes an IOMMU (ACPI DMAR for VT-d, IVRS for AMD-Vi, IORT SMMU nodes on arm64)")
 def iommu_table(facts: HostFacts) -> CheckResult:
     if facts.arch == "arm64":
         return _arm64_table(facts)
-    tables = facts.acpi_tables
-    dmesg = facts.dmesg
-    if tables and (tables.get("DMAR") or tables.get("IVRS")):
-        found = [name for name in ("DMAR", "IVRS") if tables.get(name)]
-        evidence = [f"/sys/firmware/acpi/tables/{name} present" for name in found]
-        if dmesg:
-            evidence += dmesg.acpi_dmar[:1] + dmesg.acpi_ivrs[:1]
-        kind = "Intel VT-d (ACPI DMAR)" if "DMAR" in found else "AMD-Vi (ACPI IVRS)"
-        return result(iommu_table.id, Outcome.PASSED, f"firmware describes {kind}", evidence)
-    if dmesg and (dmesg.acpi_dmar or dmesg.acpi_ivrs):
-        kind = "Intel VT-d (ACPI DMAR)" if dmesg.acpi_dmar else "AMD-Vi (ACPI IVRS)"
-        return result(iommu_table.id, Outcome.PASSED, f"firmware describes {kind} (seen in dmesg)",
-                      dmesg.acpi_dmar[:1] + dmesg.acpi_ivrs[:1])
-    if tables is None and dmesg is None:
-        return not_collected(iommu_table.id, "/sys/firmware/acpi/tables and dmesg")
-    evidence = []
-    if tables is not None:
-        evidence.append("/sys/firmware/acpi/tables has neither DMAR nor IVRS")
-    if dmesg is not None:
-        evidence.append(f"dmesg ({dmesg.lines_read} lines) has no 'ACPI: DMAR' or 'ACPI: IVRS' line")
-        evidence += dmesg.amd_vi[:2]
+    table = facts.iommu_table  # every source that proves it, the strongest first
+    if table.present:
+        proofs = facts.iommu_table_proofs()
+        how = "" if proofs[0][1].startswith("/sys/firmware/") else f" (shown by {proofs[0][1].split(' (', 1)[0]})"
+        return result(iommu_table.id, Outcome.PASSED, f"firmware describes {_KIND[table.value]}{how}",
+                      [line for _, line in proofs[:4]])
+    if table.unknown:
+        if facts.dmesg is None:
+            return not_collected(iommu_table.id, "/sys/firmware/acpi/tables and dmesg")
+        return result(iommu_table.id, Outcome.SKIPPED, "not judged: /sys/firmware/acpi/tables was not collected and "
+                      + facts.dmesg.not_covering(through_iommu_init=False))
+    evidence = [table.source]
+    if facts.dmesg is not None and facts.acpi_tables is not None:
+        gap = facts.dmesg.not_covering(through_iommu_init=False)
+        evidence.append(gap or f"dmesg ({facts.dmesg.lines_read} lines, from boot) has no 'ACPI: DMAR' or 'ACPI: IVRS' line")
+    if facts.dmesg is not None:
+        evidence += facts.dmesg.amd_vi[:2]
     return result(iommu_table.id, Outcome.FAILED,
                   "no ACPI DMAR or IVRS table: the IOMMU (VT-d / AMD-Vi) is off or absent in the firmware",
                   evidence, firmware_iommu(facts))

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 from ..devices import DeviceSpec
 from ..facts import HostFacts
 from ..facts.kernel_cmdline import (intel_iommu_default_on, intremap_disabled_by, iommu_off_by, iommu_switch, kstrtobool,
-                                    unsafe_interrupts_by)
+                                    unsafe_interrupts_by, vtd_on_without_flag)
 from ..facts.pci import normalize_pci_address
 from ..model import CheckResult, Outcome
 from .catalog import REQUIRED, check, NOT_APPLICABLE, not_collected, result
@@ -46,24 +47,23 @@ def _dmesg_support(facts: HostFacts) -> list[str]:
 
 
 def _why_off(facts: HostFacts) -> tuple[str, str, list[str]]:
-    """The most likely reason the IOMMU is off, its fix, and the failed check that says so (caused_by)."""
+    """The most likely reason the IOMMU is off, its fix, and the failed check that says so (caused_by); a
+    reason only from what was collected."""
     if facts.arch == "arm64":
         return _why_no_smmu(facts)
-    tables = facts.acpi_tables
-    if tables is not None and not (tables.get("DMAR") or tables.get("IVRS")) and not (
-        facts.dmesg and (facts.dmesg.acpi_dmar or facts.dmesg.acpi_ivrs)
-    ):
+    if facts.iommu_table.absent_on_host:
         return "the firmware publishes no DMAR/IVRS table", firmware_iommu(facts), [FIRMWARE_TABLE]
-    params = facts.cmdline or []  # judged as the kernel reads every occurrence (facts/kernel_cmdline.py)
+    kernel_params = facts.kernel_params  # judged as the kernel reads every occurrence (facts/kernel_cmdline.py)
+    params = kernel_params.value or []
     for offs in (iommu_switch(params, "intel_iommu")[1], iommu_switch(params, "amd_iommu")[1], iommu_off_by(params)):
         if offs:
             return f"{' '.join(offs)} on the kernel command line", iommu_cmdline_fix(facts), [CMDLINE]
-    if facts.iommu_vendor == "intel" and not intel_iommu_default_on(facts)[0]:
-        if iommu_switch(params, "intel_iommu")[0] is None:
-            return (
-                "this kernel does not enable VT-d by default and the command line lacks intel_iommu=on",
-                iommu_cmdline_fix(facts), [CMDLINE],
-            )
+    if (facts.iommu_vendor == "intel" and kernel_params.present and not intel_iommu_default_on(facts)[0]
+            and iommu_switch(params, "intel_iommu")[0] is None and not vtd_on_without_flag(facts)):
+        return (
+            "this kernel does not enable VT-d by default and the command line lacks intel_iommu=on",
+            iommu_cmdline_fix(facts), [CMDLINE],
+        )
     return "the kernel did not initialise the IOMMU", firmware_iommu(facts), []
 
 
@@ -90,8 +90,19 @@ def _why_no_smmu(facts: HostFacts) -> tuple[str, str, list[str]]:
 def enabled(facts: HostFacts) -> CheckResult:
     units, groups = facts.iommu_units, facts.iommu_groups
     support = _dmesg_support(facts)
+    populated = {n: m for n, m in (groups or {}).items() if m}
+    count = len(populated) + len(facts.iommu_groups_unread)
+    pci_in_groups = any(normalize_pci_address(m) for ms in populated.values() for m in ms)
+    if groups is not None and count and not (units and populated) and (pci_in_groups or facts.iommu_groups_unread):
+        # Only an IOMMU driver makes groups: populated groups are proof, with or without /sys/class/iommu
+        # (groups of platform devices only, on a device-tree board, prove nothing for PCI: judged below).
+        unit_note = ("/sys/class/iommu was not collected" if units is None else
+                     f"/sys/class/iommu: {', '.join(units[:4])}" if units else
+                     "/sys/class/iommu is empty (an IOMMU driver without sysfs units)")
+        return result(enabled.id, Outcome.PASSED,
+                      f"IOMMU enabled: {count} IOMMU groups in /sys/kernel/iommu_groups ({unit_note})",
+                      [f"/sys/kernel/iommu_groups: {count} groups with devices", unit_note] + support)
     if units is not None and groups is not None:
-        populated = {n: m for n, m in groups.items() if m}
         evidence = [
             f"/sys/class/iommu: {', '.join(units) if units else 'empty'}",
             f"/sys/kernel/iommu_groups: {len(populated)} groups with devices",
@@ -110,24 +121,31 @@ def enabled(facts: HostFacts) -> CheckResult:
                           evidence, "Check dmesg for DMAR/AMD-Vi errors; a kernel with iommu=off or a firmware bug can cause this.")
         why, fix, cause = _why_off(facts)
         return result(enabled.id, Outcome.FAILED, f"IOMMU not enabled: {why}", evidence, fix, cause)
-    # sysfs not collected: dmesg is the fallback, and says so.
+    # sysfs not (wholly) collected: dmesg is the fallback, and says so.
+    missing = " and ".join(p for p, v in (("/sys/class/iommu", units), ("/sys/kernel/iommu_groups", groups)) if v is None)
     if facts.dmesg is not None:
         if _dmesg_proof(facts):
-            return result(enabled.id, Outcome.PASSED, "IOMMU enabled (judged from dmesg only: sysfs was not collected)", support)
+            return result(enabled.id, Outcome.PASSED, f"IOMMU enabled (judged from dmesg: {missing} not collected)",
+                          support + ([f"/sys/class/iommu: {', '.join(units[:4])}"] if units else []))
+        gap = facts.dmesg.not_covering()
+        if gap:
+            return result(enabled.id, Outcome.SKIPPED, f"not judged: {missing} not collected, and {gap}",
+                          [f"{line} (intel_iommu=on was read; not proof that VT-d initialised)"
+                           for line in facts.dmesg.dmar_iommu_enabled[:1]])
         why, fix, cause = _why_off(facts)
         return result(enabled.id, Outcome.FAILED,
-                      f"IOMMU not enabled according to dmesg (sysfs was not collected): {why}",
-                      [f"dmesg ({facts.dmesg.lines_read} lines): no VT-d initialisation "
+                      f"IOMMU not enabled according to dmesg ({missing} not collected): {why}",
+                      [f"dmesg ({facts.dmesg.lines_read} lines, from boot): no VT-d initialisation "
                        "('DMAR: Intel(R) Virtualization Technology for Directed I/O'), AMD-Vi IOMMU, "
                        "arm-smmu-v3 probe or iommu group line"]
                       + [f"{line} (intel_iommu=on was read; not proof that VT-d initialised)"
                          for line in facts.dmesg.dmar_iommu_enabled[:1]], fix, cause)
-    return not_collected(enabled.id, "/sys/class/iommu, /sys/kernel/iommu_groups and dmesg")
+    return not_collected(enabled.id, f"{missing} and dmesg")
 
 
 def _unsafe_note(facts: HostFacts) -> list[str]:
     unsafe = kstrtobool(facts.allow_unsafe_interrupts) if facts.allow_unsafe_interrupts is not None else False
-    cmdline_unsafe = bool(unsafe_interrupts_by(facts.cmdline or []))
+    cmdline_unsafe = bool(unsafe_interrupts_by(facts.kernel_params.value or []))
     return (
         ["vfio_iommu_type1 allow_unsafe_interrupts=Y: VFIO accepts devices without remapping (MSI injection risk)"]
         if unsafe or cmdline_unsafe else []
@@ -157,6 +175,12 @@ def irq_remapping(facts: HostFacts) -> CheckResult:
         return result(irq_remapping.id, outcome, message, evidence, _REMOVE_UNSAFE if unsafe_note else "")
     if d is None and irqs is None:
         return not_collected(irq_remapping.id, "dmesg and /proc/interrupts")
+    intremap_off = intremap_disabled_by((facts.kernel_params.value or []))
+    gap = "" if listed or d is None else d.not_covering()
+    if gap and not intremap_off and not d.irq_remapping_disabled:  # a dmesg fragment proves no absence
+        return result(irq_remapping.id, Outcome.SKIPPED,
+                      f"not judged: /proc/interrupts {'lists no interrupt chip' if irqs else 'was not collected'}, and {gap}",
+                      unsafe_note)
     evidence = []
     if irqs is not None:
         evidence.append("/proc/interrupts: no IR- (remapped) interrupt chip"
@@ -168,7 +192,6 @@ def irq_remapping(facts: HostFacts) -> CheckResult:
             evidence.append(f"dmesg ({d.lines_read} lines): no 'Enabled IRQ remapping' / 'Interrupt remapping enabled'")
         evidence += d.irq_remapping_disabled[:2] + d.unsafe_interrupts[:1]
     evidence += unsafe_note
-    intremap_off = intremap_disabled_by(facts.cmdline or [])
     if intremap_off:
         fix, cause = iommu_cmdline_fix(facts), [CMDLINE]
         message = f"interrupt remapping disabled by {' '.join(intremap_off)} on the kernel command line"
@@ -237,6 +260,19 @@ def groups(facts: HostFacts) -> CheckResult:
     return result(groups.id, Outcome.PASSED, f"{len(populated)} IOMMU groups", evidence)
 
 
+@dataclass
+class _Members:
+    """The other endpoints of a group, by what they do to assigning it."""
+    blocking: list[str] = field(default_factory=list)  # bound to a host driver (or not assignable at all)
+    idle: list[str] = field(default_factory=list)  # unbound, or on a VFIO-safe driver
+    unknown: list[str] = field(default_factory=list)  # whether it is bound was not collected
+
+
+def _has_vfs(facts: HostFacts, address: str) -> str:
+    """A VF of this PF (a VF exists only while its PF's driver is bound): its address, or ''."""
+    return next((a for a, d in (facts.pci or {}).items() if d.physfn == address), "")
+
+
 def group_members(facts: HostFacts, group: int) -> list[str]:
     """A group's members: its member list, and every function whose own iommu_group link names the group
     (listed or not: a member list cut short still has them)."""
@@ -246,28 +282,41 @@ def group_members(facts: HostFacts, group: int) -> list[str]:
 
 def blocking_members(facts: HostFacts, group: int, named: set[str]) -> tuple[list[str], list[str]]:
     """Other endpoints of a group: (those that block assignment, those that are fine but unnamed)."""
-    blocking, idle = [], []
-    for address in group_members(facts, group):
+    others = _group_members(facts, group_members(facts, group), named)
+    return others.blocking, others.idle
+
+
+def _group_members(facts: HostFacts, members: list[str], named: set[str]) -> _Members:
+    found = _Members()
+    for address in members:
         if address in named:
             continue
         if normalize_pci_address(address) != address:  # an ACPI/platform device (AMD IVRS HID AMDI0020:00)
             driver = facts.other_group_members.get(address)  # VFIO cannot assign it; bound, it holds the group
             if driver == "":
-                idle.append(f"{address} {NOT_PCI}, no driver")
+                found.idle.append(f"{address} {NOT_PCI}, no driver")
             else:
-                blocking.append(f"{address} {NOT_PCI}, " + (f"driver {driver}" if driver else "its driver not collected"))
+                found.blocking.append(f"{address} {NOT_PCI}, " + (f"driver {driver}" if driver else "its driver not collected"))
             continue
         device = facts.pci_device(address)
         if device is None:
-            blocking.append(f"{address} (not in /sys/bus/pci/devices)")
+            found.blocking.append(f"{address} (not in /sys/bus/pci/devices)")
             continue
         if device.is_bridge:
             continue
-        if _vfio_safe(device.driver):
-            idle.append(device.summary())
+        bound = device.bound
+        if bound.unknown:
+            vf = _has_vfs(facts, address)
+            if vf or (device.sriov_numvfs or 0) > 0:
+                found.blocking.append(f"{device.summary()}, yet bound: it has VFs ({vf or f'sriov_numvfs {device.sriov_numvfs}'})"
+                                      ", which exist only while the PF's driver is bound")
+            else:
+                found.unknown.append(address)
+        elif _vfio_safe(device.driver):
+            found.idle.append(device.summary())
         else:
-            blocking.append(device.summary())
-    return blocking, idle
+            found.blocking.append(device.summary())
+    return found
 
 
 @check("iommu.group_isolated", REQUIRED, "the named device's IOMMU group can be assigned as named")
@@ -292,12 +341,13 @@ def group_isolated(facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec]) 
         return result(check_id, Outcome.FAILED, f"{spec.key} is in no IOMMU group: {why}",
                       [f"/sys/bus/pci/devices/{spec.key}/iommu_group absent"], fix, cause or [enabled.id])
     group = device.iommu_group
-    members = (facts.iommu_groups or {}).get(group, [])
-    if spec.key not in members:  # its link names a group whose member list is missing: who else is in it?
-        return not_collected(check_id, f"/sys/kernel/iommu_groups/{group}/devices")
+    members = (facts.iommu_groups or {}).get(group)
+    if members is None or spec.key not in members:  # the device names its group; who else is in it was not collected
+        return not_collected(check_id, f"/sys/kernel/iommu_groups/{group}/devices (the members of {spec.key}'s group)")
     members = group_members(facts, group)
     named_pci = {s.key for s in named if s.is_pci}
-    blocking, idle = blocking_members(facts, group, named_pci)
+    others = _group_members(facts, members, named_pci)
+    blocking, idle = others.blocking, others.idle
     evidence = [f"group {group}: " + ", ".join(members)]
     for address in members:
         member = facts.pci_device(address)
@@ -327,6 +377,13 @@ def group_isolated(facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec]) 
         else f"group {group} is viable with the devices named"
     if idle:
         message += f"; also in the group, unbound from host drivers: {'; '.join(idle)} (keep them so while the VM runs)"
+    if others.unknown:  # a required check that cannot tell is not judged: the host is incomplete, never certified
+        return result(check_id, Outcome.SKIPPED,
+                      f"not judged: could not tell whether {', '.join(others.unknown)} {'is' if len(others.unknown) == 1 else 'are'} "
+                      f"bound: {'its driver link was' if len(others.unknown) == 1 else 'their driver links were'} "
+                      f"not collected (group {group} is viable only if unbound or on vfio-pci)",
+                      evidence, "Re-collect the snapshot with `vfio-certify collect` (it reads every driver link), or "
+                      f"check `ls -l /sys/bus/pci/devices/{others.unknown[0]}/driver` on the host.")
     if acs:
         return result(check_id, Outcome.WARNING, message + "; but pcie_acs_override makes this grouping untrustworthy",
                       evidence, "Remove pcie_acs_override from the kernel command line and judge the real groups.")

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..facts import HostFacts
-from ..facts.cmdline import Param, parse_cmdline
-from ..facts.kconfig import iommufd_container
+from ..facts.cmdline import Param
+from ..facts.kconfig import iommufd_container, parent_not_set
 from ..facts.kernel_cmdline import (AMD_IOMMU_VALUES, INTEL_IOMMU_VALUES, intel_iommu_default_on, intremap_disabled_by,
                                     iommu_option_name, iommu_options, iommu_switch, kstrtobool, match, options,
-                                    unsafe_interrupts_by, vtd_running)
+                                    unsafe_interrupts_by, vtd_on_without_flag)
 from ..model import CheckResult, Outcome
 from ..snapshot.reader import PathState
 from .catalog import RECOMMENDED, REQUIRED, check, NOT_APPLICABLE, not_collected, result
@@ -87,9 +87,17 @@ def config_option(facts: HostFacts, option: str) -> CheckResult:
         return result(check_id, Outcome.FAILED,
                       f"{config.source} holds no kernel option (empty, or not a kernel config): re-collect it",
                       evidence, recollect)
-    if value is None and config.truncated:
+    parent = parent_not_set(config, option) if value is None else ""
+    if parent:  # left out of the file because its parent is off: the parent is what to fix
         return result(check_id, Outcome.FAILED,
-                      f"{option} not found, and {config.source} is cut short ({config.truncated_why}): re-collect it",
+                      f"{option} is absent because {parent} is not set: this kernel cannot assign devices",
+                      evidence + [f"{config.line(parent)}   ({config.source})"],
+                      f"Boot a kernel built with {parent}=y or =m and {option}=y or =m "
+                      "(your distribution's standard kernel has them).")
+    if value is None and config.truncated:  # the option may stand in the part that was cut off: not judged
+        return result(check_id, Outcome.SKIPPED,
+                      f"not judged: {option} is not in what was read, and the rest of {config.source} was not collected "
+                      f"(the file is cut short: {config.truncated_why}); re-collect it",
                       evidence + [f"{len(config.options)} options read before the cut"], recollect)
     running = _running_kernel_has(facts, option)
     if running:  # the file says otherwise than the kernel that runs: it is not this kernel's, or not whole
@@ -178,16 +186,22 @@ def _iommu_param(params: list[Param], found: _Findings) -> None:
 
 
 def _intel_default(facts: HostFacts, params: list[Param], found: _Findings) -> None:
-    """An Intel host without intel_iommu=on/off: VT-d on by default, running anyway, or intel_iommu=on missing."""
+    """An Intel host without intel_iommu=on/off: VT-d on by default, on anyway (platform opt-in, a built-in
+    command line), intel_iommu=on missing, or (sysfs and a whole dmesg not collected) not known to be missing."""
     if facts.iommu_vendor != "intel" or iommu_switch(params, "intel_iommu")[0] is not None:
         return
     default_on, why = intel_iommu_default_on(facts)
+    shown_on = vtd_on_without_flag(facts)
     if default_on:
         found.notes.append(f"VT-d is on by default here ({why}); intel_iommu=on is not needed")
-    elif vtd_running(facts):
-        found.notes.append(f"VT-d is running without intel_iommu=on (sysfs: {', '.join(facts.iommu_units[:4])} and "
-                           "populated IOMMU groups), e.g. forced on by the firmware's platform opt-in ('Intel-IOMMU "
-                           "force enabled due to platform opt in'); nothing to add")
+    elif shown_on:
+        found.notes.append(f"VT-d is on without intel_iommu=on on the command line ({shown_on}); nothing to add")
+    elif facts.iommu_units is None and facts.iommu_groups is None and (facts.dmesg is None or facts.dmesg.not_covering()):
+        gap = facts.dmesg.not_covering() if facts.dmesg else "dmesg was not collected"
+        found.warnings.append(f"intel_iommu=on is not on the command line and this kernel does not enable VT-d by "
+                              f"default ({why}); whether the firmware forces it on is not known (/sys/class/iommu was "
+                              f"not collected, {gap})")
+        found.add.append("intel_iommu=on")
     else:
         found.failures.append(f"intel_iommu=on is missing and this kernel does not enable VT-d by default ({why})")
         found.add.append("intel_iommu=on")
@@ -256,35 +270,12 @@ def _vfio_pci_ids(params: list[Param], found: _Findings) -> None:
     found.notes += [f"{p.raw}: vfio-pci claims these devices at boot" for p in params if p.name == "vfio_pci.ids"]
 
 
-def _damaged(text: str) -> str:
-    """Why /proc/cmdline's text cannot be the whole command line ('' when it can)."""
-    if not text.strip():
-        return "/proc/cmdline is empty"
-    if "\ufffd" in text or any(ord(c) < 32 and c != "\t" for c in text):
-        return "/proc/cmdline holds binary bytes"
-    return ""
-
-
-def _running_cmdline(facts: HostFacts) -> tuple[Optional[list[Param]], str]:
-    """The command line to judge and where it was read; (None, why) when no whole one was collected. dmesg's
-    'Kernel command line:' stands in for a /proc/cmdline that is damaged, or is a part of it (a copy cut short)."""
-    text, logged = facts.cmdline_text, (facts.dmesg.command_line if facts.dmesg else "")
-    damaged = _damaged(text) if facts.cmdline is not None else "/proc/cmdline was not collected"
-    if not damaged and not (logged and text != logged and text in logged):
-        return facts.cmdline, f"/proc/cmdline: {text}"
-    if logged:
-        return parse_cmdline(logged), f"dmesg: Kernel command line: {logged}" + (
-            f" ({damaged})" if facts.cmdline is not None and damaged else
-            " (/proc/cmdline holds only a part of it)" if facts.cmdline is not None else "")
-    return None, "" if facts.cmdline is None else f"{damaged}, and dmesg has no 'Kernel command line:'"
-
-
 @check("kernel.cmdline", RECOMMENDED, "the kernel command line enables, and does not undermine, the IOMMU")
 def cmdline(facts: HostFacts) -> CheckResult:
-    params, source = _running_cmdline(facts)
-    if params is None:
-        return result(cmdline.id, Outcome.SKIPPED, f"not judged: {source}") if source else \
-            not_collected(cmdline.id, "/proc/cmdline")
+    kernel_params = facts.kernel_params  # /proc/cmdline, else dmesg's Command line
+    if kernel_params.unknown:
+        return not_collected(cmdline.id, kernel_params.source)
+    params = kernel_params.value
     found = _Findings()
     if facts.arch == "arm64":
         _arm64_params(params, found)
@@ -303,7 +294,7 @@ def cmdline(facts: HostFacts) -> CheckResult:
     if pending:
         found.warnings.append("reboot pending: " + pending)
 
-    evidence = [source]
+    evidence = [kernel_params.source]
     evidence += [f"{b.source}: {line}" for b in facts.boot_configs for line in b.evidence[:2]]
     evidence += [f"note: {n}" for n in found.notes]
     remove = sorted(set(found.remove), key=found.remove.index)
@@ -311,7 +302,8 @@ def cmdline(facts: HostFacts) -> CheckResult:
         return result(cmdline.id, Outcome.FAILED, "; ".join(found.failures + found.warnings), evidence,
                       kernel_args(facts, add=found.add, remove=remove))
     if found.warnings:
-        fix = kernel_args(facts, remove=remove) if remove else ("Reboot into the configured command line." if pending else "")
+        fix = (kernel_args(facts, add=found.add, remove=remove) if remove or found.add
+               else ("Reboot into the configured command line." if pending else ""))
         return result(cmdline.id, Outcome.WARNING, "; ".join(found.warnings), evidence, fix)
     iommu_bits = [p.raw for p in params if p.name in ("intel_iommu", "amd_iommu", "iommu", "iommu.passthrough", "iommu.strict",
                                                       "arm_smmu_v3.disable_bypass", "arm_smmu.disable_bypass")]

@@ -22,14 +22,26 @@ def read_pci(snap: Snapshot, facts: HostFacts) -> None:
             continue
         base = spec.PCI_ATTRIBUTES.at(name)
         attrs = {a: snap.read_value(f"{base}/{a}") for a in spec.PCI_ATTRIBUTES.names}
+        driver_link = spec.PCI_DRIVER.at(name)
         device = build_pci_device(
-            address, attrs, snap.link_name(spec.PCI_DRIVER.at(name)), snap.link_name(spec.PCI_IOMMU_GROUP.at(name)),
+            address, attrs, snap.link_name(driver_link), snap.link_name(spec.PCI_IOMMU_GROUP.at(name)),
             snap.link_name(spec.PCI_PHYSFN.at(name)),
         )
+        # No driver link is "unbound" only when its absence is known (the absence convention), else not collected.
+        device.driver_source = driver_link
+        if not device.driver:
+            device.driver_state = (PathState.ABSENT if snap.state(driver_link) is PathState.ABSENT
+                                   else PathState.NOT_COLLECTED)
         entry = lspci.get(address)
         if entry:
             device.description = entry.description
-            device.driver = device.driver or entry.driver
+            if not device.driver and entry.driver:
+                device.driver, device.driver_state = entry.driver, PathState.PRESENT
+                device.driver_source = f"{spec.LSPCI.line} (Kernel driver in use)"
+            elif device.driver_state is PathState.NOT_COLLECTED and lspci_out is not None and lspci_out.ok:
+                # lspci -k prints "Kernel driver in use" for every bound function: none listed is unbound
+                device.driver_state = PathState.ABSENT
+                device.driver_source = f"{spec.LSPCI.line} (no 'Kernel driver in use')"
         devices[address] = device
     facts.pci = devices
 
@@ -42,7 +54,10 @@ def read_groups(snap: Snapshot, facts: HostFacts) -> None:
     for name in names:
         if not name.isdigit():
             continue
-        members = snap.listdir(spec.IOMMU_GROUP_MEMBERS.folder(name)) or []
+        members = snap.listdir(spec.IOMMU_GROUP_MEMBERS.folder(name))
+        if members is None:  # the group exists; who is in it was not collected: not "empty"
+            facts.iommu_groups_unread.append(int(name))
+            continue
         # PCI functions by address; other members (an AMD IVRS ACPI device such as AMDI0020:00) by name
         groups[int(name)] = sorted(normalize_pci_address(m) or m for m in members)
         for member in (m for m in members if normalize_pci_address(m) is None):
