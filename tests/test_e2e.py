@@ -362,7 +362,7 @@ def _sh():
 
 @pytest.mark.parametrize("serial", ['$(touch "$PWNED")', 'x" ] || touch "$PWNED" || [ "', "it's `touch $PWNED`"])
 def test_the_usb_serial_is_never_run_as_shell_code(tmp_path, serial):
-    from vfio_certify.lab import hotplug
+    from vfio_certify.e2e import hotplug
 
     _fake_usb_sysfs(tmp_path, serial)
     probe = hotplug.usb_disk_probe("46f4", "0001", serial).replace("/sys/", f"{tmp_path}/sys/")
@@ -376,7 +376,7 @@ def test_the_usb_serial_is_never_run_as_shell_code(tmp_path, serial):
 
 
 def test_read_only_mount_options_replay_no_journal(tmp_path):
-    from vfio_certify.lab.hotplug import RO_MOUNT_OPTIONS
+    from vfio_certify.e2e.hotplug import RO_MOUNT_OPTIONS
 
     mke2fs = shutil.which("mke2fs") or pytest.skip("needs mke2fs (e2fsprogs)")
     images = {}
@@ -395,7 +395,7 @@ def test_read_only_mount_options_replay_no_journal(tmp_path):
 
 
 def test_read_only_proof_refuses_a_disk_in_use_and_checks_setro():
-    from vfio_certify.lab.hotplug import HotplugError, read_only_proof
+    from vfio_certify.e2e.hotplug import HotplugError, read_only_proof
 
     script = read_only_proof("sdb", "data.txt")
     for promise in ("/proc/mounts /proc/swaps", "/proc/self/mountinfo", "$s/holders", "exit 5",
@@ -513,3 +513,58 @@ def test_which_devices_go_in_managed():
 
     assert managed_for("igb") and managed_for("")
     assert not any(managed_for(d) for d in ("vfio-pci", "mlx5_vfio_pci", "pci-stub"))
+
+
+def _imported_modules(path: Path, package: str) -> set[str]:
+    """Every module a file imports, anywhere in it (also inside functions), relative imports resolved."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return found
+
+
+def test_the_product_never_runs_on_the_test_lab():
+    """e2e/ is the product's hot-plug engine; lab/ is its test bed and imports e2e, never the reverse."""
+    e2e = sorted((REPO / "vfio_certify" / "e2e").glob("*.py"))
+    assert {p.name for p in e2e} >= {"hotplug.py", "undo.py", "guest.py", "connection.py", "flow.py"}
+    for path in e2e:
+        imports = _imported_modules(path, "vfio_certify.e2e")
+        assert not [m for m in imports if m == "vfio_certify.lab" or m.startswith("vfio_certify.lab.")], (path, imports)
+    lab_imports = set().union(*(_imported_modules(p, "vfio_certify.lab") for p in (REPO / "vfio_certify" / "lab").glob("*.py")))
+    assert "vfio_certify.e2e.hotplug" in lab_imports and "vfio_certify.e2e.undo" in lab_imports
+
+
+def test_the_lab_guest_and_a_users_vm_are_one_guest_interface(tmp_path):
+    """The engine and the flow drive a Guest; the lab's guests and a user's DomainGuest both are one."""
+    import typing
+
+    from vfio_certify.e2e.guest import DomainGuest, Guest
+    from vfio_certify.e2e.hotplug import Hotplugger
+    from vfio_certify.lab.guest import LabGuest
+    from vfio_certify.lab.nested import L2Guest
+
+    assert typing.get_type_hints(run_device)["guest"] is Guest
+    assert typing.get_type_hints(Hotplugger.__init__)["guest"] is Guest
+    users_vm = DomainGuest(None, None, "ssh://root@vm")
+    lab_guest = LabGuest(None, None, tmp_path)
+    assert isinstance(users_vm, Guest) and isinstance(lab_guest, Guest)
+    assert issubclass(L2Guest, LabGuest)
+    members = {"run", "live_xml", "is_running", "console_tail"}
+    for cls in (DomainGuest, LabGuest):
+        for name in members:
+            assert list(inspect_params(getattr(cls, name)))[:2] == list(inspect_params(getattr(Guest, name)))[:2], (cls, name)
+
+
+def inspect_params(function):
+    import inspect
+
+    return inspect.signature(function).parameters

@@ -22,7 +22,7 @@ from .collect.script import render_script
 from .devices import DeviceSpecError, parse_devices
 from .diff import DiffInputError, diff_runs, load_run
 from .e2e.flow import usb_file_problem
-from .e2e.nested_lab_target import NestedLabRunError, nested_lab_target, wants_nested_lab
+from .lab.target import NestedLabRunError, nested_lab_target, wants_nested_lab
 from .snapshot import pack_bundle
 from .waivers import WaiverError, load_waivers
 

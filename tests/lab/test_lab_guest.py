@@ -22,14 +22,14 @@ from vfio_certify.lab.daemons import _ns_of
 from vfio_certify.lab.guest import Lab
 from lab_helpers import _lab_processes_snapshot, _pids_alive, _skip_unless_lab
 from vfio_certify.lab.hotplug import (NIC_DEVICE, NIC_VENDOR, USB_PRODUCT,
-                                      USB_SERIAL, USB_VENDOR, Hotplugger)
+                                      USB_SERIAL, USB_VENDOR, LabHotplugger)
 
 BOOT_BUDGET_S = 120.0
 
 
 @pytest.fixture(scope="session")
 def hotplugger(lab):
-    hp = Hotplugger(lab.guest)
+    hp = LabHotplugger(lab.guest)
     yield hp
     hp.close()
 
@@ -131,7 +131,7 @@ def test_usb_disk_hotplug(lab, hotplugger, record_property):
 def test_guest_that_stops_answering_is_reported_with_console(lab):
     """Pause the vCPU: a guest command must fail at its bounded timeout with
     the serial console tail in the error, and work again after resume."""
-    from vfio_certify.lab.guest import GuestError
+    from vfio_certify.e2e.guest import GuestError
 
     lab.guest.dom.suspend()
     try:

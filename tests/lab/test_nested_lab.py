@@ -27,8 +27,11 @@ import pytest
 
 from lab_helpers import _nested_processes_snapshot, _pids_alive, _skip_unless_lab
 from vfio_certify.e2e.journal import ChangeJournal
-from vfio_certify.lab import hotplug, templates, tools
-from vfio_certify.lab.hotplug import HotplugError, HotplugResult, Hotplugger, Step
+from vfio_certify.e2e import hotplug
+from vfio_certify.e2e.hostdev import render as render_hostdev
+from vfio_certify.e2e.hotplug import HotplugError, HotplugResult, Hotplugger, Step
+from vfio_certify.lab import templates, tools
+from vfio_certify.lab.hotplug import NIC_DEVICE, NIC_VENDOR
 from vfio_certify.lab.nested import L1_NIC_MAC, NestedLab, l1_domain_xml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,7 +136,7 @@ def test_pci_hostdev_into_l2_and_back(nested_lab, record_property):
     domain, bus, slot_function = nested_lab.nic_address.split(":")
     slot, function = slot_function.split(".")
     alias = "ua-nested-nic"
-    xml = templates.render("hostdev_pci.xml.j2", domain=domain, bus=bus, slot=slot,
+    xml = render_hostdev("hostdev_pci.xml.j2", domain=domain, bus=bus, slot=slot,
                            function=function, alias=alias)
     assert _l1_nic_state(nested_lab) == ("e1000e", "(null)")
     res = HotplugResult("pci-nic", alias, xml)
@@ -167,7 +170,7 @@ def test_pci_hostdev_into_l2_and_back(nested_lab, record_property):
 
     hp = Hotplugger(nested_lab.l2, visible_timeout=60, removal_timeout=60)
     try:
-        hp.run_device(res, hotplug.nic_probe(hotplug.NIC_VENDOR, hotplug.NIC_DEVICE, L1_NIC_MAC),
+        hp.run_device(res, hotplug.nic_probe(NIC_VENDOR, NIC_DEVICE, L1_NIC_MAC),
                       prove=in_l1_while_assigned, after_detach=in_l1_restored)
     finally:
         hp.close()
@@ -184,7 +187,7 @@ def test_pci_hostdev_into_l2_and_back(nested_lab, record_property):
 def test_usb_hostdev_into_l2_and_back(nested_lab, record_property):
     vendor, product = nested_lab.usb_vendor_product.split(":")
     alias = "ua-nested-usb"
-    xml = templates.render("hostdev_usb.xml.j2", vendor=vendor, product=product, bus=None,
+    xml = render_hostdev("hostdev_usb.xml.j2", vendor=vendor, product=product, bus=None,
                            device=None, alias=alias)
     res = HotplugResult("usb-disk", alias, xml)
     probe = hotplug.usb_disk_probe(vendor, product, nested_lab.usb_serial)
@@ -312,7 +315,7 @@ def test_l1_is_checked_after_the_undo_when_l2_stops_answering(nested_lab, tmp_pa
     """The e1000e is attached (L1 binds vfio-pci), then L2 'stops answering' (simulated: the wait for the device
     raises): the undo detaches it, and L1 is collected again and proven back on e1000e all the same."""
     from vfio_certify.e2e.guest import DomainGuest
-    from vfio_certify.lab.guest import GuestError
+    from vfio_certify.e2e.guest import GuestError
 
     class StopsAnswering(DomainGuest):
         def run(self, command, timeout=30.0, check=True):
@@ -358,7 +361,7 @@ def test_the_read_only_proof_refuses_a_disk_already_mounted_in_the_guest(nested_
     refuses the disk while it is mounted, and proves it -- marked ro=1, mounted read-only -- once it is not."""
     vendor, product = nested_lab.usb_vendor_product.split(":")
     alias = "ua-nested-usb-busy"
-    res = HotplugResult("usb-disk", alias, templates.render("hostdev_usb.xml.j2", vendor=vendor, product=product,
+    res = HotplugResult("usb-disk", alias, render_hostdev("hostdev_usb.xml.j2", vendor=vendor, product=product,
                                                              bus=None, device=None, alias=alias))
     probe = hotplug.usb_disk_probe(vendor, product, nested_lab.usb_serial)
     runs = {}

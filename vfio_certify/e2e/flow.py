@@ -20,10 +20,12 @@ from typing import Callable, Optional
 
 from ..devices import DeviceSpec
 from ..facts import HostFacts
-from ..lab.hotplug import (HotplugError, HotplugResult, Hotplugger, Step, nic_probe, read_only_proof, usb_blocks,
-                           usb_disk_probe)
+from .connection import open_with_keepalive
+from .hotplug import (HotplugError, HotplugResult, Hotplugger, Step, nic_probe, read_only_proof, usb_blocks,
+                      usb_disk_probe)
 from ..model import CheckResult, Outcome, Severity
 from ..rules.device import usb_matches
+from .guest import Guest
 from .hostdev import alias_for, hostdev_matches, hostdev_xml, managed_for, nodedev_name
 from .journal import ChangeJournal
 from .preflight import preflight
@@ -106,9 +108,9 @@ def _usb_of(spec: DeviceSpec, facts: HostFacts):
     return usb_matches(facts.usb or [], spec)[0]
 
 
-def run_device(guest, facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec], journal: ChangeJournal,
+def run_device(guest: Guest, facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec], journal: ChangeJournal,
                libvirt_uri: str, recollect: Callable[[], HostFacts], options: E2EOptions) -> CheckResult:
-    """Run the whole flow for one device against a DomainGuest (or the lab's LabGuest)."""
+    """Run the whole flow for one device against a Guest (a user's DomainGuest, or a lab guest)."""
     check_id = check_id_for(spec, facts)
     began = time.monotonic()
     pf = preflight(facts, spec, named, _held_by(guest.conn, spec, guest.dom.name()), options.force)
@@ -230,22 +232,6 @@ def _result(check_id: str, res: HotplugResult, attached: Optional[bool], uri: st
         evidence += ["--- guest console ---", *tail.splitlines()]
     return CheckResult(check_id, Outcome.FAILED, Severity.REQUIRED, f"end-to-end failed: {res.error}", evidence,
                        "The device was detached again. See the steps above for where it failed.", seconds)
-
-
-LIBVIRT_KEEPALIVE = (5, 3)  # seconds between probes, unanswered probes before the connection is closed
-
-
-def open_with_keepalive(open_connection: Callable[[str], object], uri: str):
-    """A libvirt connection on which a host that stops answering fails calls after ~20 s instead of hanging them
-    (needs the event loop: lab.daemons.ensure_event_loop)."""
-    import libvirt
-
-    conn = open_connection(uri)
-    try:
-        conn.setKeepAlive(*LIBVIRT_KEEPALIVE)
-    except libvirt.libvirtError:
-        pass  # a local driver has no keepalive
-    return conn
 
 
 def recover_leftovers(journal: ChangeJournal, open_connection: Callable[[str], object]) -> list[str]:

@@ -1,17 +1,46 @@
-"""A running domain and its guest OS, as the hot-plug flow drives them (the user's own VM).
+"""A running domain and its guest OS, as the hot-plug flow drives them.
 
-The same interface as the lab's LabGuest (conn, dom, journal, run, live_xml, is_running,
-console_tail), so one flow serves the lab and a real host.
+:class:`Guest` is the one interface the engine (hotplug.py) and the flow (flow.py) use; the
+user's own VM (:class:`DomainGuest`, reached over SSH) and the test lab's guests satisfy it.
 """
 from __future__ import annotations
 
 import shlex
 import subprocess
-from typing import Optional
+from typing import Any, Optional, Protocol, runtime_checkable
 from urllib.parse import urlparse
 
-from ..lab.guest import GUEST_PATH, GuestError
-from ..lab.journal import Journal
+from .undo import UndoJournal
+
+GUEST_PATH = "PATH=/sbin:/usr/sbin:/bin:/usr/bin"
+
+
+class GuestError(RuntimeError):
+    """A command in the guest failed, timed out, or the guest stopped answering."""
+
+
+@runtime_checkable
+class Guest(Protocol):
+    """A running libvirt domain and a shell in its guest OS."""
+
+    conn: Any  # libvirt.virConnect the domain lives on
+    dom: Any  # libvirt.virDomain
+    journal: UndoJournal  # where the engine records its changes and their undos
+
+    def run(self, command: str, timeout: float = 30.0, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a shell command in the guest as root; GuestError when it cannot (or fails, with check)."""
+        ...
+
+    def live_xml(self) -> str:
+        """The domain's live XML."""
+        ...
+
+    def is_running(self) -> bool:
+        ...
+
+    def console_tail(self, lines: int = 40) -> str:
+        """The last lines of the guest's serial console, '' when it is not ours to read."""
+        ...
 
 
 class GuestUrlError(ValueError):
@@ -27,12 +56,14 @@ def parse_guest_url(url: str) -> tuple[str, Optional[str], Optional[int]]:
 
 
 class DomainGuest:
+    """The user's VM: a domain of the host's libvirtd, its guest reached over SSH (--guest)."""
+
     def __init__(self, conn, dom, guest_url: str, ssh_config: Optional[str] = None,
-                 identity_file: Optional[str] = None, journal: Optional[Journal] = None):
+                 identity_file: Optional[str] = None, journal: Optional[UndoJournal] = None):
         self.conn, self.dom = conn, dom
         self.host, self.user, self.port = parse_guest_url(guest_url)
         self.ssh_config, self.identity_file = ssh_config, identity_file
-        self.journal = journal or Journal()
+        self.journal = journal or UndoJournal()
 
     def _ssh_argv(self) -> list[str]:
         argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5",

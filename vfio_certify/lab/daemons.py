@@ -63,6 +63,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..e2e.connection import ensure_event_loop
 from . import tools
 
 QEMU_CONF = """\
@@ -105,34 +106,6 @@ _CACHE_MOUNT = "/var/cache/libvirt"
 
 class DaemonError(RuntimeError):
     pass
-
-
-_event_lock = threading.Lock()
-_event_thread: Optional[threading.Thread] = None
-
-
-def ensure_event_loop() -> None:
-    """Register libvirt's default event loop once per process and run it in a
-    daemon thread (needed for domain events such as DEVICE_REMOVED). Must run
-    before the connection that registers callbacks is opened."""
-    global _event_thread
-    import libvirt
-
-    with _event_lock:
-        if _event_thread is not None:
-            return
-        libvirt.virEventRegisterDefaultImpl()
-        # libvirt's default handler prints every error (also expected ones,
-        # e.g. "domain not found" during teardown) to stderr.
-        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-
-        def run() -> None:
-            while True:
-                libvirt.virEventRunDefaultImpl()
-
-        _event_thread = threading.Thread(target=run, name="libvirt-events",
-                                         daemon=True)
-        _event_thread.start()
 
 
 def _ns_of(pid: int) -> Optional[str]:

@@ -26,15 +26,10 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from ..e2e.guest import GUEST_PATH, GuestError
+from ..e2e.undo import UndoJournal
 from . import guest_image, templates, tools
 from .daemons import LabDaemons
-from .journal import Journal
-
-GUEST_PATH = "PATH=/sbin:/usr/sbin:/bin:/usr/bin"
-
-
-class GuestError(RuntimeError):
-    pass
 
 
 class SshTimeout(GuestError):
@@ -60,14 +55,14 @@ class LabGuest:
     HOST = "lab-guest"
 
     def __init__(self, conn, image: guest_image.GuestImage, workdir: os.PathLike,
-                 journal: Optional[Journal] = None, name: Optional[str] = None,
+                 journal: Optional[UndoJournal] = None, name: Optional[str] = None,
                  memory_mib: int = 512, vcpus: int = 1, root_ports: int = 6,
                  cmdline: Optional[str] = None):
         self.conn = conn
         self.cmdline = cmdline or templates.DEFAULT_CMDLINE
         self.image = image
         self.workdir = Path(workdir)
-        self.journal = journal or Journal()
+        self.journal = journal or UndoJournal()
         self.name = name or f"vfio-certify-lab-{os.getpid()}"
         self.memory_mib = memory_mib
         self.vcpus = vcpus
@@ -350,7 +345,7 @@ class Lab:
         self.memory_mib = memory_mib
         self.keep_workdir = (os.environ.get("VFIO_CERTIFY_LAB_KEEP") == "1"
                              if keep_workdir is None else keep_workdir)
-        self.journal = Journal()
+        self.journal = UndoJournal()
         self.daemons: Optional[LabDaemons] = None
         self.image: Optional[guest_image.GuestImage] = None
         self.disk: Optional[guest_image.DiskImage] = None

@@ -58,16 +58,18 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from . import guest_image, nested_image, templates, tools
-from .daemons import QEMU_CONF, VIRTLOGD_CONF, LabDaemons, ensure_event_loop
-from .guest import GuestError, LabGuest, free_port
-from .journal import Journal
+from ..e2e.connection import ensure_event_loop
+from ..e2e.guest import GuestError
+from ..e2e.undo import UndoJournal
+from .daemons import QEMU_CONF, VIRTLOGD_CONF, LabDaemons
+from .guest import LabGuest, free_port
 
 L1_NIC_SLOT = "0x03"
 L1_NIC_ADDRESS = "0000:00:03.0"
 L1_NIC_MAC = "52:54:00:e1:00:03"
 L1_NIC_DRIVER = "e1000e"
 USB_VENDOR_PRODUCT = "46f4:0001"
-USB_SERIAL = "VFIOLAB0001"           # hotplug.USB_SERIAL: the L2 probe matches it
+USB_SERIAL = "VFIOLAB0001"           # lab/hotplug.USB_SERIAL: the L2 probe matches it
 L1_GUEST_IP = guest_image.GUEST_IP   # L1's address on its management NIC
 L1_LIBVIRT_PORT = 16509
 L1_L2_SSH_PORT = 2222                # L2's hostfwd in L1 (on L1_GUEST_IP)
@@ -320,9 +322,9 @@ class NestedLab:
         self.caps_cache = self.cache_root / "nested-l1-libvirt-cache"
         self.share_mount = next((d for d in SHARE_MOUNT_CANDIDATES if os.path.isdir(d)), "")
         self.ports: Dict[str, int] = {}
-        self.journal = Journal()          # L0 daemons
-        self.l1_journal = Journal()       # L1 domain + its ssh master
-        self.l2_journal = Journal()       # L2 domain, its ssh master, hot-plugs
+        self.journal = UndoJournal()          # L0 daemons
+        self.l1_journal = UndoJournal()       # L1 domain + its ssh master
+        self.l2_journal = UndoJournal()       # L2 domain, its ssh master, hot-plugs
         self.daemons: Optional[LabDaemons] = None
         self.l1_image = self.l2_image = None
         self.disk: Optional[guest_image.DiskImage] = None
