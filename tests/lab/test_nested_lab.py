@@ -32,7 +32,8 @@ from vfio_certify.e2e.hostdev import render as render_hostdev
 from vfio_certify.e2e.hotplug import HotplugError, HotplugResult, Hotplugger, Step
 from vfio_certify.lab import templates, tools
 from vfio_certify.lab.hotplug import NIC_DEVICE, NIC_VENDOR
-from vfio_certify.lab.nested import L1_NIC_MAC, NestedLab, l1_domain_xml
+from vfio_certify.lab.nested import NestedLab
+from vfio_certify.lab.nested_l1 import L1_NIC_MAC, l1_domain_xml
 
 REPO = Path(__file__).resolve().parents[2]
 L1_BUDGET_S = 60.0     # target < 20 s; seen 8-10 s

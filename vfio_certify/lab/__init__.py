@@ -6,8 +6,12 @@ Pieces (each usable on its own):
   which Debian package ships each one.
 * :mod:`vfio_certify.lab.daemons`     -- a private ``virtlogd`` + ``libvirtd``
   (no systemd, nothing under /etc touched).
-* :mod:`vfio_certify.lab.guest_image` -- kernel from /boot + a small cached
-  initramfs (busybox, dropbear, the needed modules).
+* :mod:`vfio_certify.lab.initramfs`   -- kernel from /boot + a small cached
+  initramfs (busybox, dropbear, the needed modules, one /init template);
+  :mod:`vfio_certify.lab.guest_image` is the lab guest's recipe (and the USB
+  disk), :mod:`vfio_certify.lab.nested_image` nested L1's.
+* :mod:`vfio_certify.lab.base`        -- what both labs share: work dir, L0's
+  daemons, teardown through every undo journal.
 * :mod:`vfio_certify.lab.templates`   -- the jinja2 domain/device XML.
 * :mod:`vfio_certify.lab.guest`       -- boot the guest, wait for SSH, run
   commands, tear down.
