@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -218,12 +219,17 @@ class FakeConn:
         raise libvirt.libvirtError("no event loop")
 
 
-def fake_guest(dom, visible=True, proof=None, serial="QM0001"):
+def fake_guest(dom, visible=True, proof=None, serial="QM0001", pace=None):
     """A DomainGuest whose guest side is canned: the wait scripts see the device once FakeDomain holds it (and
-    visible), beside another USB disk (sda, another model) that was there before; proof(command) answers the rest."""
-    from vfio_certify.e2e.guest import DomainGuest
+    visible), beside another USB disk (sda, another model) that was there before; proof(command) answers the rest;
+    it answers `true` at the given pace (default: at once)."""
+    from vfio_certify.e2e.guest import DomainGuest, Pace
 
     class Guest(DomainGuest):
+        def measure_pace(self, dead_after_s=None):
+            self.pace = pace or Pace(0.01)
+            return self.pace
+
         def run(self, command, timeout=30.0, check=True):
             self.commands.append(command)
             if not command.startswith("probe()"):
@@ -558,7 +564,7 @@ def test_the_lab_guest_and_a_users_vm_are_one_guest_interface(tmp_path):
     lab_guest = LabGuest(None, None, tmp_path)
     assert isinstance(users_vm, Guest) and isinstance(lab_guest, Guest)
     assert issubclass(L2Guest, LabGuest)
-    members = {"run", "live_xml", "is_running", "console_tail"}
+    members = {"run", "live_xml", "is_running", "console_tail", "measure_pace"}
     for cls in (DomainGuest, LabGuest):
         for name in members:
             assert list(inspect_params(getattr(cls, name)))[:2] == list(inspect_params(getattr(Guest, name)))[:2], (cls, name)
@@ -568,3 +574,132 @@ def inspect_params(function):
     import inspect
 
     return inspect.signature(function).parameters
+
+
+def test_a_slow_guest_gets_deadlines_from_its_pace_and_the_result_says_so(tmp_path):
+    pytest.importorskip("libvirt")
+    from vfio_certify.e2e.guest import Pace
+
+    dom = FakeDomain()
+    result = _run(fake_guest(dom, proof=proof_output("sdb"), pace=Pace(38.0)), intel_host(usb=[USB]), "46f4:0001",
+                  ChangeJournal(tmp_path / "j"))
+    assert result.outcome is Outcome.PASSED and result.message.endswith("; the guest is slow (answered in 38 s)")
+    evidence = "\n".join(result.evidence)
+    # 3 x 38 s for each SSH connection; the waits in the guest stretched 38/5 times (0.2 s -> 1.5 s)
+    assert "the guest ran `true` over SSH: slow (answered in 38 s); deadlines: SSH connection 114 s, device " \
+           "visible 2 s, removed 2 s" in evidence, evidence
+
+
+def test_a_dead_guest_is_said_and_nothing_is_attached(tmp_path):
+    pytest.importorskip("libvirt")
+    from vfio_certify.e2e.guest import Pace
+
+    dom, journal = FakeDomain(), ChangeJournal(tmp_path / "j")
+    result = _run(fake_guest(dom, pace=Pace(None, 300.0)), intel_host(usb=[USB]), "46f4:0001", journal)
+    assert result.outcome is Outcome.ERROR and result.message == "the guest is dead (no answer for 300 s): nothing was attached"
+    assert not dom.devices and not journal.path.exists()
+
+
+class SlowBanner:
+    """A TCP forwarder on 127.0.0.1 in front of a real sshd that holds every connection `delay` seconds
+    before passing anything on (a guest too busy to send its SSH banner); delay None: never passes anything
+    (a guest that accepts connections and then answers nothing)."""
+
+    def __init__(self, target_port: int, delay):
+        import socket
+        import threading
+
+        self.target_port, self.delay = target_port, delay
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.sockets = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.sockets.append(client)
+            if self.delay is not None:
+                threading.Thread(target=self._forward, args=(client,), daemon=True).start()
+
+    def _forward(self, client):
+        import socket
+        import threading
+
+        time.sleep(self.delay)
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        self.sockets.append(upstream)
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(2)
+                except OSError:
+                    pass
+
+    def close(self):
+        for s in [self.server, *self.sockets]:
+            s.close()
+
+
+@pytest.fixture
+def sshd():
+    from support.sshd import LoopbackSshd
+
+    reason = LoopbackSshd.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with LoopbackSshd() as server:
+        yield server
+
+
+def test_a_banner_slower_than_the_connect_timeout_is_a_slow_guest_not_a_dead_one(sshd):
+    """The nested lab under load: "Connection timed out during banner exchange" from a guest that was alive.
+    The command had not started, so the guest is asked again, found slow, and the command runs once, with an
+    SSH deadline derived from how long the guest took."""
+    from vfio_certify.e2e.guest import DomainGuest
+
+    proxy = SlowBanner(sshd.port, delay=2.0)
+    try:
+        guest = DomainGuest(None, None, f"ssh://root@127.0.0.1:{proxy.port}", sshd.ssh_config,
+                            connect_timeout_s=1, dead_after_s=30, slow_after_s=1)
+        p = guest.run("echo $((6 * 7))")
+        assert p.stdout == "42\n" and p.stderr == ""
+        assert guest.pace.slow and 2 <= guest.pace.answered_s < 10, guest.pace
+        assert guest.pace.describe() == f"slow (answered in {guest.pace.answered_s:.0f} s)"
+        assert guest.pace.connect_timeout_s >= 6  # the next connections wait three times as long as it took
+        assert len(sshd.remote_commands()) == 2  # the measuring `true`, then the command: once
+    finally:
+        proxy.close()
+
+
+def test_a_guest_that_never_answers_is_dead_after_the_bound(sshd):
+    from vfio_certify.e2e.guest import DomainGuest, GuestError
+
+    proxy = SlowBanner(sshd.port, delay=None)
+    try:
+        guest = DomainGuest(None, None, f"ssh://root@127.0.0.1:{proxy.port}", sshd.ssh_config,
+                            connect_timeout_s=1, dead_after_s=3)
+        began = time.monotonic()
+        with pytest.raises(GuestError) as raised:
+            guest.run("true")
+        message = str(raised.value)
+        assert message.startswith("the guest stopped answering over SSH: ") and "banner exchange" in message
+        assert message.endswith("; the guest is dead (no answer for 3 s)"), message
+        assert time.monotonic() - began < 15 and sshd.remote_commands() == []
+    finally:
+        proxy.close()

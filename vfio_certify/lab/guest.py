@@ -17,6 +17,7 @@ costs one channel, not one key exchange, on the slow TCG guest.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from ..e2e.guest import GUEST_PATH, GuestError
+from ..e2e.guest import DEAD_AFTER_S, GUEST_PATH, GuestError, Pace, measure_pace
 from ..e2e.undo import UndoJournal
 from . import guest_image, templates, tools
 from .base import LabBase
@@ -244,7 +245,8 @@ class LabGuest:
     # -- commands ------------------------------------------------------------
     def _ssh(self, argv: List[str], timeout: float, master: bool = True,
              input: Optional[str] = None) -> subprocess.CompletedProcess:
-        opts = [] if master else ["-o", "ControlPath=none"]
+        # a new connection's banner and key exchange may take the whole attempt (ssh_config says 5 s)
+        opts = [] if master else ["-o", "ControlPath=none", "-o", f"ConnectTimeout={max(1, math.ceil(timeout))}"]
         return subprocess.run(
             [tools.require("ssh"), "-F", str(self.ssh_config), *opts, self.HOST,
              "--", *argv],
@@ -274,6 +276,11 @@ class LabGuest:
             raise GuestError(f"guest command failed (exit {p.returncode}): {command}\n"
                              f"stdout: {p.stdout}\nstderr: {p.stderr}")
         return p
+
+    def measure_pace(self, dead_after_s: Optional[float] = None) -> Pace:
+        """Time `true` over a new SSH connection (as a user's VM is reached), for up to dead_after_s."""
+        return measure_pace(lambda left: self._ssh(["true"], timeout=left, master=False).returncode == 0,
+                            dead_after_s or DEAD_AFTER_S)
 
     def testinfra_host(self):
         """A testinfra Host over the same ssh_config (pytest-testinfra)."""

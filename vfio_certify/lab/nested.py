@@ -65,9 +65,9 @@ from ..e2e.undo import UndoJournal
 from . import guest_image, nested_image, tools
 from .base import LabBase
 from .guest import ssh_client_options
-from .nested_l1 import (L1_NIC_ADDRESS, SHARE_MOUNT_CANDIDATES, USB_SERIAL, USB_VENDOR_PRODUCT, L1Guest,
+from .nested_l1 import (L1_NIC_ADDRESS, L1_USUAL_BOOT_S, SHARE_MOUNT_CANDIDATES, USB_SERIAL, USB_VENDOR_PRODUCT, L1Guest,
                         NestedLabError, write_share)
-from .nested_l2 import L2_KVM_SSH_TIMEOUT_S, L2_TCG_SSH_TIMEOUT_S, L2Guest, choose_virt_type
+from .nested_l2 import L2_KVM_SSH_TIMEOUT_S, L2_MAX_SLOWDOWN, L2_TCG_SSH_TIMEOUT_S, L2Guest, choose_virt_type
 
 
 def _ssh_config_text(workdir: Path, known_hosts: Path, keys: List[Path],
@@ -252,7 +252,11 @@ class NestedLab(LabBase):
         virt_type = choose_virt_type(self.l1_conn, self.l2_virt_type_wanted, self.l1_journal)
         self.l2_virt_type = virt_type
         self.timings["l2_virt_type_probe_seconds"] = time.monotonic() - t
-        timeout = self.l2_ssh_timeout or (self.l2_kvm_ssh_timeout if virt_type == "kvm" else L2_TCG_SSH_TIMEOUT_S)
+        # a slow L0 (other work on its cores) is not a stuck L2: its deadline stretches with L1's boot
+        slowdown = min(L2_MAX_SLOWDOWN, max(1.0, self.l1.boot_seconds / L1_USUAL_BOOT_S))
+        self.timings["l2_deadline_slowdown"] = slowdown
+        timeout = self.l2_ssh_timeout or slowdown * (self.l2_kvm_ssh_timeout if virt_type == "kvm"
+                                                     else L2_TCG_SSH_TIMEOUT_S)
         # under KVM a failure may have wedged L1: no retry here, start() starts over under TCG
         attempts = 1 if virt_type == "kvm" and self.l2_virt_type_wanted == "auto" else self.l2_attempts
         for attempt in range(1, attempts + 1):

@@ -36,6 +36,7 @@ L1_L2_SSH_PORT = 2222                # L2's hostfwd in L1 (on L1_GUEST_IP)
 # transparent_hugepage=never: once, with KVM in L1 running L2, L1 wedged with khugepaged blocked
 # (the run then fell back to L2 under TCG, see NestedLab.start)
 L1_CMDLINE = templates.DEFAULT_CMDLINE + " intel_iommu=on transparent_hugepage=never"
+L1_USUAL_BOOT_S = 20.0         # L1's boot to SSH on an idle L0 (seen 8-10 s); slower says how busy L0 is
 L1_LIBVIRT_KEEPALIVE = (5, 3)  # a wedged L1 fails libvirt calls after ~20 s instead of hanging them
 # Where the share is mounted inside L1's chroot: a directory that exists on L0
 # (the chroot's root is L0's, read-only) and that nothing in the chroot needs.

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 L2_KVM_SSH_TIMEOUT_S = 90.0    # seen ~20 s; longer means KVM in L1 is stuck: start over under TCG
 L2_TCG_SSH_TIMEOUT_S = 300.0   # seen 70-110 s
+L2_MAX_SLOWDOWN = 3.0          # both deadlines stretch with L1's boot time, up to this many times
 
 
 def choose_virt_type(l1_conn, wanted: str, journal) -> str:
