@@ -192,18 +192,21 @@ def test_ssh_timeout_reports_the_serial_console():
     _skip_unless_lab()
     from vfio_certify.lab.guest import SshTimeout
 
-    lab = Lab(ssh_timeout=25.0, cmdline=templates.DEFAULT_CMDLINE.replace(  # the shell in ~5 s; 25 s under load
+    lab = Lab(ssh_timeout=12.0, cmdline=templates.DEFAULT_CMDLINE.replace(
         "rdinit=/init", "rdinit=/bin/sh") + " loglevel=6")
     t0 = time.monotonic()
     with pytest.raises(SshTimeout) as err:
         lab.start()
     elapsed = time.monotonic() - t0
     msg = str(err.value)
-    assert "within 25s" in msg
+    assert "within 12s" in msg
     assert "serial console tail" in msg, msg
-    assert "built-in shell (ash)" in msg, msg          # the console's last lines
+    # the console's last lines at the time (the shell's banner on an idle machine, kernel lines on a busy one)
+    tail = msg.split("--- serial console tail", 1)[1].splitlines()[1:-1]
+    console = lab.guest.console_log.read_text(errors="replace").replace("\r", "").splitlines()
+    assert tail and console[console.index(tail[0]):][:len(tail)] == tail, (tail, console[-len(tail):])
     assert "never printed 'lab-init: starting busybox init'" in msg, msg
-    assert elapsed < 60, elapsed
+    assert elapsed < 40, elapsed
     assert lab.leftover_processes == {}
     assert not lab.teardown_errors, lab.teardown_errors
     shutil.rmtree(lab.workdir, ignore_errors=True)

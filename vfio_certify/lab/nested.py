@@ -261,7 +261,7 @@ class NestedLab(LabBase):
         attempts = 1 if virt_type == "kvm" and self.l2_virt_type_wanted == "auto" else self.l2_attempts
         for attempt in range(1, attempts + 1):
             self.l2 = L2Guest(self, self.l1_conn, self.l2_image, self.l2_journal, self.l2_memory_mib)
-            self.l2.virt_type = virt_type
+            self.l2.virt_type, self.l2.slowdown = virt_type, slowdown
             try:
                 self.l2.boot(timeout)
                 break

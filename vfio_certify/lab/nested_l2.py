@@ -53,6 +53,7 @@ class L2Guest(LabGuest):
         self.control_path = lab.workdir / "ssh-ctl-lab-l2"
         self.l1_dir = f"{lab.share_mount}/l2"   # the same directory, as L1's chroot sees it
         self.virt_type = "qemu"
+        self.slowdown = 1.0  # how much slower than usual L0 runs (NestedLab.start_l2_guest): attempts wait longer
 
     def domain_xml(self, ssh_port: int) -> str:
         xml = templates.domain_xml(
@@ -72,7 +73,7 @@ class L2Guest(LabGuest):
 
     def _ssh(self, argv, timeout, master=True, input=None):
         if not master and self.virt_type == "qemu":
-            timeout = max(timeout, self.TCG_ATTEMPT_SECONDS)
+            timeout = max(timeout, self.TCG_ATTEMPT_SECONDS * self.slowdown)
         return super()._ssh(argv, timeout, master=master, input=input)
 
     def boot(self, ssh_timeout: float = 300.0) -> float:
