@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -218,12 +219,17 @@ class FakeConn:
         raise libvirt.libvirtError("no event loop")
 
 
-def fake_guest(dom, visible=True, proof=None, serial="QM0001"):
+def fake_guest(dom, visible=True, proof=None, serial="QM0001", pace=None):
     """A DomainGuest whose guest side is canned: the wait scripts see the device once FakeDomain holds it (and
-    visible), beside another USB disk (sda, another model) that was there before; proof(command) answers the rest."""
-    from vfio_certify.e2e.guest import DomainGuest
+    visible), beside another USB disk (sda, another model) that was there before; proof(command) answers the rest;
+    it answers `true` at the given pace (default: at once)."""
+    from vfio_certify.e2e.guest import DomainGuest, Pace
 
     class Guest(DomainGuest):
+        def measure_pace(self, dead_after_s=None):
+            self.pace = pace or Pace(0.01)
+            return self.pace
+
         def run(self, command, timeout=30.0, check=True):
             self.commands.append(command)
             if not command.startswith("probe()"):
@@ -362,7 +368,7 @@ def _sh():
 
 @pytest.mark.parametrize("serial", ['$(touch "$PWNED")', 'x" ] || touch "$PWNED" || [ "', "it's `touch $PWNED`"])
 def test_the_usb_serial_is_never_run_as_shell_code(tmp_path, serial):
-    from vfio_certify.lab import hotplug
+    from vfio_certify.e2e import hotplug
 
     _fake_usb_sysfs(tmp_path, serial)
     probe = hotplug.usb_disk_probe("46f4", "0001", serial).replace("/sys/", f"{tmp_path}/sys/")
@@ -376,7 +382,7 @@ def test_the_usb_serial_is_never_run_as_shell_code(tmp_path, serial):
 
 
 def test_read_only_mount_options_replay_no_journal(tmp_path):
-    from vfio_certify.lab.hotplug import RO_MOUNT_OPTIONS
+    from vfio_certify.e2e.hotplug import RO_MOUNT_OPTIONS
 
     mke2fs = shutil.which("mke2fs") or pytest.skip("needs mke2fs (e2fsprogs)")
     images = {}
@@ -395,7 +401,7 @@ def test_read_only_mount_options_replay_no_journal(tmp_path):
 
 
 def test_read_only_proof_refuses_a_disk_in_use_and_checks_setro():
-    from vfio_certify.lab.hotplug import HotplugError, read_only_proof
+    from vfio_certify.e2e.hotplug import HotplugError, read_only_proof
 
     script = read_only_proof("sdb", "data.txt")
     for promise in ("/proc/mounts /proc/swaps", "/proc/self/mountinfo", "$s/holders", "exit 5",
@@ -513,3 +519,187 @@ def test_which_devices_go_in_managed():
 
     assert managed_for("igb") and managed_for("")
     assert not any(managed_for(d) for d in ("vfio-pci", "mlx5_vfio_pci", "pci-stub"))
+
+
+def _imported_modules(path: Path, package: str) -> set[str]:
+    """Every module a file imports, anywhere in it (also inside functions), relative imports resolved."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return found
+
+
+def test_the_product_never_runs_on_the_test_lab():
+    """e2e/ is the product's hot-plug engine; lab/ is its test bed and imports e2e, never the reverse."""
+    e2e = sorted((REPO / "vfio_certify" / "e2e").glob("*.py"))
+    assert {p.name for p in e2e} >= {"hotplug.py", "undo.py", "guest.py", "connection.py", "flow.py"}
+    for path in e2e:
+        imports = _imported_modules(path, "vfio_certify.e2e")
+        assert not [m for m in imports if m == "vfio_certify.lab" or m.startswith("vfio_certify.lab.")], (path, imports)
+    lab_imports = set().union(*(_imported_modules(p, "vfio_certify.lab") for p in (REPO / "vfio_certify" / "lab").glob("*.py")))
+    assert "vfio_certify.e2e.hotplug" in lab_imports and "vfio_certify.e2e.undo" in lab_imports
+
+
+def test_the_lab_guest_and_a_users_vm_are_one_guest_interface(tmp_path):
+    """The engine and the flow drive a Guest; the lab's guests and a user's DomainGuest both are one."""
+    import typing
+
+    from vfio_certify.e2e.guest import DomainGuest, Guest
+    from vfio_certify.e2e.hotplug import Hotplugger
+    from vfio_certify.lab.guest import LabGuest
+    from vfio_certify.lab.nested import L2Guest
+
+    assert typing.get_type_hints(run_device)["guest"] is Guest
+    assert typing.get_type_hints(Hotplugger.__init__)["guest"] is Guest
+    users_vm = DomainGuest(None, None, "ssh://root@vm")
+    lab_guest = LabGuest(None, None, tmp_path)
+    assert isinstance(users_vm, Guest) and isinstance(lab_guest, Guest)
+    assert issubclass(L2Guest, LabGuest)
+    members = {"run", "live_xml", "is_running", "console_tail", "measure_pace"}
+    for cls in (DomainGuest, LabGuest):
+        for name in members:
+            assert list(inspect_params(getattr(cls, name)))[:2] == list(inspect_params(getattr(Guest, name)))[:2], (cls, name)
+
+
+def inspect_params(function):
+    import inspect
+
+    return inspect.signature(function).parameters
+
+
+def test_a_slow_guest_gets_deadlines_from_its_pace_and_the_result_says_so(tmp_path):
+    pytest.importorskip("libvirt")
+    from vfio_certify.e2e.guest import Pace
+
+    dom = FakeDomain()
+    result = _run(fake_guest(dom, proof=proof_output("sdb"), pace=Pace(38.0)), intel_host(usb=[USB]), "46f4:0001",
+                  ChangeJournal(tmp_path / "j"))
+    assert result.outcome is Outcome.PASSED and result.message.endswith("; the guest is slow (answered in 38 s)")
+    evidence = "\n".join(result.evidence)
+    # 3 x 38 s for each SSH connection; the waits in the guest stretched 38/5 times (0.2 s -> 1.5 s)
+    assert "the guest ran `true` over SSH: slow (answered in 38 s); deadlines: SSH connection 114 s, device " \
+           "visible 2 s, removed 2 s" in evidence, evidence
+
+
+def test_a_dead_guest_is_said_and_nothing_is_attached(tmp_path):
+    pytest.importorskip("libvirt")
+    from vfio_certify.e2e.guest import Pace
+
+    dom, journal = FakeDomain(), ChangeJournal(tmp_path / "j")
+    result = _run(fake_guest(dom, pace=Pace(None, 300.0)), intel_host(usb=[USB]), "46f4:0001", journal)
+    assert result.outcome is Outcome.ERROR and result.message == "the guest is dead (no answer for 300 s): nothing was attached"
+    assert not dom.devices and not journal.path.exists()
+
+
+class SlowBanner:
+    """A TCP forwarder on 127.0.0.1 in front of a real sshd that holds every connection `delay` seconds
+    before passing anything on (a guest too busy to send its SSH banner); delay None: never passes anything
+    (a guest that accepts connections and then answers nothing)."""
+
+    def __init__(self, target_port: int, delay):
+        import socket
+        import threading
+
+        self.target_port, self.delay = target_port, delay
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.sockets = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.sockets.append(client)
+            if self.delay is not None:
+                threading.Thread(target=self._forward, args=(client,), daemon=True).start()
+
+    def _forward(self, client):
+        import socket
+        import threading
+
+        time.sleep(self.delay)
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        self.sockets.append(upstream)
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(2)
+                except OSError:
+                    pass
+
+    def close(self):
+        for s in [self.server, *self.sockets]:
+            s.close()
+
+
+@pytest.fixture
+def sshd():
+    from support.sshd import LoopbackSshd
+
+    reason = LoopbackSshd.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with LoopbackSshd() as server:
+        yield server
+
+
+def test_a_banner_slower_than_the_connect_timeout_is_a_slow_guest_not_a_dead_one(sshd):
+    """The nested lab under load: "Connection timed out during banner exchange" from a guest that was alive.
+    The command had not started, so the guest is asked again, found slow, and the command runs once, with an
+    SSH deadline derived from how long the guest took."""
+    from vfio_certify.e2e.guest import DomainGuest
+
+    proxy = SlowBanner(sshd.port, delay=2.0)
+    try:
+        guest = DomainGuest(None, None, f"ssh://root@127.0.0.1:{proxy.port}", sshd.ssh_config,
+                            connect_timeout_s=1, dead_after_s=30, slow_after_s=1)
+        p = guest.run("echo $((6 * 7))")
+        assert p.stdout == "42\n" and p.stderr == ""
+        assert guest.pace.slow and 2 <= guest.pace.answered_s < 10, guest.pace
+        assert guest.pace.describe() == f"slow (answered in {guest.pace.answered_s:.0f} s)"
+        assert guest.pace.connect_timeout_s >= 6  # the next connections wait three times as long as it took
+        assert len(sshd.remote_commands()) == 2  # the measuring `true`, then the command: once
+    finally:
+        proxy.close()
+
+
+def test_a_guest_that_never_answers_is_dead_after_the_bound(sshd):
+    from vfio_certify.e2e.guest import DomainGuest, GuestError
+
+    proxy = SlowBanner(sshd.port, delay=None)
+    try:
+        guest = DomainGuest(None, None, f"ssh://root@127.0.0.1:{proxy.port}", sshd.ssh_config,
+                            connect_timeout_s=1, dead_after_s=3)
+        began = time.monotonic()
+        with pytest.raises(GuestError) as raised:
+            guest.run("true")
+        message = str(raised.value)
+        assert message.startswith("the guest stopped answering over SSH: ") and "banner exchange" in message
+        assert message.endswith("; the guest is dead (no answer for 3 s)"), message
+        assert time.monotonic() - began < 15 and sshd.remote_commands() == []
+    finally:
+        proxy.close()

@@ -23,7 +23,7 @@ from . import options, output_folder
 from .collect import CollectError, collect_snapshot
 from .collect.script import render_script
 from .diff import DiffInputError, diff_runs, load_run
-from .e2e.nested_lab_target import NestedLabRunError, nested_lab_target, wants_nested_lab
+from .lab.target import NestedLabRunError, nested_lab_target, wants_nested_lab
 from .options import OptionError
 from .session import target_for
 from .snapshot import pack_bundle

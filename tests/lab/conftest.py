@@ -51,3 +51,7 @@ def nested_lab():
         assert not left, f"nested lab processes survived teardown: {left}"
         assert not lab.teardown_errors, lab.teardown_errors
         assert not lab.leftover_processes, lab.leftover_processes
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes minutes (the lab under CPU load); CI runs it once, like every test")

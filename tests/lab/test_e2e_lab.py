@@ -91,7 +91,7 @@ def test_a_run_killed_mid_attach_is_undone_by_the_next_run(lab, tmp_path):
 def test_libvirt_refusing_the_attach_surfaces_its_message_and_leaves_nothing(lab):
     from vfio_certify.devices import parse_device
     from vfio_certify.e2e.hostdev import alias_for, hostdev_xml
-    from vfio_certify.lab.hotplug import HotplugResult, Hotplugger, nic_probe
+    from vfio_certify.e2e.hotplug import HotplugResult, Hotplugger, nic_probe
 
     spec = parse_device("0000:7f:1f.7")  # no such device on this machine, and no IOMMU to assign it with
     res = HotplugResult("nic", alias_for(spec), hostdev_xml(spec))
@@ -109,7 +109,7 @@ def test_libvirt_refusing_the_attach_surfaces_its_message_and_leaves_nothing(lab
 def test_a_detach_the_guest_never_acknowledges_is_retried_then_reported(lab):
     import time
 
-    from vfio_certify.lab.hotplug import HotplugResult, Hotplugger, nic_probe
+    from vfio_certify.e2e.hotplug import HotplugResult, Hotplugger, nic_probe
 
     mac, alias = "52:54:00:de:ad:02", "ua-never-detached"
     res = HotplugResult("nic", alias, templates.nic_xml(mac=mac, alias=alias))

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from vfio_certify.lab import guest_image, tools
+from vfio_certify.lab import cpio, guest_image, initramfs, tools
 
 
 def _skip_unless_image_tools() -> None:
@@ -53,10 +53,10 @@ def test_cpio_writer_roundtrip(tmp_path):
     import io
 
     buf = io.BytesIO()
-    guest_image.write_cpio([("directory", "etc", 0o755),
-                            ("file", "etc/x", b"hello", 0o600),
-                            ("symlink", "bin/sh", "/bin/busybox"),
-                            ("chardev", "dev/console", 5, 1, 0o600)], buf)
+    cpio.write_cpio([("directory", "etc", 0o755),
+                     ("file", "etc/x", b"hello", 0o600),
+                     ("symlink", "bin/sh", "/bin/busybox"),
+                     ("chardev", "dev/console", 5, 1, 0o600)], buf)
     got = parse_newc(buf.getvalue())
     assert stat.S_ISDIR(got["etc"][0])
     assert got["etc/x"][1] == b"hello" and stat.S_IMODE(got["etc/x"][0]) == 0o600
@@ -82,7 +82,7 @@ def test_busybox_and_applet_links(archive):
 
 def test_dropbear_keys_and_libraries(image, archive):
     assert stat.S_ISREG(archive["usr/sbin/dropbear"][0])
-    for guest_path, _real in guest_image.shared_libraries(tools.which("dropbear")):
+    for guest_path, _real in initramfs.shared_libraries(tools.which("dropbear")):
         assert guest_path.lstrip("/") in archive, guest_path
     mode, auth, _ = archive["root/.ssh/authorized_keys"]
     assert stat.S_IMODE(mode) == 0o600
@@ -109,7 +109,7 @@ def test_modules_decompressed_and_ordered(image, archive):
     with open(f"/lib/modules/{image.kernel_version}/modules.dep") as f:
         for line in f:
             mod, _, rest = line.partition(":")
-            deps[guest_image._modname(mod)] = [guest_image._modname(d) for d in rest.split()]
+            deps[initramfs._modname(mod)] = [initramfs._modname(d) for d in rest.split()]
     for i, n in enumerate(names):
         for d in deps.get(n, []):
             assert d in names[:i], f"{n} loaded before its dependency {d}"

@@ -18,6 +18,8 @@ timings are printed (pytest -s) and recorded as user properties.
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import time
@@ -27,9 +29,13 @@ import pytest
 
 from lab_helpers import _nested_processes_snapshot, _pids_alive, _skip_unless_lab
 from vfio_certify.e2e.journal import ChangeJournal
-from vfio_certify.lab import hotplug, templates, tools
-from vfio_certify.lab.hotplug import HotplugError, HotplugResult, Hotplugger, Step
-from vfio_certify.lab.nested import L1_NIC_MAC, NestedLab, l1_domain_xml
+from vfio_certify.e2e import hotplug
+from vfio_certify.e2e.hostdev import render as render_hostdev
+from vfio_certify.e2e.hotplug import HotplugError, HotplugResult, Hotplugger, Step
+from vfio_certify.lab import templates, tools
+from vfio_certify.lab.hotplug import NIC_DEVICE, NIC_VENDOR
+from vfio_certify.lab.nested import NestedLab
+from vfio_certify.lab.nested_l1 import L1_NIC_MAC, l1_domain_xml
 
 REPO = Path(__file__).resolve().parents[2]
 L1_BUDGET_S = 60.0     # target < 20 s; seen 8-10 s
@@ -133,7 +139,7 @@ def test_pci_hostdev_into_l2_and_back(nested_lab, record_property):
     domain, bus, slot_function = nested_lab.nic_address.split(":")
     slot, function = slot_function.split(".")
     alias = "ua-nested-nic"
-    xml = templates.render("hostdev_pci.xml.j2", domain=domain, bus=bus, slot=slot,
+    xml = render_hostdev("hostdev_pci.xml.j2", domain=domain, bus=bus, slot=slot,
                            function=function, alias=alias)
     assert _l1_nic_state(nested_lab) == ("e1000e", "(null)")
     res = HotplugResult("pci-nic", alias, xml)
@@ -167,7 +173,7 @@ def test_pci_hostdev_into_l2_and_back(nested_lab, record_property):
 
     hp = Hotplugger(nested_lab.l2, visible_timeout=60, removal_timeout=60)
     try:
-        hp.run_device(res, hotplug.nic_probe(hotplug.NIC_VENDOR, hotplug.NIC_DEVICE, L1_NIC_MAC),
+        hp.run_device(res, hotplug.nic_probe(NIC_VENDOR, NIC_DEVICE, L1_NIC_MAC),
                       prove=in_l1_while_assigned, after_detach=in_l1_restored)
     finally:
         hp.close()
@@ -184,7 +190,7 @@ def test_pci_hostdev_into_l2_and_back(nested_lab, record_property):
 def test_usb_hostdev_into_l2_and_back(nested_lab, record_property):
     vendor, product = nested_lab.usb_vendor_product.split(":")
     alias = "ua-nested-usb"
-    xml = templates.render("hostdev_usb.xml.j2", vendor=vendor, product=product, bus=None,
+    xml = render_hostdev("hostdev_usb.xml.j2", vendor=vendor, product=product, bus=None,
                            device=None, alias=alias)
     res = HotplugResult("usb-disk", alias, xml)
     probe = hotplug.usb_disk_probe(vendor, product, nested_lab.usb_serial)
@@ -312,7 +318,7 @@ def test_l1_is_checked_after_the_undo_when_l2_stops_answering(nested_lab, tmp_pa
     """The e1000e is attached (L1 binds vfio-pci), then L2 'stops answering' (simulated: the wait for the device
     raises): the undo detaches it, and L1 is collected again and proven back on e1000e all the same."""
     from vfio_certify.e2e.guest import DomainGuest
-    from vfio_certify.lab.guest import GuestError
+    from vfio_certify.e2e.guest import GuestError
 
     class StopsAnswering(DomainGuest):
         def run(self, command, timeout=30.0, check=True):
@@ -358,7 +364,7 @@ def test_the_read_only_proof_refuses_a_disk_already_mounted_in_the_guest(nested_
     refuses the disk while it is mounted, and proves it -- marked ro=1, mounted read-only -- once it is not."""
     vendor, product = nested_lab.usb_vendor_product.split(":")
     alias = "ua-nested-usb-busy"
-    res = HotplugResult("usb-disk", alias, templates.render("hostdev_usb.xml.j2", vendor=vendor, product=product,
+    res = HotplugResult("usb-disk", alias, render_hostdev("hostdev_usb.xml.j2", vendor=vendor, product=product,
                                                              bus=None, device=None, alias=alias))
     probe = hotplug.usb_disk_probe(vendor, product, nested_lab.usb_serial)
     runs = {}
@@ -390,16 +396,68 @@ def test_the_read_only_proof_refuses_a_disk_already_mounted_in_the_guest(nested_
     assert alias not in nested_lab.l2.live_xml()
 
 
-def test_l2_under_kvm_failing_restarts_the_lab_with_l2_under_tcg():
-    """KVM inside L1 (on TCG's emulated SVM) once wedged L1 while L2 booted. The cause is simulated here by
-    a deadline no L2 can meet (1 s for SSH under KVM); the recovery is real: everything torn down, the lab
-    started again with L2 under TCG, said in `fallbacks`, and nothing left behind."""
+@pytest.fixture(scope="module")
+def restarted_lab():
+    """A nested lab whose L2 under KVM misses a deadline no L2 can meet (1 s for SSH), so it is started
+    again with L2 under TCG (TCG inside TCG: the slowest guest the lab has); torn down at the end,
+    asserting nothing survives."""
     _skip_unless_lab()
     lab = NestedLab(l2_kvm_ssh_timeout=1.0)
-    with lab:
-        assert lab.l2_virt_type == "qemu", lab.timings
-        assert len(lab.fallbacks) == 1 and "started again with L2 under TCG" in lab.fallbacks[0], lab.fallbacks
-        assert lab.l2.run("hostname", timeout=60).stdout.strip() == "lab-guest"
-        procs = _nested_processes_snapshot(lab)
-    assert not lab.teardown_errors and not lab.leftover_processes
-    assert not _pids_alive(procs), _pids_alive(procs)
+    lab.start()
+    procs = _nested_processes_snapshot(lab)
+    print("\n[restarted] " + ", ".join(f"{k}={v:.2f}" for k, v in lab.timings.items()))
+    try:
+        yield lab
+    finally:
+        lab.close()
+        assert not lab.teardown_errors and not lab.leftover_processes
+        assert not _pids_alive(procs), _pids_alive(procs)
+
+
+def test_l2_under_kvm_failing_restarts_the_lab_with_l2_under_tcg(restarted_lab):
+    """KVM inside L1 (on TCG's emulated SVM) once wedged L1 while L2 booted. The cause is simulated here (see
+    restarted_lab); the recovery is real: everything torn down, the lab started again with L2 under TCG, said
+    in `fallbacks`, and nothing left behind (the fixture's teardown)."""
+    lab = restarted_lab
+    assert lab.l2_virt_type == "qemu", lab.timings
+    assert len(lab.fallbacks) == 1 and "started again with L2 under TCG" in lab.fallbacks[0], lab.fallbacks
+    assert lab.l2.run("hostname", timeout=60).stdout.strip() == "lab-guest"
+
+
+BURNER = "import time\nend = time.monotonic() + 900\nwhile time.monotonic() < end: pass"  # bounded even if orphaned
+
+
+@pytest.mark.slow
+def test_e2e_with_every_core_busy_finds_the_guest_slow_not_dead(restarted_lab, tmp_path):
+    """Under CPU load the USB step once failed with "the guest stopped answering over SSH: Connection timed out
+    during banner exchange" while L2 was alive. Here every core runs a CPU burner (started and always killed by
+    this test) while a user's `--e2e` run assigns L1's USB disk to L2 under TCG inside TCG: the flow measures how fast L2 answers,
+    derives its SSH deadlines from it, and passes, saying how slow the guest was."""
+    import libvirt
+
+    lab, journal = restarted_lab, tmp_path / "journal.jsonl"
+    args = [sys.executable, "-m", "vfio_certify.cli", "--host", lab.l1_ssh_url, "--ssh-config", lab.ssh_config,
+            "--device", lab.usb_vendor_product, "--usb-file", f"{lab.disk_known_file}:{lab.disk_sha256}",
+            "--e2e", "--domain", lab.domain, "--guest", lab.l2_ssh_url, "--guest-ssh-config", lab.ssh_config,
+            "--libvirt-uri", lab.libvirt_uri, "--journal", journal, "--output", tmp_path / "out"]
+    burners = [subprocess.Popen([sys.executable, "-c", BURNER]) for _ in range(os.cpu_count() or 2)]
+    began = time.monotonic()
+    try:
+        proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=REPO, timeout=1200)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    seconds = time.monotonic() - began
+    [host] = json.loads((tmp_path / "out" / "summary.json").read_text())["hosts"]
+    usb = {c["id"]: c for c in host["checks"]}[f"e2e.usb[{lab.usb_vendor_product}]"]
+    evidence = "\n".join(usb["evidence"])
+    print(f"\n[loaded] {len(burners)} burners, L2 {lab.l2_virt_type}, {seconds:.0f} s: {usb['message']}\n{evidence}")
+    assert usb["outcome"] == "passed" and proc.returncode == 0, (usb["message"], evidence, proc.stderr[-2000:])
+    pace = next(line for line in usb["evidence"] if "the guest ran `true` over SSH: " in line)
+    assert re.search(r"over SSH: (slow \(answered in \d+ s\)|answering \(in [\d.]+ s\)); deadlines: SSH connection "
+                     r"\d+ s", pace), pace
+    assert ("slow (answered in" in pace) == ("the guest is slow (answered in" in usb["message"])
+    assert "sha256 matches" in evidence and ChangeJournal(journal).leftovers() == []
+    assert "<hostdev" not in lab.l1_conn.lookupByName(lab.domain).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert all(burner.poll() is not None for burner in burners)

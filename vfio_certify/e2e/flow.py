@@ -20,10 +20,12 @@ from typing import Callable, Optional
 
 from ..devices import DeviceSpec
 from ..facts import HostFacts
-from ..lab.hotplug import (HotplugError, HotplugResult, Hotplugger, Step, nic_probe, read_only_proof, usb_blocks,
-                           usb_disk_probe)
+from .connection import open_with_keepalive
+from .hotplug import (HotplugError, HotplugResult, Hotplugger, Step, nic_probe, read_only_proof, usb_blocks,
+                      usb_disk_probe)
 from ..model import CheckResult, Outcome, Severity
 from ..rules.device import usb_matches
+from .guest import DEAD_AFTER_S, Guest
 from .hostdev import alias_for, hostdev_matches, hostdev_xml, managed_for, nodedev_name
 from .journal import ChangeJournal
 from .preflight import preflight
@@ -50,8 +52,9 @@ class E2EOptions:
     known_sha256: str = ""
     force: bool = False  # assign a NIC the host uses (never the default)
     persistent: bool = False  # also in the domain's persistent definition (virsh --config), removed again
-    visible_timeout_s: float = 60.0
+    visible_timeout_s: float = 60.0  # stretched for a slow guest (Pace.slowdown)
     removal_timeout_s: float = 60.0
+    guest_dead_after_s: float = DEAD_AFTER_S  # a guest that answers no SSH command for this long is dead
 
 
 @dataclass
@@ -106,9 +109,9 @@ def _usb_of(spec: DeviceSpec, facts: HostFacts):
     return usb_matches(facts.usb or [], spec)[0]
 
 
-def run_device(guest, facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec], journal: ChangeJournal,
+def run_device(guest: Guest, facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec], journal: ChangeJournal,
                libvirt_uri: str, recollect: Callable[[], HostFacts], options: E2EOptions) -> CheckResult:
-    """Run the whole flow for one device against a DomainGuest (or the lab's LabGuest)."""
+    """Run the whole flow for one device against a Guest (a user's DomainGuest, or a lab guest)."""
     check_id = check_id_for(spec, facts)
     began = time.monotonic()
     pf = preflight(facts, spec, named, _held_by(guest.conn, spec, guest.dom.name()), options.force)
@@ -127,12 +130,25 @@ def run_device(guest, facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec
     restore = _restore_by_hand(spec.key, original.driver, original.driver_override, libvirt_uri) if original else ""
     res = HotplugResult(check_id.split("[")[0].split(".")[1], alias_for(spec), xml)
     res.steps.append(Step("preflight", preflight_seconds, True, pf.evidence))
+    pace = guest.measure_pace(options.guest_dead_after_s)  # a slow guest is not a dead one: deadlines follow it
+    visible_timeout, removal_timeout = (options.visible_timeout_s * pace.slowdown,
+                                        options.removal_timeout_s * pace.slowdown)
+    res.steps.append(Step("guest-answers", pace.answered_s if pace.alive else pace.waited_s, pace.alive,
+                          [f"the guest ran `true` over SSH: {pace.describe()}"
+                           + (f"; deadlines: SSH connection {pace.connect_timeout_s:.0f} s, device visible "
+                              f"{visible_timeout:.0f} s, removed {removal_timeout:.0f} s" if pace.alive else "")],
+                          pace.describe()))
+    if not pace.alive:
+        return CheckResult(check_id, Outcome.ERROR, Severity.REQUIRED,
+                           f"the guest is {pace.describe()}: nothing was attached", res.summary().splitlines()[1:],
+                           "Check that the VM runs and answers SSH at --guest (ssh <guest> true), then run again.",
+                           time.monotonic() - began)
     change = journal.open_change(kind="hostdev", libvirt_uri=libvirt_uri, domain=guest.dom.name(), xml=xml,
                                  alias=res.alias, device=spec.key,
                                  host_driver=original.driver if original else "",
                                  host_driver_override=original.driver_override if original else "",
                                  managed=managed, persistent=options.persistent)
-    hotplugger = Hotplugger(guest, visible_timeout=options.visible_timeout_s, removal_timeout=options.removal_timeout_s,
+    hotplugger = Hotplugger(guest, visible_timeout=visible_timeout, removal_timeout=removal_timeout,
                             persistent=options.persistent)
 
     def prove_usb(r: HotplugResult) -> None:
@@ -186,7 +202,10 @@ def run_device(guest, facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec
         attached = hotplugger.attached(res.alias)  # None: libvirt could not say; the entry stays for the next run
         if attached is False:
             journal.close_change(change, "detached" if res.ok else "undone after a failure")
-    return _result(check_id, res, attached, libvirt_uri, guest, time.monotonic() - began, options.persistent, restore)
+    result = _result(check_id, res, attached, libvirt_uri, guest, time.monotonic() - began, options.persistent, restore)
+    if pace.slow and "the guest is " not in result.message:
+        result.message += f"; the guest is {pace.describe()}"
+    return result
 
 
 def _restore_by_hand(address: str, driver: str, override: str, uri: str) -> str:
@@ -230,22 +249,6 @@ def _result(check_id: str, res: HotplugResult, attached: Optional[bool], uri: st
         evidence += ["--- guest console ---", *tail.splitlines()]
     return CheckResult(check_id, Outcome.FAILED, Severity.REQUIRED, f"end-to-end failed: {res.error}", evidence,
                        "The device was detached again. See the steps above for where it failed.", seconds)
-
-
-LIBVIRT_KEEPALIVE = (5, 3)  # seconds between probes, unanswered probes before the connection is closed
-
-
-def open_with_keepalive(open_connection: Callable[[str], object], uri: str):
-    """A libvirt connection on which a host that stops answering fails calls after ~20 s instead of hanging them
-    (needs the event loop: lab.daemons.ensure_event_loop)."""
-    import libvirt
-
-    conn = open_connection(uri)
-    try:
-        conn.setKeepAlive(*LIBVIRT_KEEPALIVE)
-    except libvirt.libvirtError:
-        pass  # a local driver has no keepalive
-    return conn
 
 
 def recover_leftovers(journal: ChangeJournal, open_connection: Callable[[str], object]) -> list[str]:

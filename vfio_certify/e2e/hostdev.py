@@ -1,10 +1,21 @@
-"""<hostdev> XML for a named device, from the jinja2 templates in fixtures/lab/."""
+"""<hostdev> XML for a named device, from the jinja2 templates beside this module (templates/)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
+import jinja2
 
 from ..devices import DeviceSpec
-from ..lab.templates import render
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+
+
+def render(template: str, **values) -> str:
+    """A template of TEMPLATE_DIR; every value is escaped (it lands in XML attributes and text)."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.get_template(template).render(**values)
 
 
 def alias_for(spec: DeviceSpec) -> str:

@@ -3,7 +3,7 @@
 The domain (--domain) runs on the certified host and is reached through libvirt (URI from
 --libvirt-uri, else derived from the host: local -> qemu:///system, ssh://u@h ->
 qemu+ssh://u@h/system), its guest over SSH (--guest). When the host is the suite's own nested
-lab (nested_lab_target.py), lab_note says so at the head of every result's evidence.
+lab (vfio_certify/lab/target.py), lab_note says so at the head of every result's evidence.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from urllib.parse import urlparse
 from ..devices import DeviceSpec
 from ..facts import HostFacts
 from ..model import CheckResult, Outcome, Severity
-from ..lab.daemons import ensure_event_loop
-from .flow import E2EOptions, open_with_keepalive, recover_leftovers, run_device
+from .connection import ensure_event_loop, open_with_keepalive
+from .flow import E2EOptions, recover_leftovers, run_device
 from .journal import ChangeJournal, JournalLocked
 
 

@@ -6,15 +6,25 @@ Pieces (each usable on its own):
   which Debian package ships each one.
 * :mod:`vfio_certify.lab.daemons`     -- a private ``virtlogd`` + ``libvirtd``
   (no systemd, nothing under /etc touched).
-* :mod:`vfio_certify.lab.guest_image` -- kernel from /boot + a small cached
-  initramfs (busybox, dropbear, the needed modules).
+* :mod:`vfio_certify.lab.initramfs`   -- kernel from /boot + a small cached
+  initramfs (busybox, dropbear, the needed modules, one /init template);
+  :mod:`vfio_certify.lab.guest_image` is the lab guest's recipe (and the USB
+  disk), :mod:`vfio_certify.lab.nested_image` nested L1's.
+* :mod:`vfio_certify.lab.base`        -- what both labs share: work dir, L0's
+  daemons, teardown through every undo journal.
 * :mod:`vfio_certify.lab.templates`   -- the jinja2 domain/device XML.
 * :mod:`vfio_certify.lab.guest`       -- boot the guest, wait for SSH, run
   commands, tear down.
-* :mod:`vfio_certify.lab.hotplug`     -- the emulated hot-plug flow (e1000e NIC
-  and USB disk): attach, prove in the guest, detach, prove gone, timed.
-* :mod:`vfio_certify.lab.journal`     -- every change recorded; undo stack run
-  newest-first on teardown (also after failures, timeouts, Ctrl-C).
+* :mod:`vfio_certify.lab.hotplug`     -- the emulated stand-ins (e1000e NIC and
+  USB disk) run through the product's hot-plug engine (vfio_certify.e2e.hotplug).
+* :mod:`vfio_certify.lab.nested`      -- the nested lab: L1, a VT-d host with its
+  own libvirtd, and L2, its guest; :mod:`vfio_certify.lab.target` points
+  ``vfio-certify --e2e`` at it.
+
+The lab is the test bed of the product: it imports :mod:`vfio_certify.e2e` (the
+engine, its undo journal, the libvirt event loop), never the other way round.
+Every change it makes is on an :class:`~vfio_certify.e2e.undo.UndoJournal`, run
+newest-first on teardown (also after failures, timeouts, Ctrl-C).
 
 ``python -m vfio_certify.lab [--json] [--keep]`` runs the whole thing once and
 prints the timed steps; ``pytest tests/lab`` is the test suite. The guest image

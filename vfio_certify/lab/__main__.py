@@ -27,11 +27,11 @@ def main(argv=None) -> int:
         return 77
 
     from .guest import Lab
-    from .hotplug import Hotplugger
+    from .hotplug import LabHotplugger
 
     results = []
     with Lab(ssh_timeout=args.ssh_timeout, keep_workdir=args.keep or None) as lab:
-        hp = Hotplugger(lab.guest)
+        hp = LabHotplugger(lab.guest)
         try:
             results.append(hp.nic())
             results.append(hp.usb_disk(lab.disk))

@@ -63,6 +63,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..e2e.connection import ensure_event_loop
 from . import tools
 
 QEMU_CONF = """\
@@ -78,7 +79,6 @@ stdio_handler = "logd"
 """
 
 LIBVIRTD_CONF = """\
-# vfio-certify lab libvirtd.conf
 unix_sock_group = "root"
 unix_sock_ro_perms = "0700"
 unix_sock_rw_perms = "0700"
@@ -93,6 +93,24 @@ VIRTLOGD_CONF = """\
 log_outputs = "3:file:/var/log/libvirt/virtlogd.log"
 """
 
+
+
+def libvirtd_conf(tcp_port: Optional[int] = None) -> str:
+    """The lab's libvirtd.conf: unix sockets for root only, no auth, a log file; with tcp_port also
+    a plain TCP listener (nested L1's, which L0 reaches through a hostfwd)."""
+    tcp = (f'listen_tls = 0\nlisten_tcp = 1\nlisten_addr = "0.0.0.0"\ntcp_port = "{tcp_port}"\nauth_tcp = "none"\n'
+           if tcp_port else "")
+    return "# vfio-certify lab libvirtd.conf (written by vfio_certify/lab/daemons.py)\n" + tcp + LIBVIRTD_CONF
+
+
+def write_libvirt_etc(directory: Path, qemu_conf_extra: str = "", tcp_port: Optional[int] = None) -> None:
+    """The lab's /etc/libvirt: qemu.conf, libvirtd.conf and virtlogd.conf (L0's, and nested L1's)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "qemu.conf").write_text(QEMU_CONF + qemu_conf_extra)
+    (directory / "libvirtd.conf").write_text(libvirtd_conf(tcp_port))
+    (directory / "virtlogd.conf").write_text(VIRTLOGD_CONF)
+
+
 # bind source (relative to work dir, or absolute) -> mount point in the namespace
 _MOUNTS = (
     ("etc", "/etc/libvirt"),
@@ -105,34 +123,6 @@ _CACHE_MOUNT = "/var/cache/libvirt"
 
 class DaemonError(RuntimeError):
     pass
-
-
-_event_lock = threading.Lock()
-_event_thread: Optional[threading.Thread] = None
-
-
-def ensure_event_loop() -> None:
-    """Register libvirt's default event loop once per process and run it in a
-    daemon thread (needed for domain events such as DEVICE_REMOVED). Must run
-    before the connection that registers callbacks is opened."""
-    global _event_thread
-    import libvirt
-
-    with _event_lock:
-        if _event_thread is not None:
-            return
-        libvirt.virEventRegisterDefaultImpl()
-        # libvirt's default handler prints every error (also expected ones,
-        # e.g. "domain not found" during teardown) to stderr.
-        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-
-        def run() -> None:
-            while True:
-                libvirt.virEventRunDefaultImpl()
-
-        _event_thread = threading.Thread(target=run, name="libvirt-events",
-                                         daemon=True)
-        _event_thread.start()
 
 
 def _ns_of(pid: int) -> Optional[str]:
@@ -215,10 +205,7 @@ class LabDaemons:
         os.chmod(self.workdir, 0o700)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         (self.log_dir / "qemu").mkdir(exist_ok=True)
-        etc = self.workdir / "etc"
-        (etc / "qemu.conf").write_text(QEMU_CONF + self.qemu_conf_extra)
-        (etc / "libvirtd.conf").write_text(LIBVIRTD_CONF)
-        (etc / "virtlogd.conf").write_text(VIRTLOGD_CONF)
+        write_libvirt_etc(self.workdir / "etc", self.qemu_conf_extra)
 
         mounts = [(str(self.workdir / sub), dst) for sub, dst in _MOUNTS]
         mounts.append((str(self.cache_dir), _CACHE_MOUNT))

@@ -17,24 +17,19 @@ costs one channel, not one key exchange, on the slow TCG guest.
 
 from __future__ import annotations
 
+import math
 import os
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import List, Optional
 
+from ..e2e.guest import DEAD_AFTER_S, GUEST_PATH, GuestError, Pace, measure_pace
+from ..e2e.undo import UndoJournal
 from . import guest_image, templates, tools
-from .daemons import LabDaemons
-from .journal import Journal
-
-GUEST_PATH = "PATH=/sbin:/usr/sbin:/bin:/usr/bin"
-
-
-class GuestError(RuntimeError):
-    pass
+from .base import LabBase
+from .initramfs import HOST_KEY_ALIAS, GuestImage
 
 
 class SshTimeout(GuestError):
@@ -54,20 +49,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def ssh_client_options(keys: List[Path], known_hosts: Path) -> str:
+    """The ssh_config options of every lab guest: root with the lab's own keys, the guest's host key
+    pinned in a private known_hosts, never a password or an agent, a dead guest noticed in ~15 s."""
+    return ("    User root\n" + "".join(f"    IdentityFile {k}\n" for k in keys) + f"""\
+    IdentitiesOnly yes
+    IdentityAgent none
+    UserKnownHostsFile {known_hosts}
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+    CheckHostIP no
+    BatchMode yes
+    PasswordAuthentication no
+    KbdInteractiveAuthentication no
+    ConnectTimeout 5
+    ServerAliveInterval 5
+    ServerAliveCountMax 3
+    LogLevel ERROR
+""")
+
+
 class LabGuest:
-    """One transient domain booted from a :class:`guest_image.GuestImage`."""
+    """One transient domain booted from a :class:`GuestImage`."""
 
     HOST = "lab-guest"
 
-    def __init__(self, conn, image: guest_image.GuestImage, workdir: os.PathLike,
-                 journal: Optional[Journal] = None, name: Optional[str] = None,
+    def __init__(self, conn, image: GuestImage, workdir: os.PathLike,
+                 journal: Optional[UndoJournal] = None, name: Optional[str] = None,
                  memory_mib: int = 512, vcpus: int = 1, root_ports: int = 6,
                  cmdline: Optional[str] = None):
         self.conn = conn
         self.cmdline = cmdline or templates.DEFAULT_CMDLINE
         self.image = image
         self.workdir = Path(workdir)
-        self.journal = journal or Journal()
+        self.journal = journal or UndoJournal()
         self.name = name or f"vfio-certify-lab-{os.getpid()}"
         self.memory_mib = memory_mib
         self.vcpus = vcpus
@@ -96,29 +111,10 @@ class LabGuest:
         self.known_hosts.write_text(self.image.known_hosts_line())
         # ssh refuses a private key readable by others
         os.chmod(self.image.client_key, 0o600)
-        self.ssh_config.write_text(f"""\
-Host {self.HOST}
-    HostName 127.0.0.1
-    Port {self.ssh_port}
-    User root
-    IdentityFile {self.image.client_key}
-    IdentitiesOnly yes
-    IdentityAgent none
-    HostKeyAlias {guest_image.HOST_KEY_ALIAS}
-    UserKnownHostsFile {self.known_hosts}
-    GlobalKnownHostsFile /dev/null
-    StrictHostKeyChecking yes
-    CheckHostIP no
-    BatchMode yes
-    PasswordAuthentication no
-    KbdInteractiveAuthentication no
-    ConnectTimeout 5
-    ServerAliveInterval 5
-    ServerAliveCountMax 3
-    LogLevel ERROR
-    ControlPath {self.control_path}
-    ControlMaster no
-""")
+        self.ssh_config.write_text(
+            f"Host {self.HOST}\n    HostName 127.0.0.1\n    Port {self.ssh_port}\n    HostKeyAlias {HOST_KEY_ALIAS}\n"
+            f"    ControlPath {self.control_path}\n    ControlMaster no\n"
+            + ssh_client_options([self.image.client_key], self.known_hosts))
 
     # -- boot ----------------------------------------------------------------
     def boot(self, ssh_timeout: float = 120.0) -> float:
@@ -249,7 +245,8 @@ Host {self.HOST}
     # -- commands ------------------------------------------------------------
     def _ssh(self, argv: List[str], timeout: float, master: bool = True,
              input: Optional[str] = None) -> subprocess.CompletedProcess:
-        opts = [] if master else ["-o", "ControlPath=none"]
+        # a new connection's banner and key exchange may take the whole attempt (ssh_config says 5 s)
+        opts = [] if master else ["-o", "ControlPath=none", "-o", f"ConnectTimeout={max(1, math.ceil(timeout))}"]
         return subprocess.run(
             [tools.require("ssh"), "-F", str(self.ssh_config), *opts, self.HOST,
              "--", *argv],
@@ -279,6 +276,11 @@ Host {self.HOST}
             raise GuestError(f"guest command failed (exit {p.returncode}): {command}\n"
                              f"stdout: {p.stdout}\nstderr: {p.stderr}")
         return p
+
+    def measure_pace(self, dead_after_s: Optional[float] = None) -> Pace:
+        """Time `true` over a new SSH connection (as a user's VM is reached), for up to dead_after_s."""
+        return measure_pace(lambda left: self._ssh(["true"], timeout=left, master=False).returncode == 0,
+                            dead_after_s or DEAD_AFTER_S)
 
     def testinfra_host(self):
         """A testinfra Host over the same ssh_config (pytest-testinfra)."""
@@ -334,79 +336,33 @@ Host {self.HOST}
         self.dom = None
 
 
-class Lab:
+class Lab(LabBase):
     """Daemons + guest image + booted guest, torn down on exit (always)."""
 
     def __init__(self, cache_root: Optional[os.PathLike] = None,
                  workdir: Optional[os.PathLike] = None, ssh_timeout: float = 120.0,
                  keep_workdir: Optional[bool] = None, memory_mib: int = 512,
                  cmdline: Optional[str] = None):
+        super().__init__(cache_root, workdir, keep_workdir)
         self.cmdline = cmdline
-        self.cache_root = Path(cache_root) if cache_root else guest_image.default_cache_root()
-        self._own_workdir = workdir is None
-        self.workdir = Path(workdir) if workdir else Path(
-            tempfile.mkdtemp(prefix="vfio-certify-lab-"))
         self.ssh_timeout = ssh_timeout
         self.memory_mib = memory_mib
-        self.keep_workdir = (os.environ.get("VFIO_CERTIFY_LAB_KEEP") == "1"
-                             if keep_workdir is None else keep_workdir)
-        self.journal = Journal()
-        self.daemons: Optional[LabDaemons] = None
-        self.image: Optional[guest_image.GuestImage] = None
+        self.image: Optional[GuestImage] = None
         self.disk: Optional[guest_image.DiskImage] = None
         self.guest: Optional[LabGuest] = None
         self.conn = None
-        self.timings: dict = {}
-        self.leftover_processes: dict = {}
-        self.teardown_errors: List[str] = []
-        self.failed = False
 
-    def start(self) -> "Lab":
-        try:
-            t = time.monotonic()
-            self.image = guest_image.build_guest_image(self.cache_root)
-            self.timings["image_seconds"] = time.monotonic() - t
-            self.journal.record("image", f"{self.image.directory} "
-                                f"({'cached' if self.image.cached else 'built'})")
-            self.disk = guest_image.build_usb_disk(self.cache_root / "disks")
-            t = time.monotonic()
-            self.daemons = LabDaemons(self.workdir / "libvirt",
-                                      cache_dir=self.cache_root / "libvirt-cache")
-            self.journal.push_undo("daemons", "stop virtlogd/libvirtd", self._stop_daemons)
-            self.daemons.start()
-            self.timings["daemons_seconds"] = time.monotonic() - t
-            self.journal.record("daemons", f"{self.daemons.pids} {self.daemons.uri}")
-            self.conn = self.daemons.connect(events=True)
-            self.guest = LabGuest(self.conn, self.image, self.workdir / "guest",
-                                  journal=self.journal, memory_mib=self.memory_mib,
-                                  cmdline=self.cmdline)
-            self.guest.boot(self.ssh_timeout)
-            self.timings["boot_to_ssh_seconds"] = self.guest.boot_seconds
-        except BaseException:
-            self.failed = True
-            self.close()
-            raise
-        return self
-
-    def _stop_daemons(self) -> None:
-        if self.daemons is not None:
-            self.leftover_processes = self.daemons.stop()
-            if self.leftover_processes:
-                raise GuestError(f"lab processes survived: {self.leftover_processes}")
-
-    def close(self) -> None:
-        """Undo everything that is left (guest, ssh master, daemons)."""
-        self.teardown_errors += self.journal.undo_all()
-        (self.workdir / "journal.txt").write_text(self.journal.text() + "\n") \
-            if self.workdir.exists() else None
-        if self._own_workdir and not self.keep_workdir and not self.failed \
-                and not self.teardown_errors:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> "Lab":
-        return self.start()
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.failed = True
-        self.close()
+    def _start(self) -> None:
+        t = time.monotonic()
+        self.image = guest_image.build_guest_image(self.cache_root)
+        self.timings["image_seconds"] = time.monotonic() - t
+        self.journal.record("image", f"{self.image.directory} "
+                            f"({'cached' if self.image.cached else 'built'})")
+        self.disk = guest_image.build_usb_disk(self.cache_root / "disks")
+        self._start_daemons("daemons_seconds")
+        self.conn = self.daemons.connect(events=True)
+        self.guest = LabGuest(self.conn, self.image, self.workdir / "guest",
+                              journal=self.journal, memory_mib=self.memory_mib,
+                              cmdline=self.cmdline)
+        self.guest.boot(self.ssh_timeout)
+        self.timings["boot_to_ssh_seconds"] = self.guest.boot_seconds

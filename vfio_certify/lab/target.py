@@ -29,8 +29,8 @@ def wants_nested_lab(args: argparse.Namespace) -> bool:
 @contextmanager
 def nested_lab_target(args: argparse.Namespace) -> Iterator[argparse.Namespace]:
     """Boot the nested lab, point `args` at it for the run, tear it down afterwards (also on Ctrl-C)."""
-    from ..lab import tools
-    from ..lab.nested import NestedLab
+    from . import tools
+    from .nested import NestedLab
 
     reason = tools.unavailable_reason()
     if reason:

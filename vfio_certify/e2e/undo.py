@@ -1,7 +1,8 @@
-"""Journal and undo stack: every change the lab makes is recorded, and each
-change that must be reverted pushes an undo action. :meth:`Journal.undo_all`
-runs the pending undos newest-first and keeps going when one fails, so a
-teardown after a failed assertion, a timeout or Ctrl-C reverts what is left."""
+"""The in-memory undo stack of one run: every change the hot-plug engine (and the lab) makes is
+recorded, and each change that must be reverted pushes an undo action. :meth:`UndoJournal.undo_all`
+runs the pending undos newest-first and keeps going when one fails, so a teardown after a failed
+step, a timeout or Ctrl-C reverts what is left. (What must survive a killed process is on disk, in
+journal.ChangeJournal.)"""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class _Undo:
     fn: Callable[[], None]
 
 
-class Journal:
+class UndoJournal:
     def __init__(self) -> None:
         self.t0 = time.monotonic()
         self.entries: List[Entry] = []
@@ -51,6 +52,20 @@ class Journal:
     @property
     def pending(self) -> List[str]:
         return [u.key for u in self._undo]
+
+    def undo(self, key: str) -> List[str]:
+        """Run only change `key`'s undo, leaving the others pending; returns the errors (as text)."""
+        pending = [u for u in self._undo if u.key == key]
+        self.discard_undo(key)
+        errors = []
+        for u in pending:
+            try:
+                u.fn()
+                self.record("undo", f"{key}: {u.description}", ok=True)
+            except Exception as exc:
+                errors.append(repr(exc))
+                self.record("undo", f"{key}: {exc!r}", ok=False)
+        return errors
 
     def undo_all(self) -> List[str]:
         """Run pending undos newest-first; returns the errors (as text)."""
