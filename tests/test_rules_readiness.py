@@ -216,6 +216,17 @@ def test_in_use_is_skipped_on_what_was_not_collected():
     assert domain_hostdevs("<!DOCTYPE x [<!ENTITY a 'b'>]><domain/>") == []  # no entity expansion from a bundle
 
 
+def test_in_use_without_libvirtd_is_judged_on_the_definitions_and_processes_when_they_were_read():
+    down = LibvirtFacts(virsh=True, list_error="failed to connect to the hypervisor", processes={})
+    r = rd.in_use(dataclasses.replace(gpu_host(), libvirt=down), parse_device("01:00.0"))
+    assert r.outcome is Outcome.SKIPPED and r.message.endswith("was not collected") and "/etc/libvirt/qemu" in r.message
+    held = [HeldDevice(k, "win11", "/etc/libvirt/qemu/win11.xml") for k in domain_hostdevs(DOMAIN_XML)]
+    read = dataclasses.replace(down, persistent_xml=["/etc/libvirt/qemu/win11.xml"], held=held)
+    assert rd.in_use(dataclasses.replace(gpu_host(), libvirt=read), parse_device("01:00.0")).outcome is Outcome.FAILED
+    r = rd.in_use(dataclasses.replace(gpu_host(), libvirt=read), parse_device("07:00.1"))
+    assert r.outcome is Outcome.PASSED and any("/etc/libvirt/qemu (1 definition(s))" in e for e in r.evidence)
+
+
 # -- device.numa -------------------------------------------------------------------------------------
 
 def test_numa_names_the_local_cpus_and_warns_on_a_narrow_link():
@@ -249,6 +260,9 @@ def test_libvirt_hostdev_is_not_applicable_without_libvirtd_and_skipped_when_not
     no_daemon = dataclasses.replace(facts, libvirt=LibvirtFacts(virsh=True, list_error="failed to connect to the hypervisor"))
     r = libvirt.hostdev(no_daemon)
     assert r.outcome is Outcome.SKIPPED and "not applicable" in r.message and "failed to connect" in r.message
+    uncollected = dataclasses.replace(facts, libvirt=LibvirtFacts(virsh=True, domains={}))  # domcapabilities not run
+    r = libvirt.hostdev(uncollected)
+    assert r.outcome is Outcome.SKIPPED and r.skip_reason.value == "not-collected" and "virsh domcapabilities" in r.message
 
 
 # -- the e2e preflight uses them ---------------------------------------------------------------------

@@ -136,3 +136,34 @@ def test_missing_config_is_skipped_with_the_reason_never_failed(all_hosts):
     assert all(checks[i]["message"] == "not applicable: arm64 only, and this host is x86"
                for i in not_this_host - {"kernel.config[CONFIG_AMD_IOMMU]"})
     assert host["verdict"] == "incomplete"
+
+
+def test_a_bundle_made_before_the_readiness_sources_is_incomplete_and_says_what_to_collect(tmp_path):
+    """missing-config stands for a bundle made before `lspci -vvv`, reset_method and virsh were collected."""
+    proc, hosts = judge(tmp_path, "--snapshot", HOSTS / "missing-config", "--device", "0000:03:00.0")
+    checks = outcomes(hosts["missing-config"])
+    for check_id in ("device.reset[0000:03:00.0]", "device.in_use[0000:03:00.0]", "libvirt.hostdev"):
+        assert checks[check_id]["outcome"] == "skipped" and checks[check_id]["skip_reason"] == "not-collected", check_id
+    assert any("lspci -vvv" in line for line in checks["device.reset[0000:03:00.0]"]["evidence"])
+    assert "virsh list --all" in proc.stdout and "/sys/bus/pci/devices/0000:03:00.0/reset_method" in proc.stdout
+    assert hosts["missing-config"]["verdict"] == "incomplete"
+
+
+def test_the_certified_examples_are_judged_on_their_readiness_sources(tmp_path):
+    hosts = {}
+    for name, *devices in (("ryzen-vfio-bound-gpu", "0000:2d:00.0", "0000:2d:00.1"), ("rocky9-after-intel-iommu", "07:00.1"),
+                           ("proxmox-dmar-kernel-6.8", "0000:00:02.0")):
+        (tmp_path / name).mkdir()
+        hosts.update(judge(tmp_path / name, "--snapshot", HOSTS / name, *[f"--device={d}" for d in devices])[1])
+    ryzen = outcomes(hosts["ryzen-vfio-bound-gpu"])
+    assert hosts["ryzen-vfio-bound-gpu"]["verdict"] == "certified"
+    assert ryzen["device.reset[0000:2d:00.0]"]["outcome"] == "warning" and "Polaris" in ryzen["device.reset[0000:2d:00.0]"]["message"]
+    assert ryzen["device.host_console[0000:2d:00.0]"]["outcome"] == "passed"  # the GT 710 is the boot VGA device
+    assert ryzen["device.vfio_binding[0000:2d:00.0]"]["outcome"] == "passed"  # vfio-pci.ids on the command line
+    rocky = outcomes(hosts["rocky9-after-intel-iommu"])  # kernel 5.14: no reset_method, lspci -vvv's FLReset+ says
+    assert rocky["device.reset[0000:07:00.1]"]["outcome"] == "passed" and "flr" in rocky["device.reset[0000:07:00.1]"]["message"]
+    assert rocky["device.in_use[0000:07:00.1]"]["outcome"] == "passed" and rocky["libvirt.hostdev"]["outcome"] == "passed"
+    proxmox = outcomes(hosts["proxmox-dmar-kernel-6.8"])  # the mini-PC's only GPU carries the host console
+    assert proxmox["device.host_console[0000:00:02.0]"]["outcome"] == "failed"
+    assert proxmox["libvirt.hostdev"]["skip_reason"] == "not-applicable"  # Proxmox VE runs QEMU without libvirt
+    assert hosts["proxmox-dmar-kernel-6.8"]["verdict"] == "not-certified"

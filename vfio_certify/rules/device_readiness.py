@@ -311,13 +311,19 @@ def in_use(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
                                     "remove the <hostdev> with virsh edit), or name another device.")
     missing = []
     if lv.virsh and lv.domains is None:
-        missing.append(f"the domains (virsh list --all failed: {lv.list_error})")
+        # libvirtd did not answer: no domain it manages can start now, and the definitions it would start
+        # later are the files in /etc/libvirt/qemu; a QEMU still running shows in ps
+        if lv.persistent_xml is None:
+            missing.append(f"the domains (virsh list --all failed: {lv.list_error}) and /etc/libvirt/qemu")
+        else:
+            evidence.append(f"judged on /etc/libvirt/qemu ({len(lv.persistent_xml)} definition(s)) and the QEMU processes")
     if lv.xml_missing:
         missing.append(f"the XML of {', '.join(lv.xml_missing)}")
     if lv.processes is None:
         missing.append("the QEMU processes (ps -eo pid,args)")
     if missing:
-        return result(check_id, Outcome.SKIPPED, f"not judged: {' and '.join(missing)} not collected", evidence)
+        return result(check_id, Outcome.SKIPPED,
+                      f"not judged: {' and '.join(missing)} {'was' if len(missing) == 1 else 'were'} not collected", evidence)
     return result(check_id, Outcome.PASSED, f"no domain and no QEMU process holds {spec.key}", evidence)
 
 

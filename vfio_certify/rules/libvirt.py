@@ -20,6 +20,8 @@ def hostdev(facts: HostFacts) -> CheckResult:
                       skip_reason=NOT_APPLICABLE)
     evidence = list(lv.versions)
     caps = lv.domcaps
+    if caps is None and not lv.domcaps_error:  # the reader names every failure; none: the command was not run
+        return not_collected(hostdev.id, "virsh domcapabilities")
     if caps is None:
         return result(hostdev.id, Outcome.FAILED, f"virsh domcapabilities failed: {lv.domcaps_error}", evidence,
                       remedy.install_qemu(facts))
