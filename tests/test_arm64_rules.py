@@ -112,7 +112,7 @@ def test_smmu_driver_missing_from_the_kernel_is_a_kernel_fix(tmp_path):
     (["root/sys/firmware/acpi/tables", "root/sys/class/iommu", "commands/dmesg"], "firmware.iommu_table",
      "skipped", "not collected"),
     # sysfs units not collected: dmesg's probe and group lines are proof
-    (["root/sys/class/iommu", "root/sys/kernel/iommu_groups"], "iommu.enabled", "passed", "judged from dmesg only"),
+    (["root/sys/class/iommu", "root/sys/kernel/iommu_groups"], "iommu.enabled", "passed", "judged from dmesg"),
     (["root/sys/class/iommu", "root/sys/kernel/iommu_groups", "commands/dmesg"], "iommu.enabled", "skipped",
      "not collected"),
     # /proc/interrupts not collected: the ITS probed in dmesg still shows isolation

@@ -22,7 +22,8 @@ EXPECTED = {
     "builtin-vfio": ("certified", set()),
     "missing-config": ("incomplete", set()),  # no kernel config on the host: nothing shows how it was built
     "proxmox-dmar-kernel-6.8": ("certified", set()),
-    "hostile-input": ("not-certified", {"kernel.config[CONFIG_IOMMU_SUPPORT]", "kernel.config[CONFIG_INTEL_IOMMU]"}),
+    # its config is cut mid-line: the options after the cut were not collected, so not judged (incomplete)
+    "hostile-input": ("incomplete", set()),
     "ampere-altra-smmuv3": ("certified", set()),
     "kunpeng920-smmu-off": ("not-certified", {"firmware.iommu_table", "iommu.enabled", "iommu.groups"}),
     "rk3588-devicetree-no-pcie-iommu": ("not-certified", {"firmware.iommu_table", "iommu.enabled"}),

@@ -113,10 +113,12 @@ def reset(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
         return result(check_id, Outcome.PASSED, f"reset by {real[0]}" + (f" (then {', '.join(methods[1:])})"
                                                                          if len(methods) > 1 else ""), evidence)
     bus = device.address.rsplit(":", 1)[0]
-    siblings = sorted(a for a, d in (facts.pci or {}).items() if a.startswith(bus + ":") and a != device.address)
+    # every function on its bus: sysfs's, and lspci's (a function lspci lists is there, whatever sysfs shows)
+    on_bus = {*(facts.pci or {}), *(facts.lspci_addresses or ())}
+    siblings = sorted(a for a in on_bus if a.startswith(bus + ":") and a != device.address)
     if not siblings:
         return result(check_id, Outcome.PASSED, "reset by a secondary bus reset; it is alone behind its bridge", evidence)
-    others = [facts.pci[a].summary() for a in siblings]
+    others = [facts.pci[a].summary() if a in (facts.pci or {}) else f"{a} (listed by lspci -nnk)" for a in siblings]
     return result(check_id, Outcome.WARNING,
                   f"only a bus reset, which resets every function behind the same bridge too: {', '.join(siblings)}; "
                   "libvirt resets it only when all of them are assigned to the same VM or unused", evidence + others,
@@ -133,6 +135,8 @@ def host_console(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
     device, skipped = _pci(facts, spec, check_id)
     if skipped:
         return skipped
+    if not device.class_code:
+        return not_collected(check_id, f"/sys/bus/pci/devices/{device.address}/class (whether it is a display device)")
     if not _display(device):
         return result(check_id, Outcome.SKIPPED, f"not applicable: not a display device ({device.class_name or 'unknown class'})",
                       skip_reason=NOT_APPLICABLE)
@@ -171,6 +175,13 @@ def host_console(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
         return result(check_id, Outcome.SKIPPED,
                       f"not judged: {device.address}'s BARs in /proc/iomem were not collected (the file does not list "
                       "them: cut short or unreadable)", evidence)
+    unknown_fbs = sorted(fb for fb, on in (info.framebuffers or {}).items() if not on)
+    if ready.boot_vga and (info.framebuffers is None or unknown_fbs):
+        # the boot display with a framebuffer that may sit on it: which device each fbN is on was not collected
+        what = ("/sys/class/graphics" if info.framebuffers is None else
+                f"the device link of /sys/class/graphics/{unknown_fbs[0]}")
+        return result(check_id, Outcome.SKIPPED, f"not judged: {what} was not collected, so whether a framebuffer "
+                      f"holds the boot display {device.address} is unknown", evidence)
     if ready.boot_vga or (log and log.boot_vga == device.address):
         return result(check_id, Outcome.WARNING,
                       f"{device.address} is the boot VGA device: no framebuffer holds it now, but the firmware and "
