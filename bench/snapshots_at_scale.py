@@ -60,8 +60,9 @@ def generate(count: int, into: Path) -> list[Path]:
     return made
 
 
-def timed(argv: list[str], tree: Path = REPO) -> tuple[float, int, int]:
-    """Wall seconds, exit status and peak RSS in KiB of the command and its descendants (largest one)."""
+def timed(argv: list[str], tree: Path = REPO) -> tuple[float, int, int, float]:
+    """Wall seconds, exit status, peak RSS in KiB of the command and its descendants (largest one), and their
+    CPU seconds (user + system: less sensitive than wall time to other work on a busy machine)."""
     begin = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # the child waits for its own children, so its RUSAGE_CHILDREN covers the whole tree
@@ -70,14 +71,14 @@ def timed(argv: list[str], tree: Path = REPO) -> tuple[float, int, int]:
         os.dup2(devnull, 2)
         proc = subprocess.run(argv, cwd=tree)  # `-m vfio_certify.cli` imports the tree's own package
         import resource
-        peak = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 0)
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         with open(os.environ["BENCH_RSS_FILE"], "w") as out:
-            out.write(str(peak))
+            out.write(f"{max(usage.ru_maxrss, 0)} {usage.ru_utime + usage.ru_stime}")
         os._exit(proc.returncode)
     _, status = os.waitpid(pid, 0)
     seconds = time.perf_counter() - begin
-    peak = int(Path(os.environ["BENCH_RSS_FILE"]).read_text() or 0)
-    return seconds, os.waitstatus_to_exitcode(status), peak
+    peak, cpu = (Path(os.environ["BENCH_RSS_FILE"]).read_text() or "0 0").split()
+    return seconds, os.waitstatus_to_exitcode(status), int(peak), float(cpu)
 
 
 def folder_size(path: Path) -> tuple[int, str, int]:
@@ -90,43 +91,36 @@ def folder_size(path: Path) -> tuple[int, str, int]:
 def judge(snapshots: list[Path], output: Path, tree: Path = REPO) -> dict:
     argv = [sys.executable, "-m", "vfio_certify.cli", "-j", "auto", "--output", str(output)]
     argv += [f"--snapshot={s}" for s in snapshots]
-    seconds, code, rss_kib = timed(argv, tree)
+    seconds, code, rss_kib, cpu = timed(argv, tree)
     total, largest, largest_size = folder_size(output) if output.exists() else (0, "", 0)
-    return {"hosts": len(snapshots), "wall_s": round(seconds, 2), "exit": code, "peak_rss_mib": round(rss_kib / 1024, 1),
+    return {"hosts": len(snapshots), "wall_s": round(seconds, 2), "cpu_s": round(cpu, 2), "exit": code, "peak_rss_mib": round(rss_kib / 1024, 1),
             "output_mib": round(total / 2**20, 1), "largest_file": largest, "largest_file_mib": round(largest_size / 2**20, 1)}
 
 
-def median_wall(argv: list[str], runs: int, tree: Path = REPO) -> float:
-    subprocess.run(argv, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # warm caches
-    walls = []
-    for _ in range(runs):
-        begin = time.perf_counter()
-        subprocess.run(argv, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        walls.append(time.perf_counter() - begin)
-    return statistics.median(walls)
-
-
 def local_vs_peer(runs: int, scratch: Path, trees: dict[str, Path]) -> dict:
-    """Local certification by each tree beside virt-host-validate qemu, alternated run by run."""
+    """Local certification by each tree beside virt-host-validate qemu, alternated run by run (after one
+    warm-up each): median wall and CPU seconds, their ratios, peak RSS."""
     validator = shutil.which("virt-host-validate")
     if not validator:
         return {"skipped": "virt-host-validate not installed (scripts/apt-packages.txt lists libvirt-clients)"}
-    walls: dict[str, list[float]] = {label: [] for label in trees}
-    peer, rss = [], {label: 0 for label in trees}
-    for i in range(runs):  # paired, A B A B, so a drift of the machine's speed cancels in the ratio
+    commands = {label: [sys.executable, "-m", "vfio_certify.cli", "--output"] for label in trees}
+    measured: dict[str, list[tuple]] = {label: [] for label in [*trees, "peer"]}
+    for i in range(runs + 1):  # paired, A B A B, so a drift of the machine's speed cancels in the ratio
         for label, tree in trees.items():
-            out = scratch / f"local-{label}-{i}"
-            walls[label].append(median_wall([sys.executable, "-m", "vfio_certify.cli", "--output", str(out)], 1, tree))
-        peer.append(median_wall([validator, "qemu"], 1))
-    for label, tree in trees.items():
-        rss[label] = timed([sys.executable, "-m", "vfio_certify.cli", "--output", str(scratch / f"local-{label}-rss")],
-                           tree)[2]
-    result = {"virt_host_validate_s": round(statistics.median(peer), 4),
-              "virt_host_validate_rss_mib": round(timed([validator, "qemu"])[2] / 1024, 1)}
+            measured[label].append(timed(commands[label] + [str(scratch / f"local-{label}-{i}")], tree))
+        measured["peer"].append(timed([validator, "qemu"]))
+    measured = {label: runs_[1:] for label, runs_ in measured.items()}  # the first round warmed the caches
+    peer = measured["peer"]
+    result = {"virt_host_validate_s": round(statistics.median(m[0] for m in peer), 4),
+              "virt_host_validate_cpu_s": round(statistics.median(m[3] for m in peer), 4),
+              "virt_host_validate_rss_mib": round(max(m[2] for m in peer) / 1024, 1)}
     for label in trees:
-        ratios = [a / b for a, b in zip(walls[label], peer)]
-        result[label] = {"vfio_certify_s": round(statistics.median(walls[label]), 3),
-                         "ratio_median": round(statistics.median(ratios), 1), "peak_rss_mib": round(rss[label] / 1024, 1)}
+        ours = measured[label]
+        result[label] = {"vfio_certify_s": round(statistics.median(m[0] for m in ours), 3),
+                         "vfio_certify_cpu_s": round(statistics.median(m[3] for m in ours), 3),
+                         "ratio_median": round(statistics.median(a[0] / b[0] for a, b in zip(ours, peer)), 1),
+                         "cpu_ratio_median": round(statistics.median(a[3] / max(b[3], 1e-3) for a, b in zip(ours, peer)), 1),
+                         "peak_rss_mib": round(max(m[2] for m in ours) / 1024, 1)}
     return result
 
 
@@ -138,7 +132,7 @@ def diff_seconds(old: Path, new: Path, tree: Path) -> float:
 
 
 def _row_text(row: dict) -> str:
-    return (f"{row['wall_s']:7.2f} s  peak RSS {row['peak_rss_mib']:6.1f} MiB  output {row['output_mib']:6.1f} MiB "
+    return (f"{row['wall_s']:7.2f} s (CPU {row['cpu_s']:7.2f} s)  peak RSS {row['peak_rss_mib']:6.1f} MiB  output {row['output_mib']:6.1f} MiB "
             f"(largest {row['largest_file']} {row['largest_file_mib']} MiB)  exit {row['exit']}")
 
 
@@ -149,6 +143,8 @@ def _goal_lines(label: str, by_size: dict[int, dict], diff_s: float, diff_hosts:
     if 1000 in by_size and 500 in by_size:
         lines.append(f"wall 1,000 / 500       {by_size[1000]['wall_s'] / by_size[500]['wall_s']:.2f}x       "
                      f"goal <= {GOALS['linear_1000_over_500']}x")
+        lines.append(f"CPU 1,000 / 500        {by_size[1000]['cpu_s'] / max(by_size[500]['cpu_s'], 0.01):.2f}x       "
+                     f"(the same goal, in CPU seconds: {by_size[1000]['cpu_s']:.1f} s / {by_size[500]['cpu_s']:.1f} s)")
     if 1000 in by_size and 10 in by_size:
         lines.append(f"RSS 1,000 / 10         {by_size[1000]['peak_rss_mib'] / max(by_size[10]['peak_rss_mib'], 1):.2f}x"
                      f"       goal <= {GOALS['rss_1000_over_10']}x")
@@ -160,6 +156,8 @@ def _goal_lines(label: str, by_size: dict[int, dict], diff_s: float, diff_hosts:
         lines.append(f"local certification    {mine['vfio_certify_s']:.3f} s, {mine['peak_rss_mib']} MiB vs "
                      f"virt-host-validate qemu {local['virt_host_validate_s']:.4f} s, {local['virt_host_validate_rss_mib']}"
                      f" MiB: {mine['ratio_median']}x   goal <= {GOALS['ratio_vs_virt_host_validate']:.0f}x (aim 5x)")
+        lines.append(f"  in CPU seconds        {mine['vfio_certify_cpu_s']:.3f} s vs {local['virt_host_validate_cpu_s']:.4f} s: "
+                     f"{mine['cpu_ratio_median']}x")
     return lines
 
 
