@@ -80,7 +80,8 @@ def render_certification_page(run: RunResult) -> str:
 def write_certification_page(run: RunResult, path: Union[str, Path]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_certification_page(run), encoding="utf-8")
+    # streamed to the file: a thousand hosts' page (15 MB) is never one string in memory
+    _environment().get_template(CERTIFICATION_TEMPLATE).stream(run=_with_plans(run)).dump(str(path), encoding="utf-8")
     return path
 
 
