@@ -155,8 +155,8 @@ class CertifySession:
 
     def _collect(self, target: CertifyTarget) -> Collected:
         begin = time.monotonic()
-        self._made += 1
         dest = self.workdir() / f"target-{self._made}"
+        self._made += 1
         try:
             if target.spec is not None:
                 snap = collect_snapshot(target.spec, dest)
