@@ -12,7 +12,11 @@ loses a file, so incomplete and failing hosts are among them), judges them in on
   - local certification against `virt-host-validate qemu`, medians measured in the same run
     (goal <= 15x, aim 5x).
 
-Usage: .venv/bin/python bench/snapshots_at_scale.py [--sizes 10,100,500,1000] [--runs 5]
+With --against DIR (another checkout of vfio-certify, e.g. `git archive main | tar -x -C DIR`), every
+measurement is taken for both, alternately (DIR first), with this .venv's Python: a before/after
+pair measured in the same minute, so that a busy machine slows both alike.
+
+Usage: .venv/bin/python bench/snapshots_at_scale.py [--sizes 10,100,500,1000] [--runs 5] [--against DIR]
 """
 from __future__ import annotations
 
@@ -56,24 +60,25 @@ def generate(count: int, into: Path) -> list[Path]:
     return made
 
 
-def timed(argv: list[str]) -> tuple[float, int, int]:
-    """Wall seconds, exit status and peak RSS in KiB of the command and its descendants (largest one)."""
+def timed(argv: list[str], tree: Path = REPO) -> tuple[float, int, int, float]:
+    """Wall seconds, exit status, peak RSS in KiB of the command and its descendants (largest one), and their
+    CPU seconds (user + system: less sensitive than wall time to other work on a busy machine)."""
     begin = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # the child waits for its own children, so its RUSAGE_CHILDREN covers the whole tree
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
-        proc = subprocess.run(argv, cwd=REPO)
+        proc = subprocess.run(argv, cwd=tree)  # `-m vfio_certify.cli` imports the tree's own package
         import resource
-        peak = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 0)
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         with open(os.environ["BENCH_RSS_FILE"], "w") as out:
-            out.write(str(peak))
+            out.write(f"{max(usage.ru_maxrss, 0)} {usage.ru_utime + usage.ru_stime}")
         os._exit(proc.returncode)
     _, status = os.waitpid(pid, 0)
     seconds = time.perf_counter() - begin
-    peak = int(Path(os.environ["BENCH_RSS_FILE"]).read_text() or 0)
-    return seconds, os.waitstatus_to_exitcode(status), peak
+    peak, cpu = (Path(os.environ["BENCH_RSS_FILE"]).read_text() or "0 0").split()
+    return seconds, os.waitstatus_to_exitcode(status), int(peak), float(cpu)
 
 
 def folder_size(path: Path) -> tuple[int, str, int]:
@@ -83,83 +88,118 @@ def folder_size(path: Path) -> tuple[int, str, int]:
             largest.stat().st_size if largest else 0)
 
 
-def judge(snapshots: list[Path], output: Path) -> dict:
+def judge(snapshots: list[Path], output: Path, tree: Path = REPO) -> dict:
     argv = [sys.executable, "-m", "vfio_certify.cli", "-j", "auto", "--output", str(output)]
     argv += [f"--snapshot={s}" for s in snapshots]
-    seconds, code, rss_kib = timed(argv)
+    seconds, code, rss_kib, cpu = timed(argv, tree)
     total, largest, largest_size = folder_size(output) if output.exists() else (0, "", 0)
-    return {"hosts": len(snapshots), "wall_s": round(seconds, 2), "exit": code, "peak_rss_mib": round(rss_kib / 1024, 1),
+    return {"hosts": len(snapshots), "wall_s": round(seconds, 2), "cpu_s": round(cpu, 2), "exit": code, "peak_rss_mib": round(rss_kib / 1024, 1),
             "output_mib": round(total / 2**20, 1), "largest_file": largest, "largest_file_mib": round(largest_size / 2**20, 1)}
 
 
-def median_wall(argv: list[str], runs: int) -> float:
-    subprocess.run(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # warm caches
-    walls = []
-    for _ in range(runs):
-        begin = time.perf_counter()
-        subprocess.run(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        walls.append(time.perf_counter() - begin)
-    return statistics.median(walls)
-
-
-def local_vs_peer(runs: int, scratch: Path) -> dict:
+def local_vs_peer(runs: int, scratch: Path, trees: dict[str, Path]) -> dict:
+    """Local certification by each tree beside virt-host-validate qemu, alternated run by run (after one
+    warm-up each): median wall and CPU seconds, their ratios, peak RSS."""
     validator = shutil.which("virt-host-validate")
     if not validator:
         return {"skipped": "virt-host-validate not installed (scripts/apt-packages.txt lists libvirt-clients)"}
-    ours, peer = [], []
-    for i in range(runs):  # paired, A B A B, so a drift of the machine's speed cancels in the ratio
-        out = scratch / f"local-{i}"
-        ours.append(median_wall([sys.executable, "-m", "vfio_certify.cli", "--output", str(out)], 1))
-        peer.append(median_wall([validator, "qemu"], 1))
-    ratios = sorted(a / b for a, b in zip(ours, peer))
-    return {"vfio_certify_s": round(statistics.median(ours), 3), "virt_host_validate_s": round(statistics.median(peer), 4),
-            "ratio_median": round(statistics.median(ratios), 1)}
+    commands = {label: [sys.executable, "-m", "vfio_certify.cli", "--output"] for label in trees}
+    measured: dict[str, list[tuple]] = {label: [] for label in [*trees, "peer"]}
+    for i in range(runs + 1):  # paired, A B A B, so a drift of the machine's speed cancels in the ratio
+        for label, tree in trees.items():
+            measured[label].append(timed(commands[label] + [str(scratch / f"local-{label}-{i}")], tree))
+        measured["peer"].append(timed([validator, "qemu"]))
+    measured = {label: runs_[1:] for label, runs_ in measured.items()}  # the first round warmed the caches
+    peer = measured["peer"]
+    result = {"virt_host_validate_s": round(statistics.median(m[0] for m in peer), 4),
+              "virt_host_validate_cpu_s": round(statistics.median(m[3] for m in peer), 4),
+              "virt_host_validate_rss_mib": round(max(m[2] for m in peer) / 1024, 1)}
+    for label in trees:
+        ours = measured[label]
+        result[label] = {"vfio_certify_s": round(statistics.median(m[0] for m in ours), 3),
+                         "vfio_certify_cpu_s": round(statistics.median(m[3] for m in ours), 3),
+                         "ratio_median": round(statistics.median(a[0] / b[0] for a, b in zip(ours, peer)), 1),
+                         "cpu_ratio_median": round(statistics.median(a[3] / max(b[3], 1e-3) for a, b in zip(ours, peer)), 1),
+                         "peak_rss_mib": round(max(m[2] for m in ours) / 1024, 1)}
+    return result
+
+
+def diff_seconds(old: Path, new: Path, tree: Path) -> float:
+    begin = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "vfio_certify.cli", "diff", str(old), str(new)], cwd=tree,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return round(time.perf_counter() - begin, 2)
+
+
+def _row_text(row: dict) -> str:
+    return (f"{row['wall_s']:7.2f} s (CPU {row['cpu_s']:7.2f} s)  peak RSS {row['peak_rss_mib']:6.1f} MiB  output {row['output_mib']:6.1f} MiB "
+            f"(largest {row['largest_file']} {row['largest_file_mib']} MiB)  exit {row['exit']}")
+
+
+def _goal_lines(label: str, by_size: dict[int, dict], diff_s: float, diff_hosts: int, local: dict) -> list[str]:
+    lines = [f"[{label}]"]
+    if 1000 in by_size:
+        lines.append(f"1,000 hosts            {by_size[1000]['wall_s']:.1f} s        goal <= {GOALS['wall_1000_s']:.0f} s")
+    if 1000 in by_size and 500 in by_size:
+        lines.append(f"wall 1,000 / 500       {by_size[1000]['wall_s'] / by_size[500]['wall_s']:.2f}x       "
+                     f"goal <= {GOALS['linear_1000_over_500']}x")
+        lines.append(f"CPU 1,000 / 500        {by_size[1000]['cpu_s'] / max(by_size[500]['cpu_s'], 0.01):.2f}x       "
+                     f"(the same goal, in CPU seconds: {by_size[1000]['cpu_s']:.1f} s / {by_size[500]['cpu_s']:.1f} s)")
+    if 1000 in by_size and 10 in by_size:
+        lines.append(f"RSS 1,000 / 10         {by_size[1000]['peak_rss_mib'] / max(by_size[10]['peak_rss_mib'], 1):.2f}x"
+                     f"       goal <= {GOALS['rss_1000_over_10']}x")
+    lines.append(f"diff of {diff_hosts} hosts      {diff_s:.2f} s       goal <= {GOALS['diff_s']} s")
+    if "skipped" in local:
+        lines.append(f"local vs virt-host-validate: {local['skipped']}")
+    else:
+        mine = local[label]
+        lines.append(f"local certification    {mine['vfio_certify_s']:.3f} s, {mine['peak_rss_mib']} MiB vs "
+                     f"virt-host-validate qemu {local['virt_host_validate_s']:.4f} s, {local['virt_host_validate_rss_mib']}"
+                     f" MiB: {mine['ratio_median']}x   goal <= {GOALS['ratio_vs_virt_host_validate']:.0f}x (aim 5x)")
+        lines.append(f"  in CPU seconds        {mine['vfio_certify_cpu_s']:.3f} s vs {local['virt_host_validate_cpu_s']:.4f} s: "
+                     f"{mine['cpu_ratio_median']}x")
+    return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10,100,500,1000")
     parser.add_argument("--runs", type=int, default=5, help="paired runs of local certification vs virt-host-validate")
+    parser.add_argument("--against", type=Path, help="another checkout, measured alternately with this one (before/after)")
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "snapshots_at_scale.json")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    results: dict = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0], "uname": os.uname().release},
-                     "goals": GOALS, "runs": []}
+    trees = {"before": args.against.resolve(), "this": REPO} if args.against else {"this": REPO}
+    results: dict = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0], "uname": os.uname().release,
+                                 "loadavg_at_start": os.getloadavg()},
+                     "goals": GOALS, "runs": {label: [] for label in trees}}
+    largest = max(sizes)
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         scratch = Path(tmp)
         os.environ["BENCH_RSS_FILE"] = str(scratch / "rss")
-        snapshots = generate(max(sizes), scratch / "snapshots")
+        snapshots = generate(largest, scratch / "snapshots")
+        for label, tree in trees.items():  # once unmeasured: compiled modules and templates are there before size 10
+            judge(snapshots[:2], scratch / f"warm-{label}", tree)
         for size in sizes:
-            row = judge(snapshots[:size], scratch / f"out-{size}")
-            results["runs"].append(row)
-            print(f"{size:5d} hosts  {row['wall_s']:7.2f} s  peak RSS {row['peak_rss_mib']:6.1f} MiB  "
-                  f"output {row['output_mib']:6.1f} MiB (largest {row['largest_file']} {row['largest_file_mib']} MiB)"
-                  f"  exit {row['exit']}", flush=True)
-        by_size = {r["hosts"]: r for r in results["runs"]}
-        largest = max(sizes)
-        again = judge(snapshots[:largest], scratch / f"out-{largest}-again")
-        begin = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "vfio_certify.cli", "diff", str(scratch / f"out-{largest}"),
-                        str(scratch / f"out-{largest}-again")], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        results["diff_s"] = round(time.perf_counter() - begin, 2)
-        results["diff_hosts"] = again["hosts"]
-        results["local"] = local_vs_peer(args.runs, scratch)
+            for label, tree in trees.items():
+                row = judge(snapshots[:size], scratch / f"out-{label}-{size}", tree)
+                results["runs"][label].append(row)
+                print(f"{size:5d} hosts  {label:6s} {_row_text(row)}", flush=True)
+                if size != largest:
+                    shutil.rmtree(scratch / f"out-{label}-{size}", ignore_errors=True)
+        # the diff: this tree's largest run against itself re-judged, read by each tree's `diff`
+        judge(snapshots[:largest], scratch / f"out-{largest}-again")
+        results["diff_s"] = {label: diff_seconds(scratch / f"out-this-{largest}", scratch / f"out-{largest}-again", tree)
+                             for label, tree in trees.items()}
+        results["diff_hosts"] = largest
+        results["local"] = local_vs_peer(args.runs, scratch, trees)
+    results["machine"]["loadavg_at_end"] = os.getloadavg()
     print()
-    if 1000 in by_size:
-        print(f"1,000 hosts            {by_size[1000]['wall_s']:.1f} s        goal <= {GOALS['wall_1000_s']:.0f} s")
-    if 1000 in by_size and 500 in by_size:
-        print(f"wall 1,000 / 500       {by_size[1000]['wall_s'] / by_size[500]['wall_s']:.2f}x       "
-              f"goal <= {GOALS['linear_1000_over_500']}x")
-    if 1000 in by_size and 10 in by_size:
-        print(f"RSS 1,000 / 10         {by_size[1000]['peak_rss_mib'] / max(by_size[10]['peak_rss_mib'], 1):.2f}x       "
-              f"goal <= {GOALS['rss_1000_over_10']}x")
-    print(f"diff of {results['diff_hosts']} hosts      {results['diff_s']:.2f} s       goal <= {GOALS['diff_s']} s")
-    local = results["local"]
-    if "skipped" in local:
-        print(f"local vs virt-host-validate: {local['skipped']}")
-    else:
-        print(f"local certification    {local['vfio_certify_s']:.3f} s vs virt-host-validate qemu "
-              f"{local['virt_host_validate_s']:.4f} s: {local['ratio_median']}x   goal <= {GOALS['ratio_vs_virt_host_validate']:.0f}x (aim 5x)")
+    for label in trees:
+        by_size = {r["hosts"]: r for r in results["runs"][label]}
+        print("\n".join(_goal_lines(label, by_size, results["diff_s"][label], largest, results["local"])))
+    print(f"load average at start {results['machine']['loadavg_at_start'][0]:.1f}, "
+          f"at end {results['machine']['loadavg_at_end'][0]:.1f} ({os.cpu_count()} cores)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"written to {args.json}")

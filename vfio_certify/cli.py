@@ -87,6 +87,9 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
         str(CHECKS_DIR), f"--rootdir={REPO_ROOT}", "-c", str(REPO_ROOT / "pyproject.toml"),
         # Checks judge through certify(), never `assert`: no rewriting, and no test-only plugins.
         "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--assert=plain", "-q", "-rN",
+        # No failure tracebacks: a check's failure is its message, in the verdict and the reports; pytest's
+        # summary of failures repeats it and scans every report for each failure (minutes for 1,000 hosts).
+        "--tb=no",
         f"--certify-output={output}", f"--junitxml={output / 'junit.xml'}",
         f"--html={output / 'report.html'}", "--self-contained-html",
         "-o", "junit_family=xunit2", "-o", "junit_suite_name=vfio-certify",

@@ -192,13 +192,13 @@ def _cmdline_tokens(overview: dict) -> list[str]:
 
 
 def _device_map(overview: dict) -> dict[str, tuple[int, str, tuple[str, ...]]]:
-    """address -> (group, driver, other members of the group)."""
+    """address -> (group, driver, every member of the group, itself included: one tuple shared by the group,
+    so that a group of hundreds of devices costs no more than its size)."""
     devices = {}
     for group in overview.get("groups", []):
         members = tuple(sorted(d["address"] for d in group.get("devices", [])))
         for device in group.get("devices", []):
-            others = tuple(m for m in members if m != device["address"])
-            devices[device["address"]] = (group.get("number"), device.get("driver", ""), others)
+            devices[device["address"]] = (group.get("number"), device.get("driver", ""), members)
     return devices
 
 
@@ -213,7 +213,7 @@ def _group_changes(old: dict, new: dict) -> tuple[list[str], list[str]]:
             groups.append(f"{address} appeared in group {after[address][0]}")
             continue
         (g0, d0, o0), (g1, d1, o1) = before[address], after[address]
-        if o0 != o1:
+        if o0 != o1:  # both hold the address itself: the other members differ
             joined, left = sorted(set(o1) - set(o0)), sorted(set(o0) - set(o1))
             parts = [f"{address}: group {g0} -> {g1}"]
             if joined:

@@ -192,11 +192,13 @@ def validate(values: Any, hosts: list[str], nested_lab: bool = False) -> Validat
         devices = parse_devices(getattr(values, "device", None) or [])
     except DeviceSpecError as exc:
         raise OptionError(str(exc)) from None
-    from .e2e.flow import usb_file_problem
+    usb_file = getattr(values, "usb_file", "") or ""
+    if usb_file:  # the end-to-end flow (and the lab it drives) is imported only by a run that uses it
+        from .e2e.flow import usb_file_problem
 
-    problem = usb_file_problem(getattr(values, "usb_file", "") or "")
-    if problem:
-        raise OptionError(problem)
+        problem = usb_file_problem(usb_file)
+        if problem:
+            raise OptionError(problem)
     if getattr(values, "e2e", False) and not nested_lab:
         if not getattr(values, "domain", ""):
             raise OptionError("--e2e with --host, --snapshot or --device needs --domain NAME and --guest "

@@ -24,6 +24,7 @@ from .model import CheckResult, Outcome, RunResult, Verdict
 from .output_plugin import OwnedOutput
 from .report.fixplan import plan_summary
 from .report.outputs import write_outputs
+from .run_memory import ForgetWhatWasReported
 from .session import (REPORT_PROPERTY, CertifySession, CertifyTarget, Collected, area_rank, crash_result, describe,
                       targets_from)
 from .waivers import apply_waivers
@@ -62,6 +63,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(OwnedOutput.take(config, output), OwnedOutput.NAME)
     config.stash[SESSION_KEY] = certify_session
     config.pluginmanager.register(_ResultGatherer(certify_session), "vfio-certify-results")
+    config.pluginmanager.register(ForgetWhatWasReported(certify_session, config), ForgetWhatWasReported.NAME)
     config.addinivalue_line("markers", "check(id): the check id a test in checks/ reports under")
     config.addinivalue_line("markers", "device_kind(kind): only devices of this kind (pci, usb) parametrize the test")
     config.addinivalue_line("markers", "e2e: an end-to-end test (runs with --e2e)")

@@ -136,6 +136,7 @@ class CertifySession:
     started: float = field(default_factory=time.monotonic)
     hosts: dict[str, HostResult] = field(default_factory=dict)
     _collected: dict[str, Collected] = field(default_factory=dict)
+    _made: int = 0  # folders made in the workdir, one per collected target
     _workdir: Optional[tempfile.TemporaryDirectory] = None
 
     def workdir(self) -> Path:
@@ -148,9 +149,14 @@ class CertifySession:
             self._collected[target.name] = self._collect(target)
         return self._collected[target.name]
 
+    def forget(self, name: str) -> None:
+        """A target whose checks have all run: its facts are not kept to the end of a long run."""
+        self._collected.pop(name, None)
+
     def _collect(self, target: CertifyTarget) -> Collected:
         begin = time.monotonic()
-        dest = self.workdir() / f"target-{len(self._collected)}"
+        dest = self.workdir() / f"target-{self._made}"
+        self._made += 1
         try:
             if target.spec is not None:
                 snap = collect_snapshot(target.spec, dest)

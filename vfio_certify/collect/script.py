@@ -57,14 +57,15 @@ case "$KREL" in ''|*[!A-Za-z0-9._+~-]*) ;; *) _m="$_m, \"kernel_release\": \"$KR
 printf '%s}\n' "$_m" > "$T/meta.json"
 TO=
 if command -v timeout >/dev/null 2>&1; then TO="timeout @TIMEOUT@"; fi
-vc_folder() { for d in "$@"; do mkdir -p "$R$d"; done; }
 vc_unreadable() { rm -f "$R$1"; echo "unreadable: $1" >> "$T/notes"; }
 # Many folders in one mkdir: the newline-separated list is split on newlines only, never globbed.
 vc_mkdirs() { [ -z "$1" ] || ( IFS=$NL; set -f; mkdir -p -- $1 ); }
+# Processes are the script's cost: one mkdir for every folder, none for a folder already there.
+vc_folder() { _d=; for d in "$@"; do _d="$_d$NL$R$d"; done; vc_mkdirs "$_d"; }
 vc_copy() {
   for f in "$@"; do
     [ -f "$f" ] || continue
-    mkdir -p "$R${f%/*}"
+    [ -d "$R${f%/*}" ] || mkdir -p "$R${f%/*}"
     cat "$f" > "$R$f" 2>/dev/null || vc_unreadable "$f"
   done
 }
@@ -133,11 +134,14 @@ vc_run() {
   $TO "$@" > "$C/$n" 2> "$C/$n.err" < /dev/null
   rc=$?
   [ "$rc" -eq 0 ] || echo "$rc" > "$C/$n.rc"
-  [ -s "$C/$n.err" ] || rm -f "$C/$n.err"
+  [ -s "$C/$n.err" ] || _empty="$_empty$NL$C/$n.err"
 }
+_empty=
 """
 
 _EPILOGUE = r"""
+# The commands' empty stderr files, in one rm.
+[ -z "$_empty" ] || ( IFS=$NL; set -f; rm -f -- $_empty )
 if [ -n "${1:-}" ]; then
   ( cd "$T" && tar -cf - meta.json root commands $( [ -f notes ] && echo notes ) | gzip -c ) > "$1" || exit 74
   echo "$1"

@@ -21,6 +21,7 @@ import jinja2
 from vfio_certify.diff import HostDiff, RunDiff
 from vfio_certify.report import groups_picture
 from vfio_certify.report.fixplan import fix_plan, plan_summary, root_causes
+from vfio_certify.report.template_cache import bytecode_cache
 from vfio_certify.model import CheckResult, HostResult, Outcome, RunResult, Severity, Verdict
 from vfio_certify.session import AREA_ORDER
 
@@ -49,6 +50,7 @@ def failures_first(checks: list[CheckResult]) -> list[CheckResult]:
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        bytecode_cache=bytecode_cache(),  # compiled once, not on every run
         autoescape=True,  # not select_autoescape(): it would leave *.j2 unescaped
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -78,7 +80,8 @@ def render_certification_page(run: RunResult) -> str:
 def write_certification_page(run: RunResult, path: Union[str, Path]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_certification_page(run), encoding="utf-8")
+    # streamed to the file: a thousand hosts' page (15 MB) is never one string in memory
+    _environment().get_template(CERTIFICATION_TEMPLATE).stream(run=_with_plans(run)).dump(str(path), encoding="utf-8")
     return path
 
 

@@ -18,8 +18,9 @@ def write_outputs(run: RunResult, output: Path, diff: Optional[RunDiff] = None) 
     from .html import write_certification_page, write_index_page
 
     output.mkdir(parents=True, exist_ok=True)
-    (output / "summary.json").write_text(json.dumps(run.to_summary(), indent=2, ensure_ascii=False) + "\n",
-                                         encoding="utf-8")
+    with (output / "summary.json").open("w", encoding="utf-8") as out:  # streamed, as the pages are
+        json.dump(run.to_summary(), out, indent=2, ensure_ascii=False)
+        out.write("\n")
     write_overview(output / "overview.json", overviews_of(run))
     if diff is not None:
         (output / "diff.json").write_text(json.dumps(diff.to_dict(), indent=2, ensure_ascii=False) + "\n",

@@ -1,0 +1,61 @@
+"""A long run keeps per-host results, not every report: payloads, pytest-html's reports and judged facts go."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A plugin that looks, when the run ends, at what the run still holds.
+PROBE = '''
+import json, os
+import pytest
+from vfio_certify.plugin import SESSION_KEY
+from vfio_certify.session import REPORT_PROPERTY
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workerinput"):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    reports = [r for kind in reporter.stats.values() for r in kind if hasattr(r, "user_properties")]
+    html = [p for p in session.config.pluginmanager.get_plugins() if type(p).__module__.startswith("pytest_html.")
+            and hasattr(p, "_reports")]
+    certify = session.config.stash[SESSION_KEY]
+    with open(os.environ["PROBE_OUT"], "w") as out:
+        json.dump({"reports": len(reports),
+                   "with_payload": sum(any(n == REPORT_PROPERTY for n, _ in r.user_properties) for r in reports),
+                   "html_reports_kept": sum(len(p._reports) for p in html),
+                   "facts_kept": len(certify._collected), "hosts": len(certify.hosts)}, out)
+'''
+
+
+@pytest.mark.parametrize("jobs", [[], ["-n", "2"]], ids=["one-process", "two-workers"])
+def test_what_a_run_still_holds_at_its_end(tmp_path, jobs):
+    snapshots = []
+    for i, name in enumerate(["rocky9-after-intel-iommu", "amd-g505s-no-ivrs", "rocky9-after-intel-iommu"]):
+        snapshots.append(tmp_path / f"host-{i}")
+        shutil.copytree(REPO / "fixtures" / "hosts" / name, snapshots[-1], symlinks=True)
+    (tmp_path / "probe_plugin.py").write_text(PROBE)
+    out = tmp_path / "out"
+    env = {"PYTHONPATH": str(tmp_path), "PROBE_OUT": str(tmp_path / "probe.json"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-m", "vfio_certify.cli", "--output", str(out), "--device", "07:00.1",
+                           *[f"--snapshot={s}" for s in snapshots], "--", "-p", "probe_plugin", *jobs],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    held = json.loads((tmp_path / "probe.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert held["hosts"] == len(summary["hosts"]) == 3
+    assert held["reports"] > 3 * 20  # every check's reports are still counted ...
+    assert held["with_payload"] == 0  # ... without the results, which the session has already gathered
+    assert held["html_reports_kept"] == 0
+    assert held["facts_kept"] == 0  # the controller never collected; one process forgets each host when judged
+    assert all(len(h["checks"]) > 20 for h in summary["hosts"])
+    report = (out / "report.html").read_text()
+    assert "&lt;p&gt;Evidence:&lt;/p&gt;&lt;pre&gt;" in report  # pytest-html still got each check's evidence

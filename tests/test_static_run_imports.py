@@ -1,0 +1,30 @@
+"""A run without --e2e never imports the end-to-end flow or the nested lab: start-up time is the command's cost."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+PROGRAM = """
+import sys
+from vfio_certify.cli import main
+code = main(sys.argv[1:])
+print(sorted(m for m in sys.modules if m.startswith(("vfio_certify.e2e.", "vfio_certify.lab"))
+             and m != "vfio_certify.e2e.nested_lab_target"))
+"""
+
+
+def test_judging_a_snapshot_imports_neither_the_flow_nor_the_lab(tmp_path):
+    snapshot = REPO / "fixtures" / "hosts" / "rocky9-after-intel-iommu"
+    proc = subprocess.run([sys.executable, "-c", PROGRAM, "--snapshot", str(snapshot), "--device", "07:00.1",
+                           "--output", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert (tmp_path / "out" / "summary.json").is_file(), proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-2000:]
+
+
+def test_a_bad_usb_file_is_still_refused(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "vfio_certify.cli", "--usb-file", "../etc/passwd",
+                           "--output", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("vfio-certify: --usb-file"), proc.stderr

@@ -1,0 +1,75 @@
+"""What a long run does not keep: memory stays flat from ten hosts to a thousand.
+
+Every check's result travels in its pytest report (session.REPORT_PROPERTY) and is gathered into the
+session as it arrives; after that the reports are only counted. So, once every plugin has read a
+report (a wrapper around pytest_runtest_logreport runs after them all):
+  - the result's payload is dropped from the report (and from its item, whose list it shares on the
+    worker that ran it);
+  - pytest-html, which keeps every report of every test to the end of the run although it has
+    already turned a test's reports into its table row when the test's teardown arrives, lets go of
+    them (its `_reports`, private: if it is not there, nothing is dropped);
+  - a host's facts are forgotten once the last of its checks has run (counted from the collection:
+    under -j each host runs on one worker; with a distribution that splits a host, nothing is forgotten
+    early, so a host is never collected twice).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from .session import REPORT_PROPERTY, CertifySession
+
+
+class ForgetWhatWasReported:
+    NAME = "vfio-certify-run-memory"
+
+    def __init__(self, session: CertifySession, config: pytest.Config):
+        self.session, self.config = session, config
+        self.host_of: dict[str, str] = {}
+        self.left: Counter[str] = Counter()
+
+    @pytest.hookimpl(trylast=True)  # after the plugin has deselected what does not run
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            callspec = getattr(item, "callspec", None)
+            target = callspec.params.get("certify_target") if callspec is not None else None
+            if target is not None:
+                self.host_of[item.nodeid] = target.name
+                self.left[target.name] += 1
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        host = self.host_of.pop(nodeid, None)
+        if host is not None:
+            self.left[host] -= 1
+            if self.left[host] <= 0:
+                self.session.forget(host)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> Any:
+        result = yield
+        if report.when == "teardown":
+            kept = self._html_reports()
+            for each in (kept.pop(report.nodeid, {}) if kept is not None else {}).values():
+                for phase in each:
+                    _drop_payload(phase)
+                    phase.extras = []
+        _drop_payload(report)
+        return result
+
+    def _html_reports(self) -> Any:
+        """pytest-html's reports by node id (its report object is registered without a name)."""
+        if not hasattr(self, "_html"):
+            from collections import defaultdict
+
+            self._html = next((p._reports for p in self.config.pluginmanager.get_plugins()
+                               if type(p).__module__.startswith("pytest_html.")
+                               and isinstance(getattr(p, "_reports", None), defaultdict)), None)
+        return self._html
+
+
+def _drop_payload(report: Any) -> None:
+    properties = getattr(report, "user_properties", None)
+    if properties and any(name == REPORT_PROPERTY for name, _ in properties):
+        properties[:] = [(name, value) for name, value in properties if name != REPORT_PROPERTY]
