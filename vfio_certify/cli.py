@@ -23,7 +23,6 @@ from . import options, output_folder
 from .collect import CollectError, collect_snapshot
 from .collect.script import render_script
 from .diff import DiffInputError, diff_runs, load_run
-from .lab.target import NestedLabRunError, nested_lab_target, wants_nested_lab
 from .options import OptionError
 from .session import target_for
 from .snapshot import pack_bundle
@@ -102,6 +101,11 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
     return argv + extra
 
 
+def wants_nested_lab(args: argparse.Namespace) -> bool:
+    """--e2e naming no domain, host, snapshot or device: nothing of the user's to assign (the nested lab runs)."""
+    return bool(args.e2e and not args.domain and not args.host and not args.snapshot and not args.device)
+
+
 def _validate(args: argparse.Namespace) -> None:
     options.validate(args, args.host, nested_lab=wants_nested_lab(args))
     output_folder.check_output(Path(args.output), output_folder.inputs_of(args))
@@ -148,8 +152,13 @@ def run_certify(argv: list[str]) -> int:
 
     this_run = _ThisRun()
     if wants_nested_lab(args):
-        with nested_lab_target(args) as lab_args:
-            code = pytest.main(pytest_args(lab_args, extra), plugins=[this_run])
+        from .lab.target import NestedLabRunError, nested_lab_target  # the lab only for it: a static run never imports it
+        try:
+            with nested_lab_target(args) as lab_args:
+                code = pytest.main(pytest_args(lab_args, extra), plugins=[this_run])
+        except NestedLabRunError as exc:
+            print(f"vfio-certify: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     else:
         code = pytest.main(pytest_args(args, extra), plugins=[this_run])
     if code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
@@ -194,7 +203,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(render_script(), end="")
             return EXIT_CERTIFIED
         return run_certify(argv)
-    except (OptionError, DiffInputError, NestedLabRunError) as exc:
+    except (OptionError, DiffInputError) as exc:
         print(f"vfio-certify: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

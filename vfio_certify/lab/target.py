@@ -21,11 +21,6 @@ class NestedLabRunError(Exception):
     """The nested lab did not come up, or did not go away cleanly; str() is one line naming its logs."""
 
 
-def wants_nested_lab(args: argparse.Namespace) -> bool:
-    """--e2e naming no domain, host, snapshot or device: nothing of the user's to assign."""
-    return bool(args.e2e and not args.domain and not args.host and not args.snapshot and not args.device)
-
-
 @contextmanager
 def nested_lab_target(args: argparse.Namespace) -> Iterator[argparse.Namespace]:
     """Boot the nested lab, point `args` at it for the run, tear it down afterwards (also on Ctrl-C)."""
