@@ -20,10 +20,10 @@ import pytest
 from . import options
 from .devices import DeviceSpec
 from .facts import HostFacts
-from .model import CheckResult, Outcome, RunResult, Verdict
+from .model import CheckResult, Outcome, RunResult
 from .output_plugin import OwnedOutput
-from .report.fixplan import plan_summary
 from .report.outputs import write_outputs
+from .report.terminal import write_verdicts
 from .run_memory import ForgetWhatWasReported
 from .session import (REPORT_PROPERTY, CertifySession, CertifyTarget, Collected, area_rank, crash_result, describe,
                       targets_from)
@@ -269,35 +269,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     run = config.stash.get(RUN_KEY, None)
     if run is None or not run.hosts:
         return
-    tr = terminalreporter
-    tr.section("vfio-certify verdict")
-    for host in run.hosts:
-        line = f"{host.host}: {host.verdict.value.replace('-', ' ').upper()}"
-        if host.unreachable_reason:
-            line += f" ({host.unreachable_reason})"
-        blocking = [c.id for c in host.checks if c.blocks_certification]
-        if blocking:
-            line += f" - required checks failed: {', '.join(blocking)}"
-        finish = host.to_finish()
-        if finish is not None:
-            line += f" - {len(finish.checks)} required check(s) not judged; {finish.text()}"
-        tr.write_line(line, red=bool(blocking or host.unreachable_reason), yellow=host.verdict is Verdict.INCOMPLETE,
-                      green=host.verdict is Verdict.CERTIFIED)
-        if host.fix_plan:
-            tr.write_line(f"  fix plan ({plan_summary(host.fix_plan)}):")
-            for number, step in enumerate(host.fix_plan, 1):
-                tr.write_line(f"  {number}. " + "\n     ".join(step.step.splitlines()) + (" [reboot]" if step.reboot else ""))
-                for command in step.commands:
-                    tr.write_line(f"       $ {command}")
     session = config.stash.get(SESSION_KEY, None)
-    if session is not None and session.diff is not None:
-        tr.section("vfio-certify diff against the baseline")
-        for line in session.diff.text().splitlines():
-            tr.write_line(line, red="REGRESSION" in line.split(": ")[1:2] or line == "regression")
-    if session is not None and session.output is not None:
-        tr.write_line(f"summary: {session.output / 'summary.json'}  pages: {session.output / 'index.html'}, "
-                      f"{session.output / 'certification.html'}")
-
+    write_verdicts(terminalreporter, run, session.diff if session else None, session.output if session else None)
 
 
 def _verdicts_into_junit(config: pytest.Config, run: RunResult) -> None:

@@ -106,8 +106,6 @@ def split_by_scope(host: Path, devices: list[DeviceSpec]) -> tuple[list[Mutation
     core, details = [], []
     for mutation in mutations_of(host):
         entry = _MANY.match(mutation.path + "/")
-        path = host / mutation.path
-        is_folder = mutation.kind == "remove" and path.is_dir() and not path.is_symlink()
         kept = entry and entry.group(1) in keep and mutation.kind == "remove"
         (details if entry and not kept else core).append(mutation)
     return core, details

@@ -218,10 +218,10 @@ def picture(groups: list[GroupView]) -> Picture:
         lanes.setdefault(_lane(group, parents, names), []).append(group)
     # the lanes of the named devices first; lanes of one or two groups share a band, side by side
     order = sorted(lanes.items(), key=lambda kv: (not any(g.has_named_device for g in kv[1]), kv[0]))
-    strips, band, band_x, band_height, height = [], [], 0.0, 0.0, 0.0
+    strips, band, band_x, band_height = [], [], 0.0, 0.0
 
     def close_band():
-        nonlocal band, band_x, band_height, height
+        nonlocal band, band_x, band_height
         if band:
             if strips == [] or strips[-1].height + band_height > STRIP_HEIGHT:
                 strips.append(Strip(0.0, []))

@@ -6,7 +6,6 @@ what it leaves, one parameter family at a time, each family adding to one set of
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from ..facts import HostFacts
 from ..facts.cmdline import Param
