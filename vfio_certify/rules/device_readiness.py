@@ -206,7 +206,7 @@ def vfio_binding(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
         return not_collected(check_id, "/etc/modprobe.d, /etc/modules-load.d, /etc/driverctl.d and the initramfs "
                                        "configuration")
     evidence = [f"{device.address} {device.vendor_device} driver {device.driver or 'none'}"]
-    running = _ids_on_cmdline(facts.cmdline, device)
+    running = _ids_on_cmdline(facts.kernel_params.value, device)
     next_boot = [(b.source, _ids_on_cmdline(b.args, device)) for b in facts.boot_configs]
     ways = []
     if running:

@@ -356,7 +356,7 @@ def group_isolated(facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec]) 
                             + (" [bridge: does not count]" if member.is_bridge else ""))
         elif normalize_pci_address(address) != address:
             evidence.append(f"    {address} {NOT_PCI}: VFIO cannot assign it")
-    acs = [p.raw for p in facts.cmdline or [] if p.name == "pcie_acs_override"]
+    acs = [p.raw for p in facts.kernel_params.value or [] if p.name == "pcie_acs_override"]
     if acs:
         evidence.append(f"kernel command line has {acs[0]}: the groups shown are not real isolation")
     if blocking:

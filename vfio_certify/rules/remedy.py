@@ -89,7 +89,7 @@ def _kernel_args_text(boot: BootSetup, add: list[str], remove: list[str]) -> str
 
 def iommu_cmdline_fix(facts: HostFacts) -> str:
     """Set the command line right for this host's IOMMU vendor ('' when it needs no change)."""
-    params = facts.cmdline or []
+    params = facts.kernel_params.value or []  # the running command line (dmesg's copy for a damaged /proc/cmdline)
     remove = (iommu_switch(params, "intel_iommu")[1] + iommu_switch(params, "amd_iommu")[1] + iommu_off_by(params)
               + intremap_disabled_by(params))
     kept = [p for p in params if p.raw not in remove]
