@@ -89,20 +89,20 @@ def _hundred_groups(tree: bool) -> list[GroupView]:
     def dev(address, cls, code, driver, parent="", **kw):
         return DeviceView(address, code, cls, "8086:0000", "", driver, cls == "PCI bridge", kw.get("named", False),
                           kw.get("blocks", False), parent if tree else "")
-    groups = [GroupView(0, [dev("0000:00:00.0", "Host bridge", "0x060000", "")], None)]
+    groups = [GroupView(0, [dev("0000:00:00.0", "Host bridge", "0x060000", "", "pci0000:00")], None)]
     for port in range(1, 9):
         root = f"0000:00:{port:02x}.0"
-        groups.append(GroupView(len(groups), [dev(root, "PCI bridge", "0x060400", "pcieport")], None))
+        groups.append(GroupView(len(groups), [dev(root, "PCI bridge", "0x060400", "pcieport", "pci0000:00")], None))
         groups.append(GroupView(len(groups), [dev(f"0000:{port * 16:02x}:00.0", "Ethernet controller", "0x020000",
                                                   "i40e", root)], None))
     groups.append(GroupView(len(groups), [
-        dev("0000:00:1c.0", "PCI bridge", "0x060400", "pcieport"),
+        dev("0000:00:1c.0", "PCI bridge", "0x060400", "pcieport", "pci0000:00"),
         dev("0000:90:00.0", "VGA compatible controller", "0x030000", "nvidia", "0000:00:1c.0", named=True),
         dev("0000:90:00.1", "Audio device", "0x040300", "snd_hda_intel", "0000:00:1c.0", blocks=True)], False))
     while len(groups) < 100:
         n = len(groups)
         cls, code = ("Host bridge", "0x060000") if n % 3 == 0 else ("System peripheral", "0x088000")
-        groups.append(GroupView(n, [dev(f"0000:ff:{n % 32:02x}.{n // 32}", cls, code, "")], None))
+        groups.append(GroupView(n, [dev(f"0000:ff:{n % 32:02x}.{n // 32}", cls, code, "", "pci0000:ff")], None))
     return groups
 
 
@@ -133,7 +133,7 @@ def test_a_hundred_groups_stay_readable(tree):
 
 def _hundred_group_page(tmp_path) -> Path:
     host = HostResult("big", "snapshot", overview=HostOverview(hostname="big", groups=_hundred_groups(True),
-                                                                boot=BootSetup("rhel")))
+                                                                boot=BootSetup("rhel"), pci_tree_collected=True))
     return write_certification_page(RunResult("2026-11-24T10:00:00Z", 1.0, [host]), tmp_path / "big.html")
 
 

@@ -208,7 +208,7 @@ class DeviceView:
     is_bridge: bool
     named: bool  # named with --device
     blocks: bool = False  # keeps its group from a VM (iommu.group_isolated's judgement of a named device's group)
-    parent: str = ""  # the upstream bridge or root port, from the sysfs device path; "" when not collected
+    parent: str = ""  # the upstream bridge, or the root bus (pci0000:00) it sits on, from sysfs; "" when not known
 
 
 @dataclass
@@ -246,6 +246,7 @@ class HostOverview:
     collected_at: str = ""
     groups: list[GroupView] = field(default_factory=list)
     groups_collected: bool = True  # False: /sys/kernel/iommu_groups was not collected (not "no groups")
+    pci_tree_collected: bool = False  # the PCI tree was read: DeviceView.parent is known (or the function's place is not)
     boot: BootSetup = field(default_factory=BootSetup)
 
     def to_dict(self) -> dict:

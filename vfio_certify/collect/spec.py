@@ -177,6 +177,13 @@ LSPCI = Command("lspci -nnk")
 IOMMU_GROUP_MEMBERS = Exists("/sys/kernel/iommu_groups/*/devices/*")
 # IOMMU group members that are not PCI functions (an AMD IVRS ACPI device, AMDI0020:00): their driver
 IOMMU_GROUP_OTHER_DRIVER = Link("/sys/kernel/iommu_groups/*/devices/[!0-9a-f]*/driver", "../../drivers/")
+# The PCI tree (readers/pci.py read_topology), as sysfs nests it: each root bus's functions are folders of
+# /sys/devices/pci<domain>:<bus>, and a bridge's device folder holds the functions behind it. Recorded as empty
+# folders (names only). /sys/devices in the snapshot is the mark that the tree was read at all.
+SYS_DEVICES = Folder("/sys/devices")
+_FUNCTION = "*:[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f].[0-7]"  # a function's folder, not a port service (…:pcie002)
+PCI_ROOT_BUS_FUNCTIONS = Exists(f"/sys/devices/pci*/{_FUNCTION}")
+PCI_BEHIND_BRIDGE = Exists(f"/sys/bus/pci/devices/*/{_FUNCTION}")
 
 # -- USB devices (readers/usb.py) -------------------------------------------------------------------
 USB_ATTRIBUTES = Attributes("/sys/bus/usb/devices/*", ("idVendor", "idProduct", "busnum", "devnum", "bDeviceClass"),

@@ -119,6 +119,9 @@ class HostFacts:
     iommu_groups_unread: list[int] = field(default_factory=list)  # groups listed, their devices/ not collected
     pci: Optional[dict[str, PciDevice]] = None
     lspci_addresses: Optional[list[str]] = None  # the functions `lspci -nnk` lists (None: not collected)
+    # the PCI tree (pci_topology.py): function -> its bridge, or its root bus (pci0000:00); None: not collected.
+    # A function it lacks has no known place (its folder was not read).
+    pci_tree: Optional[dict[str, str]] = None
     usb: Optional[list[UsbDevice]] = None
     modules: ModuleFacts = field(default_factory=ModuleFacts)
     interrupts: Optional[InterruptFacts] = None

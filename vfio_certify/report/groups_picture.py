@@ -2,9 +2,10 @@
 reports/templates/_iommu_groups.html.j2 (no script; the picture is cut into strips, each its own
 <svg>, so a printed page breaks between strips, never through a box).
 
-Groups are boxes around their functions, in lanes: one lane per root port when the functions'
-parents are known (DeviceView.parent, from the sysfs device path), else one lane in address
-order with the named devices' groups first. Boxes wrap three to a row; lanes of one or two groups sit side by side; the lanes of the
+Groups are boxes around their functions, in lanes: one lane per root port when the PCI tree was
+collected (DeviceView.parent, from the folders sysfs nests functions in), a lane per root bus for its
+integrated functions, and one for functions whose place was not read; when the tree was not collected,
+one lane in address order with the named devices' groups first, and the lane says so. Boxes wrap three to a row; lanes of one or two groups sit side by side; the lanes of the
 named devices come first. A group of one function that is not judged is one line. Groups that hold
 only bridges (host bridges, root ports, switch ports) are not drawn: they are listed in one line,
 so a host with a hundred groups keeps to the groups that hold devices. The named devices are
@@ -13,7 +14,9 @@ highlighted, and a group that is not viable has the members that block it marked
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
+from ..facts.pci_topology import is_root_bus, root_port
 from ..model import DeviceView, GroupView
 
 COLUMNS = 3
@@ -108,38 +111,42 @@ def _cut(text: str, chars: int) -> str:
     return text if len(text) <= chars else text[: max(chars - 1, 1)] + "…"
 
 
+def _is_bridge(device: DeviceView) -> bool:
+    """A bridge of any kind: PCI-to-PCI (root and switch ports) or a host bridge (class 0x0600)."""
+    return device.is_bridge or device.class_code.startswith("0x0600")
+
+
 def _bridge_only(group: GroupView) -> bool:
-    return bool(group.devices) and not group.has_named_device and all(
-        d.is_bridge or d.class_code.startswith("0x0600") for d in group.devices)
+    return bool(group.devices) and not group.has_named_device and all(_is_bridge(d) for d in group.devices)
 
 
 def _endpoint(group: GroupView) -> DeviceView:
-    """The function the group is filed under: its first non-bridge, else its first member."""
-    return next((d for d in group.devices if not d.is_bridge), group.devices[0])
+    """The function the group is filed under: its named device, else its first endpoint, else its first member."""
+    return next((d for d in group.devices if d.named), None) or next(
+        (d for d in group.devices if not _is_bridge(d)), group.devices[0])
 
 
-def _root_port(address: str, parents: dict[str, str]) -> str:
-    seen = set()
-    while parents.get(address) and address not in seen:
-        seen.add(address)
-        address = parents[address]
-    return address
+NOT_COLLECTED_LANE = "PCI tree not collected: groups in address order"
 
 
-def _lane(group: GroupView, parents: dict[str, str], names: dict[str, str]) -> tuple[str, str]:
-    """(sort key, title) of the lane a group is drawn in."""
+def _lane(group: GroupView, parents: dict[str, str], names: dict[str, str], tree: bool) -> tuple[str, str]:
+    """(sort key, title) of the lane a group is drawn in: root ports in address order, then each root bus's
+    integrated functions, then the functions whose place in the tree was not read."""
+    if not tree:
+        return ("", NOT_COLLECTED_LANE)
     device = _endpoint(group)
-    if parents:
-        root = _root_port(device.address, parents)
-        if root == device.address:
-            return ("0", "root complex: integrated functions")
-        return (root, _cut(f"root port {_short_address(root)}" + (f" · {names[root]}" if names.get(root) else ""), 44))
-    return ("", "the host's PCI tree was not collected, so its root ports are not known")
+    root = root_port(device.address, parents)
+    if not root:
+        return ("~~", "place in the PCI tree not collected")
+    if root == device.address:
+        bus = parents[root]
+        return (f"~{bus}", f"root bus {bus[len('pci'):]}: integrated functions")
+    return (root, _cut(f"root port {_short_address(root)}" + (f" · {names[root]}" if names.get(root) else ""), 44))
 
 
 def _depth(address: str, parents: dict[str, str], members: set[str]) -> int:
     depth, seen = 0, set()
-    while parents.get(address) in members and address not in seen:
+    while parents.get(address) in members and not is_root_bus(parents[address]) and address not in seen:
         seen.add(address)
         address = parents[address]
         depth += 1
@@ -207,15 +214,17 @@ def _moved(lane: Lane, dx: float, dy: float) -> Lane:
     return lane
 
 
-def picture(groups: list[GroupView]) -> Picture:
+def picture(groups: list[GroupView], tree: Optional[bool] = None) -> Picture:
+    """`tree`: the PCI tree was collected (HostOverview.pci_tree_collected); None: it was if any parent is known."""
     devices = [d for g in groups for d in g.devices]
     parents = {d.address: d.parent for d in devices if d.parent}
+    tree = bool(parents) if tree is None else tree
     names = {d.address: d.name for d in devices}
     drawn = [g for g in groups if g.devices and not _bridge_only(g)]
     lanes: dict[tuple[str, str], list[GroupView]] = {}
-    flat_named_first = (lambda g: not g.has_named_device) if not parents else (lambda g: False)
+    flat_named_first = (lambda g: not g.has_named_device) if not tree else (lambda g: False)
     for group in sorted(drawn, key=lambda g: (flat_named_first(g), _endpoint(g).address, g.number)):
-        lanes.setdefault(_lane(group, parents, names), []).append(group)
+        lanes.setdefault(_lane(group, parents, names, tree), []).append(group)
     # the lanes of the named devices first; lanes of one or two groups share a band, side by side
     order = sorted(lanes.items(), key=lambda kv: (not any(g.has_named_device for g in kv[1]), kv[0]))
     strips, band, band_x, band_height = [], [], 0.0, 0.0
@@ -241,7 +250,7 @@ def picture(groups: list[GroupView]) -> Picture:
     for strip in strips:
         strip.height += 2
     bridges = sorted(g.number for g in groups if g.devices and _bridge_only(g))
-    return Picture(strips, len(drawn), bridges, bool(parents))
+    return Picture(strips, len(drawn), bridges, tree)
 
 
 def table_order(groups: list[GroupView]) -> list[GroupView]:

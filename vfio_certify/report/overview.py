@@ -21,6 +21,7 @@ def overview_from_facts(facts: HostFacts, devices: list[DeviceSpec], source: str
         cmdline=facts.cmdline_text,
         collected_at=facts.collected_at,
         groups_collected=facts.iommu_groups is not None,
+        pci_tree_collected=facts.pci_tree is not None,
         boot=boot_setup(facts),
     )
     verdicts: dict[int, bool] = {}
@@ -34,17 +35,20 @@ def overview_from_facts(facts: HostFacts, devices: list[DeviceSpec], source: str
         named_pci = {d.key for d in devices if d.is_pci}
         blocking |= {b.split()[0] for b in iommu.blocking_members(facts, device.iommu_group, named_pci)[0]}
         verdicts[device.iommu_group] = verdicts.get(device.iommu_group, True) and ok
+    tree = facts.pci_tree or {}
     for number, members in (facts.iommu_groups or {}).items():
         rows = []
         for address in members:
             device = facts.pci_device(address)
             if device is None:
-                rows.append(DeviceView(address, "", "", "", "", "", False, address in named, address in blocking))
+                rows.append(DeviceView(address, "", "", "", "", "", False, address in named, address in blocking,
+                                       tree.get(address, "")))
                 continue
             rows.append(DeviceView(
                 address=address, class_code=f"0x{device.class_code}" if device.class_code else "",
                 class_name=device.class_name, vendor_device=device.vendor_device, name=device.name,
                 driver=device.driver, is_bridge=device.is_bridge, named=address in named, blocks=address in blocking,
+                parent=tree.get(address, ""),
             ))
         overview.groups.append(GroupView(number, rows, verdicts.get(number)))
     return overview

@@ -17,12 +17,12 @@ from .kernel_config import read_kernel_config
 from .modules import read_modules
 from .net import read_net
 from .libvirt import read_libvirt
-from .pci import read_groups, read_pci
+from .pci import read_groups, read_pci, read_topology
 from .readiness import read_readiness
 from .usb import read_usb
 
 READERS = (read_identity, read_kernel_config, read_cmdline, read_boot_configs, read_dmesg, read_firmware,
-           read_pci, read_groups, read_usb, read_modules, read_net, read_interrupts,
+           read_pci, read_groups, read_topology, read_usb, read_modules, read_net, read_interrupts,
            read_readiness, read_libvirt)
 
 

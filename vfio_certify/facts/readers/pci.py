@@ -5,6 +5,7 @@ from ...collect import spec
 from ...snapshot.reader import PathState, Snapshot
 from ..model import HostFacts
 from ..pci import LspciEntry, PciDevice, build_pci_device, normalize_pci_address, parse_lspci_nnk
+from ..pci_topology import ROOT_BUS_PREFIX, from_folders
 
 
 def read_pci(snap: Snapshot, facts: HostFacts) -> None:
@@ -70,3 +71,21 @@ def read_groups(snap: Snapshot, facts: HostFacts) -> None:
             device = facts.pci_device(address) if facts.pci is not None else None
             if device is not None and device.iommu_group is None:
                 device.iommu_group = number
+
+
+def read_topology(snap: Snapshot, facts: HostFacts) -> None:
+    """The PCI tree from the folders sysfs nests it in: /sys/devices/pci<domain>:<bus>/<function> for each
+    root bus, /sys/bus/pci/devices/<bridge>/<function> behind each bridge. Not collected (None) unless the
+    snapshot holds /sys/devices: an older snapshot has bridge folders without children, which is no tree."""
+    buses = snap.listdir(spec.SYS_DEVICES.path)
+    if buses is None:
+        return
+    root_buses = {bus: snap.listdir(spec.PCI_ROOT_BUS_FUNCTIONS.folder(bus)) or []
+                  for bus in buses if bus.startswith(ROOT_BUS_PREFIX) and snap.is_dir(f"{spec.SYS_DEVICES.path}/{bus}")}
+    behind = {}
+    for name in snap.listdir(spec.PCI_DEVICES.path) or []:
+        address = normalize_pci_address(name)
+        folder = spec.PCI_BEHIND_BRIDGE.folder(name)
+        if address:
+            behind[address] = [child for child in snap.listdir(folder) or [] if snap.is_dir(f"{folder}/{child}")]
+    facts.pci_tree = from_folders(root_buses, behind)
