@@ -21,6 +21,8 @@ import pytest
 
 from vfio_certify.collect import CollectError, Target, collect_snapshot
 from vfio_certify.collect import spec as collect_spec
+from vfio_certify.facts import read_host_facts
+from vfio_certify.snapshot import Snapshot
 
 try:
     from support.fleet import DENIED, SILENT, FleetHost, LoopbackFleet
@@ -333,4 +335,7 @@ def test_fixture_hosts_round_trip(tmp_path):
                 if meta.get(key) and got_meta.get(key) != meta[key]:
                     problems.append(f"meta.json {key}: {got_meta.get(key)!r} != {meta[key]!r}")
             assert not problems, f"{host.name}:\n" + "\n".join(problems)
+            # the PCI tree is folders (names only): the reader finds the same tree in what was collected
+            tree = read_host_facts(Snapshot(host)).pci_tree
+            assert read_host_facts(Snapshot(dest)).pci_tree == (tree or {}), host.name
             assert len(fleet.remote_commands(host.name)) == 1 and fleet.handshakes(host.name) == 1
