@@ -116,3 +116,14 @@ def test_the_same_host_without_its_tree_is_drawn_in_address_order_and_says_so(tm
     lanes = [lane for s in pic.strips for lane in s.lanes]
     assert not pic.tree and {lane.title for lane in lanes} == {groups_picture.NOT_COLLECTED_LANE}
     assert lanes[0].boxes[0].named  # the named device's group first
+
+
+def test_lane_titles_name_the_root_port_and_fit_their_lane():
+    ov = _overview(HOSTS / "rocky9-after-intel-iommu", "0000:07:00.1")
+    lanes = [lane for s in groups_picture.picture(ov.groups, True).strips for lane in s.lanes]
+    titles = [lane.title for lane in lanes]
+    assert titles[0].startswith("root port 00:1c.4 · ") and titles[0].endswith("PCI Express Root Port #5")
+    assert any(t.startswith("root port 00:02.0 · …") and t.endswith("Root Port 2") for t in titles), titles
+    assert "root bus 0000:ff: integrated functions" in titles
+    assert not any("[8086:" in t or "(rev" in t for t in titles)  # lspci's ids and revision left out
+    assert all(len(lane.title) * groups_picture.TITLE_CHAR <= lane.width for lane in lanes)

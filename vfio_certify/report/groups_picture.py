@@ -13,6 +13,7 @@ highlighted, and a group that is not viable has the members that block it marked
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -29,6 +30,8 @@ PAD = 6
 LANE_TITLE = 18  # a lane's title line
 STRIP_HEIGHT = 640  # bands of lanes per <svg> up to about this height: a printed page breaks between them
 CHAR = 7.3  # width of one character of the 12px monospace text, for cutting text to fit
+_IDS = re.compile(r"\s*\[[0-9a-fA-F]{4}:[0-9a-fA-F]{4}\]|\s*\(rev [0-9a-fA-F]+\)")  # lspci -nn's ids, revision
+TITLE_CHAR = 7.0  # about the width of one character of a lane's title (bold 11.5px sans)
 DRIVER_X = 158  # where a function's driver starts in its box
 
 _SHORT_CLASS = {
@@ -141,7 +144,22 @@ def _lane(group: GroupView, parents: dict[str, str], names: dict[str, str], tree
     if root == device.address:
         bus = parents[root]
         return (f"~{bus}", f"root bus {bus[len('pci'):]}: integrated functions")
-    return (root, _cut(f"root port {_short_address(root)}" + (f" · {names[root]}" if names.get(root) else ""), 44))
+    name = _IDS.sub("", names.get(root, "")).strip()
+    return (root, f"root port {_short_address(root)}" + (f" · {name}" if name else ""))
+
+
+def _fit_title(title: str, width: float) -> str:
+    """A lane's title cut to its width: a root port's name loses its head (the vendor), not its tail
+    ("root port 00:1c.4 · …chipset PCI Express Root Port #5")."""
+    chars = int(width / TITLE_CHAR)
+    if len(title) <= chars or " · " not in title:
+        return _cut(title, chars)
+    head, name = title.split(" · ", 1)
+    room = chars - len(head) - 4
+    if room < 8:
+        return _cut(head, chars)
+    tail = name[-room:]
+    return f"{head} · …{tail.split(' ', 1)[1] if ' ' in tail[1:] else tail}"
 
 
 def _depth(address: str, parents: dict[str, str], members: set[str]) -> int:
@@ -196,7 +214,8 @@ def _ranges(numbers: list[int]) -> str:
 def _lane_block(title: str, groups: list[GroupView], parents: dict[str, str]) -> tuple[Lane, float]:
     """A lane laid out at (0, 0): its title, then its boxes, three to a row; and its height."""
     columns = min(len(groups), COLUMNS)
-    lane = Lane(title, 0, 0, columns * BOX_WIDTH + (columns - 1) * GAP, [])
+    width = columns * BOX_WIDTH + (columns - 1) * GAP
+    lane = Lane(_fit_title(title, width), 0, 0, width, [])
     y = LANE_TITLE
     for first in range(0, len(groups), COLUMNS):
         row = [_box(g, col * (BOX_WIDTH + GAP), y, parents) for col, g in enumerate(groups[first:first + COLUMNS])]
