@@ -39,8 +39,8 @@ class RecordingSnapshot(Snapshot):
 
 def _virtio_and_acpi_member_host(folder: Path) -> Path:
     """What no fixture host has: a virtio NIC (its netdev sits on virtio0, a child of the PCI function),
-    an IOMMU group member that is not a PCI function (an AMD IVRS ACPI device) with its driver, and a
-    device-tree SMMU below /soc."""
+    an IOMMU group member that is not a PCI function (an AMD IVRS ACPI device) with its driver, a
+    device-tree SMMU below /soc, and PCI functions behind an Intel VMD controller's own root bus."""
     root = folder / "root"
     (folder / "root").mkdir(parents=True)
     (folder / "meta.json").write_text('{"format": "host-snapshot/1", "absence": "parent-folder", '
@@ -63,6 +63,11 @@ def _virtio_and_acpi_member_host(folder: Path) -> Path:
     (root / "sys/firmware/devicetree/base/soc/pcie@30000000").mkdir()
     (root / "sys/firmware/devicetree/base/soc/pcie@30000000/iommu-map").write_bytes(b"")
     (root / "sys/firmware/devicetree/base/model").write_bytes(b"a board\0")
+    # an Intel VMD controller owning a root bus (domain 10000) with an NVMe drive behind its root port
+    (root / "sys/devices/pci0000:00/0000:00:0e.0").mkdir(parents=True)
+    (root / "sys/bus/pci/devices/0000:00:0e.0/pci10000:e0/10000:e0:06.0").mkdir(parents=True)
+    (root / "sys/bus/pci/devices/10000:e0:06.0/10000:e1:00.0").mkdir(parents=True)
+    (root / "sys/bus/pci/devices/10000:e1:00.0").mkdir(parents=True)
     return folder
 
 
@@ -79,6 +84,7 @@ def asked(tmp_path_factory) -> set[tuple[str, str]]:
                 "AMDI0020:00": "dw-apb-uart"}
             assert facts.devicetree.iommus == {"soc/iommu@5000000": "arm,smmu-v3"}
             assert facts.devicetree.pcie_iommu_maps == ["soc/pcie@30000000"] and facts.devicetree.model == "a board"
+            assert facts.pci_tree["10000:e1:00.0"] == "10000:e0:06.0" and facts.pci_tree["10000:e0:06.0"] == "pci10000:e0"
         asked |= snap.asked
     return asked
 

@@ -184,6 +184,8 @@ SYS_DEVICES = Folder("/sys/devices")
 _FUNCTION = "*:[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f].[0-7]"  # a function's folder, not a port service (…:pcie002)
 PCI_ROOT_BUS_FUNCTIONS = Exists(f"/sys/devices/pci*/{_FUNCTION}")
 PCI_BEHIND_BRIDGE = Exists(f"/sys/bus/pci/devices/*/{_FUNCTION}")
+# a root bus a PCI function owns (Intel VMD: /sys/devices/pci0000:00/0000:00:0e.0/pci10000:e0/10000:e0:06.0)
+PCI_OWNED_ROOT_BUS_FUNCTIONS = Exists(f"/sys/bus/pci/devices/*/pci*/{_FUNCTION}")
 
 # -- USB devices (readers/usb.py) -------------------------------------------------------------------
 USB_ATTRIBUTES = Attributes("/sys/bus/usb/devices/*", ("idVendor", "idProduct", "busnum", "devnum", "bDeviceClass"),

@@ -86,6 +86,10 @@ def read_topology(snap: Snapshot, facts: HostFacts) -> None:
     for name in snap.listdir(spec.PCI_DEVICES.path) or []:
         address = normalize_pci_address(name)
         folder = spec.PCI_BEHIND_BRIDGE.folder(name)
-        if address:
-            behind[address] = [child for child in snap.listdir(folder) or [] if snap.is_dir(f"{folder}/{child}")]
+        if not address:
+            continue
+        children = [child for child in snap.listdir(folder) or [] if snap.is_dir(f"{folder}/{child}")]
+        behind[address] = children
+        for bus in (c for c in children if c.startswith(ROOT_BUS_PREFIX)):  # a root bus this function owns (VMD)
+            root_buses[bus] = snap.listdir(spec.PCI_OWNED_ROOT_BUS_FUNCTIONS.folder(name, bus)) or []
     facts.pci_tree = from_folders(root_buses, behind)
