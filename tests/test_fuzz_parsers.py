@@ -19,6 +19,7 @@ from vfio_certify.facts.osrelease import parse_os_release
 from vfio_certify.facts.readiness import (framebuffers_in_bars, parse_binding_file, parse_console_log, parse_cpulist,
                                           parse_iomem, parse_lspci_verbose)
 from vfio_certify.facts.pci import parse_lspci_nnk
+from vfio_certify.facts.pci_topology import parse_device_paths
 from vfio_certify.facts.usb import parse_lsusb
 from vfio_certify.snapshot import Snapshot
 from vfio_certify.snapshot.reader import decode
@@ -31,6 +32,7 @@ TEXT_PARSERS = [
     domain_hostdevs, domain_name, parse_domcapabilities, parse_virsh_list, parse_virsh_version, qemu_held_pci,
     lambda t: parse_binding_file("/etc/modprobe.d/x.conf", t), lambda t: parse_binding_file("/etc/driverctl.d/pci-x", t),
     lambda t: parse_binding_file("/etc/dracut.conf.d/x.conf", t), lambda t: parse_binding_file("/etc/modules", t),
+    parse_device_paths,
 ]
 # Text shaped like what the parsers look for, so the fuzzer reaches their inner branches.
 HOSTILE_WORDS = st.sampled_from([
@@ -38,7 +40,7 @@ HOSTILE_WORDS = st.sampled_from([
     "Bus 004 Device 002: ID ", "07:00.1 ", "\tKernel driver in use: ", "flags\t: vmx", "IR-PCI-MSI",
     'GRUB_CMDLINE_LINUX="', "$GRUB", "args=\"", "intel_iommu=", "FLReset+", "\tDevCap:\t", "  0000:01:00.0", " : BOOTFB",
     "vgaarb: setting as boot VGA device", "options vfio-pci ids=", "softdep ", "<hostdev type='pci'><source><address bus='",
-    "vfio-pci,host=", "\"", "=", ":", "\n", "\r\n", "\x00", "\ufffd", " ",
+    "vfio-pci,host=", "-> ../../../devices/pci0000:00/", "/0000:00:1c.0", "\"", "=", ":", "\n", "\r\n", "\x00", "\ufffd", " ",
 ])
 shaped_text = st.lists(st.one_of(HOSTILE_WORDS, st.text(max_size=12)), max_size=40).map("".join)
 
