@@ -25,6 +25,7 @@ BEGIN_MARK = "--- vfio-certify snapshot begin ---"
 END_MARK = "--- vfio-certify snapshot end ---"
 COMMAND_TIMEOUT_S = 30
 MISSING_TOOL_STATUS = 69  # EX_UNAVAILABLE: stderr's last line names the tool
+DROPBEAR_MAX_COMMAND = 9000  # Dropbear's MAX_CMD_LEN: a longer remote command closes the connection
 
 _PRELUDE = r"""
 PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
@@ -180,4 +181,7 @@ def render_script() -> str:
     for each in spec.COMMANDS_EACH:
         lines.append(f"vc_each {_words([each.file_name, str(each.limit), each.names_from.replace(' ', '_')])} {each.line}")
     lines.append(_EPILOGUE.replace("@BEGIN@", BEGIN_MARK).replace("@END@", END_MARK).strip("\n"))
-    return "\n".join(lines) + "\n"
+    # The script travels as one command, and Dropbear closes the connection on a command over MAX_CMD_LEN (9000
+    # bytes): its comments are read here, not sent (the two header lines are).
+    text = "\n".join(lines)
+    return "\n".join(line for n, line in enumerate(text.split("\n")) if n < 2 or not line.lstrip().startswith("#")) + "\n"
