@@ -71,6 +71,15 @@ def test_reset_method_empty_on_5_15_is_none_and_flr_passes():
     assert r.outcome is Outcome.PASSED and r.message == "reset by flr (then bus)"
 
 
+def test_an_empty_reset_method_is_every_method_switched_off_and_the_fix_turns_them_back_on():
+    """The kernel shows reset_method only for a function it found a method for; `echo > reset_method` empties it."""
+    off = gpu_host(ready=PciReadiness(reset_method=[], reset_file=True))
+    r = rd.reset(off, parse_device("01:00.0"))
+    assert r.outcome is Outcome.FAILED and "reset methods are switched off" in r.message
+    assert "/sys/bus/pci/devices/0000:01:00.0/reset_method: (empty)" in r.evidence
+    assert r.remediation.startswith("echo default > /sys/bus/pci/devices/0000:01:00.0/reset_method")
+
+
 def test_bus_reset_only_names_every_function_behind_the_bridge():
     facts = gpu_host(ready=PciReadiness(reset_method=["bus"], reset_file=True))
     r = rd.reset(facts, parse_device("01:00.0"))

@@ -102,14 +102,14 @@ vc_attrs() {
     for a in $_a; do
       [ -f "$d/$a" ] || continue
       # kernel-formatted one-line values: builtins keep them byte for byte without a fork.
-      # _r stays empty when the file cannot be opened; a sysfs read error (EIO) reads nothing
-      # from a file whose size is not 0 (sysfs says 4096).
+      # _r stays empty when the file cannot be opened; an empty file and a read error (EIO) both
+      # read nothing (sysfs says 4096 for the size of each): cat's exit status tells them apart.
       v=; _r=
       { IFS= read -r v; _r=$?; } 2>/dev/null < "$d/$a"
       case $_r$v in
         0*) printf '%s\n' "$v" > "$R$d/$a" ;;
         1?*) printf '%s' "$v" > "$R$d/$a" ;;
-        1) if [ -s "$d/$a" ]; then vc_unreadable "$d/$a"; else : > "$R$d/$a"; fi ;;
+        1) cat "$d/$a" > "$R$d/$a" 2>/dev/null || vc_unreadable "$d/$a" ;;
         *) vc_unreadable "$d/$a" ;;
       esac
     done

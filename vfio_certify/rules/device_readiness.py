@@ -103,6 +103,12 @@ def reset(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
                       f"AMD {family} GPU: the \"reset bug\" family; its {'/'.join(methods) or 'reset'} does not bring it "
                       "back after a VM used it (the next VM start hangs or gets a dead GPU) unless vendor-reset handles it",
                       evidence, remedy.vendor_reset(facts, device.address))
+    if not methods and ready.reset_method == [] and ready.reset_file:
+        # the kernel shows reset_method only for a function it found a method for: empty is every method switched off
+        return result(check_id, Outcome.FAILED,
+                      f"{device.address}'s reset methods are switched off (its reset_method is empty, written so "
+                      "through sysfs): after a VM has used it, the next VM gets it in whatever state the last one "
+                      "left (libvirt may hang stopping the VM)", evidence, remedy.reset_methods_off(facts, device.address))
     if not methods:
         return result(check_id, Outcome.FAILED,
                       f"{device.address} has no reset method: after a VM has used it, the next VM gets it in whatever "
