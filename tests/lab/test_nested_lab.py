@@ -214,7 +214,7 @@ def _l1_nic_state(lab: NestedLab) -> tuple[str, str]:
     return out[0].strip(), (out[1].strip() if len(out) > 1 else "")
 
 
-def test_pci_hostdev_into_l2_and_back(nested_lab, record_property):
+def test_pci_hostdev_into_l2_and_back(nested_lab, record_property, tmp_path):
     domain, bus, slot_function = nested_lab.nic_address.split(":")
     slot, function = slot_function.split(".")
     alias = "ua-nested-nic"
@@ -249,7 +249,12 @@ def test_pci_hostdev_into_l2_and_back(nested_lab, record_property):
                              f"/dev/vfio/{group} {'present' if dev.returncode == 0 else 'ABSENT'}"]))
         if not ok:
             raise HotplugError("in L1 the NIC is not on vfio-pci while assigned")
+        # who holds it, as a certification of L1 sees it now: L1 collected while L2's QEMU has the group open
+        assigned.update(group=group, facts=_collect_l1(nested_lab, tmp_path / "assigned"), qemu=nested_lab.l1.run(
+            "for p in /proc/[0-9]*; do case $(tr '\\0' ' ' < $p/cmdline 2>/dev/null) in *qemu-system*) "
+            "echo ${p#/proc/};; esac; done", check=False).stdout.split())
 
+    assigned: dict = {}
     hp = Hotplugger(nested_lab.l2, visible_timeout=60, removal_timeout=60)
     try:
         hp.run_device(res, hotplug.nic_probe(NIC_VENDOR, NIC_DEVICE, L1_NIC_MAC),
@@ -264,6 +269,18 @@ def test_pci_hostdev_into_l2_and_back(nested_lab, record_property):
     assert any(l.startswith("link ") for l in visible), visible
     assert res.removal_via in ("event", "live-xml")
     assert alias not in nested_lab.l2.live_xml()
+    # device.in_use while it was assigned: L2's QEMU holds /dev/vfio/<group> open (and L2's live XML has it)
+    from vfio_certify.devices import parse_device
+    from vfio_certify.rules.device_readiness import in_use
+
+    capture = (tmp_path / "assigned" / "commands" / "open_files_dev_vfio").read_text()
+    print(f"[in_use] L1 QEMU pids {assigned['qemu']}; commands/open_files_dev_vfio:\n{capture}[in_use] end")
+    held = in_use(assigned["facts"], parse_device(nested_lab.nic_address))
+    print(f"[in_use] {held.outcome.value}: {held.message} | {held.evidence} | fix: {held.remediation}")
+    node = f"/dev/vfio/{assigned['group']}"
+    assert held.outcome.value == "failed" and f"holds {node} open" in held.message, held
+    assert any(f"pid {pid} (" in held.message for pid in assigned["qemu"]), (assigned["qemu"], held.message)
+    assert f"Stop what holds {node} open" in held.remediation, held
 
 
 def test_usb_hostdev_into_l2_and_back(nested_lab, record_property):

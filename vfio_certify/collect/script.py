@@ -130,6 +130,19 @@ vc_each() {
     vc_run "${_p}_$_d" "$@" "$_d"
   done < "$_f"
 }
+# vc_open NAME MAX FOLDER GLOB...: if a GLOB matched, `PID FD TARGET COMM` per open file under FOLDER (at most MAX;
+# a process in a chroot shows its root's path before FOLDER)
+vc_open() {
+  _n=$1; _x=$2; _f=$3; shift 3; _g=
+  for g; do [ -e "$g" ] && _g=1; done
+  [ "$_g" ] || return 0
+  { $TO ls -l /proc/[0-9]*/fd 2>"$C/$_n.err" </dev/null; _r=$?; [ $_r = 0 ] || echo $_r >"$C/$_n.rc"; } |
+  while IFS= read -r l; do case $l in /proc/*/fd:) p=${l#/proc/}; p=${p%/fd:};;
+    *" -> "*"$_f/"*) _x=$((_x-1)); [ $_x -lt 0 ] && continue; d=${l% -> *}; c=
+      { IFS= read -r c; } 2>/dev/null <"/proc/$p/comm"; printf %s\\n "$p ${d##* } ${l##* -> } $c";;
+  esac; done >"$C/$_n"
+  [ -s "$C/$_n.err" ] || _empty="$_empty$NL$C/$_n.err"
+}
 vc_run() {
   n=$1; shift
   $TO "$@" > "$C/$n" 2> "$C/$n.err" < /dev/null
@@ -180,6 +193,8 @@ def render_script() -> str:
         lines.append(f"vc_run {_words([name])} {command}")
     for each in spec.COMMANDS_EACH:
         lines.append(f"vc_each {_words([each.file_name, str(each.limit), each.names_from.replace(' ', '_')])} {each.line}")
+    for opened in spec.OPEN_FILES:
+        lines.append(f"vc_open {_words([opened.line, str(opened.limit), opened.folder, *opened.when])}")
     lines.append(_EPILOGUE.replace("@BEGIN@", BEGIN_MARK).replace("@END@", END_MARK).strip("\n"))
     # The script travels as one command, and Dropbear closes the connection on a command over MAX_CMD_LEN (9000
     # bytes): its comments are read here, not sent (the two header lines are).
