@@ -14,7 +14,7 @@ from vfio_certify.collect import spec
 from vfio_certify.collect.script import render_script
 from vfio_certify.devices import parse_device
 from vfio_certify.facts import read_host_facts
-from vfio_certify.facts.libvirt import OpenVfioFiles, parse_open_vfio_files
+from vfio_certify.facts.libvirt import HeldDevice, OpenVfioFiles, parse_open_vfio_files
 from vfio_certify.facts.model import LibvirtFacts
 from vfio_certify.facts.readers.libvirt import read_open_vfio_files
 from vfio_certify.model import Outcome
@@ -56,6 +56,15 @@ def test_a_process_holding_the_devices_group_open_makes_it_in_use_with_pid_node_
     assert "/proc/229/fd/33 -> /hostroot/dev/vfio/5 (qemu-system-x86)" in r.evidence
     assert r.remediation.startswith("Stop what holds /dev/vfio/5 open (pid 229 qemu-system-x86")
     assert "virsh detach-device" not in r.remediation  # no domain holds it: nothing to detach
+
+
+def test_held_by_a_domain_and_open_in_a_process_names_both_and_both_fixes():
+    facts = _host(_scan())
+    facts.libvirt.held = [HeldDevice(NIC.key, "l2", "live XML, running")]
+    r = rd.in_use(facts, NIC)
+    assert r.outcome is Outcome.FAILED and "domain 'l2' (live XML, running)" in r.message and "pid 229" in r.message
+    assert r.remediation.startswith("Detach it there first") and r.remediation.endswith(
+        "Stop what holds /dev/vfio/5 open (pid 229 qemu-system-x86): shut its VM or application down cleanly.")
 
 
 def test_a_device_whose_group_has_no_node_is_held_by_nobody():

@@ -356,8 +356,9 @@ def in_use(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
         fixes = ["Detach it there first (virsh detach-device <domain> hostdev.xml --live --config, or remove the "
                  "<hostdev> with virsh edit), or name another device."] if by_domain or len(held) > len(holders) else []
         if holders:
-            fixes.append(f"Stop what holds {holders[0].path} open ({', '.join(sorted({f'pid {f.pid} {f.comm}'.strip() for f in holders}))}: "
-                         "shut its VM or application down cleanly), or name another device.")
+            who = ", ".join(sorted({f"pid {f.pid} {f.comm}".strip() for f in holders}))
+            fixes.append(f"Stop what holds {holders[0].path} open ({who}): shut its VM or application down cleanly"
+                         + ("." if fixes else ", or name another device."))
         return result(check_id, Outcome.FAILED, f"{spec.key} is already assigned: {'; '.join(dict.fromkeys(held))}",
                       evidence, " ".join(fixes))
     missing = []
