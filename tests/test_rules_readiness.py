@@ -10,7 +10,8 @@ from support.hosts import intel_host, pci
 from vfio_certify.devices import parse_device
 from vfio_certify.facts import read_host_facts
 from vfio_certify.facts.bootconfig import parse_default_grub
-from vfio_certify.facts.libvirt import HeldDevice, domain_hostdevs, parse_domcapabilities, qemu_held_pci
+from vfio_certify.facts.libvirt import (HeldDevice, OpenVfioFiles, domain_hostdevs, parse_domcapabilities,
+                                        parse_open_vfio_files, qemu_held_pci)
 from vfio_certify.facts.model import LibvirtFacts, ModuleFacts, PciReadiness, ReadinessFacts
 from vfio_certify.facts.osrelease import OsRelease
 from vfio_certify.facts.readiness import (framebuffers_in_bars, parse_binding_file, parse_console_log, parse_iomem,
@@ -69,6 +70,15 @@ def test_reset_method_empty_on_5_15_is_none_and_flr_passes():
     flr = gpu_host(ready=PciReadiness(reset_method=["flr", "bus"], reset_file=True))
     r = rd.reset(flr, parse_device("01:00.0"))
     assert r.outcome is Outcome.PASSED and r.message == "reset by flr (then bus)"
+
+
+def test_an_empty_reset_method_is_every_method_switched_off_and_the_fix_turns_them_back_on():
+    """The kernel shows reset_method only for a function it found a method for; `echo > reset_method` empties it."""
+    off = gpu_host(ready=PciReadiness(reset_method=[], reset_file=True))
+    r = rd.reset(off, parse_device("01:00.0"))
+    assert r.outcome is Outcome.FAILED and "reset methods are switched off" in r.message
+    assert "/sys/bus/pci/devices/0000:01:00.0/reset_method: (empty)" in r.evidence
+    assert r.remediation.startswith("echo default > /sys/bus/pci/devices/0000:01:00.0/reset_method")
 
 
 def test_bus_reset_only_names_every_function_behind_the_bridge():
@@ -195,10 +205,13 @@ DOMAIN_XML = """<domain type='kvm'><name>win11</name><devices>
 </devices></domain>"""
 
 
+NO_GROUP_NODES = OpenVfioFiles(groups=[], files=[])  # /dev/vfio read: only the container, no group node
+
+
 def test_a_device_in_another_domains_xml_or_a_qemu_command_line_is_in_use():
     held = [HeldDevice(k, "win11", "persistent XML, shut off") for k in domain_hostdevs(DOMAIN_XML)]
     assert [h.key for h in held] == ["0000:01:00.0", "usb 152d:9561"]
-    lv = LibvirtFacts(virsh=True, domains={"win11": "shut off"}, held=held, processes={})
+    lv = LibvirtFacts(virsh=True, domains={"win11": "shut off"}, held=held, processes={}, vfio_open=NO_GROUP_NODES)
     facts = dataclasses.replace(gpu_host(), libvirt=lv)
     r = rd.in_use(facts, parse_device("01:00.0"))
     assert r.outcome is Outcome.FAILED and "win11" in r.message and "detach" in r.remediation.lower()
@@ -217,7 +230,8 @@ def test_in_use_is_skipped_on_what_was_not_collected():
 
 
 def test_in_use_without_libvirtd_is_judged_on_the_definitions_and_processes_when_they_were_read():
-    down = LibvirtFacts(virsh=True, list_error="failed to connect to the hypervisor", processes={})
+    down = LibvirtFacts(virsh=True, list_error="failed to connect to the hypervisor", processes={},
+                        vfio_open=NO_GROUP_NODES)
     r = rd.in_use(dataclasses.replace(gpu_host(), libvirt=down), parse_device("01:00.0"))
     assert r.outcome is Outcome.SKIPPED and r.message.endswith("was not collected") and "/etc/libvirt/qemu" in r.message
     held = [HeldDevice(k, "win11", "/etc/libvirt/qemu/win11.xml") for k in domain_hostdevs(DOMAIN_XML)]

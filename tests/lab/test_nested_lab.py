@@ -122,6 +122,85 @@ def test_l1_certifies_statically_over_ssh(nested_lab, tmp_path, record_property)
         assert checks[check]["outcome"] == "passed", checks[check]
 
 
+def _collect_l1(lab: NestedLab, dest: Path):
+    """L1's snapshot, collected over SSH as a certification run collects it, and its facts."""
+    from vfio_certify.collect import collect_snapshot
+    from vfio_certify.collect.runner import Target
+    from vfio_certify.facts import read_host_facts
+
+    return read_host_facts(collect_snapshot(Target(lab.l1_ssh_url, ssh_config=str(lab.ssh_config)), dest))
+
+
+def _l1_resets(lab: NestedLab, addresses: list[str]) -> dict[str, tuple[str, bool]]:
+    """What L1's kernel says of each function's reset: (reset_method's text or '<absent>', the reset file is there)."""
+    out = lab.l1.run("for a in " + " ".join(addresses) + "; do d=/sys/bus/pci/devices/$a; "
+                     "m=$(cat $d/reset_method 2>/dev/null) || m='<absent>'; "
+                     "echo \"$a|$m|$([ -e $d/reset ] && echo reset)\"; done", timeout=30).stdout
+    return {a: (m, r == "reset") for a, m, r in (line.split("|") for line in out.splitlines() if line.count("|") == 2)}
+
+
+def _certify_snapshot(snapshot: Path, devices: list[str], out: Path) -> tuple[int, dict]:
+    """The CLI's certification of a collected snapshot for `devices`: (exit status, the host's summary)."""
+    args = [sys.executable, "-m", "vfio_certify.cli", "--snapshot", str(snapshot), "--output", str(out)]
+    for address in devices:
+        args += ["--device", address]
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300)
+    [host] = json.loads((out / "summary.json").read_text())["hosts"]
+    return proc.returncode, host
+
+
+def test_a_function_without_reset_is_judged_so_and_l1_is_restored(nested_lab, tmp_path):
+    """What L1's kernel says of its emulated functions' reset (reset_method, the reset file): the e1000e resets
+    (QEMU gives it PM; no emulated function here has FLR), the virtio-rng functions on the root bus cannot be reset
+    at all. L1 collected and certified through the CLI: device.reset passes for the e1000e and fails for 00:04.1
+    with the evidence and a fix; preflight names the reset each relies on. Then the e1000e's methods are switched
+    off with sysfs (`echo > reset_method`, 5.15+), L1 collected and certified again: device.reset fails quoting the
+    empty reset_method, with the fix that turns them back on. L1 is restored (`echo default`): reset_method as it was."""
+    from vfio_certify.devices import parse_device
+    from vfio_certify.e2e.preflight import preflight
+
+    lab, resetting, none = nested_lab, nested_lab.nic_address, "0000:00:04.1"
+    before = _l1_resets(lab, [resetting, "0000:00:04.0", none])
+    print(f"\n[reset] L1 {lab.l1.run('uname -r').stdout.strip()}: " + "; ".join(
+        f"{a} reset_method={m!r} reset={'yes' if r else 'no'}" for a, (m, r) in before.items()))
+    assert before[none] == ("<absent>", False) and before[resetting][0] not in ("", "<absent>"), before
+    method = before[resetting][0].split()[0]
+
+    facts = _collect_l1(lab, tmp_path / "as-is")
+    rc, host = _certify_snapshot(tmp_path / "as-is", [resetting, none], tmp_path / "out-as-is")
+    checks = {c["id"]: c for c in host["checks"]}
+    ok, failed = checks[f"device.reset[{resetting}]"], checks[f"device.reset[{none}]"]
+    for c in (ok, failed):
+        print(f"[reset] {c['id']} {c['outcome']}: {c['message']} | {c['evidence']} | fix: {c['remediation']}")
+    assert rc == 1 and host["verdict"] == "not-certified"
+    assert ok["outcome"] == "passed" and ok["message"] == f"reset by {method}", ok
+    assert f"/sys/bus/pci/devices/{resetting}/reset_method: {before[resetting][0]}" in ok["evidence"], ok
+    assert failed["outcome"] == "failed" and failed["message"].startswith(f"{none} has no reset method"), failed
+    assert f"/sys/bus/pci/devices/{none}/reset_method and /sys/bus/pci/devices/{none}/reset absent" in \
+        failed["evidence"][0] and "FLR" in failed["remediation"], failed
+    # the end-to-end preflight, on the same facts, names the reset it relies on
+    for address, c in ((resetting, ok), (none, failed)):
+        spec = parse_device(address)
+        line = next(e for e in preflight(facts, spec, [spec], {}).evidence
+                    if e.startswith(f"device.reset[{address}]: the reset it relies on: "))
+        print(f"[reset] preflight: {line}")
+        assert line.endswith(f"{c['outcome']}: {c['message']}"), (line, c)
+
+    sysfs = f"/sys/bus/pci/devices/{resetting}/reset_method"
+    lab.l1.run(f"echo > {sysfs}", timeout=30)
+    try:
+        assert _l1_resets(lab, [resetting])[resetting] == ("", True), "the kernel did not take the empty reset_method"
+        _collect_l1(lab, tmp_path / "switched-off")
+        rc, host = _certify_snapshot(tmp_path / "switched-off", [resetting], tmp_path / "out-switched-off")
+    finally:
+        lab.l1.run(f"echo default > {sysfs}", timeout=30)
+    assert _l1_resets(lab, list(before)) == before
+    off = {c["id"]: c for c in host["checks"]}[f"device.reset[{resetting}]"]
+    print(f"[reset] switched off: {off['outcome']}: {off['message']} | {off['evidence']} | fix: {off['remediation']}")
+    assert rc == 1 and off["outcome"] == "failed" and "reset methods are switched off" in off["message"], off
+    assert f"{sysfs}: (empty)" in off["evidence"] and f"echo default > {sysfs}" in off["remediation"], off
+
+
 def _print(res: HotplugResult, record_property) -> None:
     print("\n" + res.summary())
     for name, seconds in res.durations().items():
@@ -135,7 +214,7 @@ def _l1_nic_state(lab: NestedLab) -> tuple[str, str]:
     return out[0].strip(), (out[1].strip() if len(out) > 1 else "")
 
 
-def test_pci_hostdev_into_l2_and_back(nested_lab, record_property):
+def test_pci_hostdev_into_l2_and_back(nested_lab, record_property, tmp_path):
     domain, bus, slot_function = nested_lab.nic_address.split(":")
     slot, function = slot_function.split(".")
     alias = "ua-nested-nic"
@@ -170,7 +249,12 @@ def test_pci_hostdev_into_l2_and_back(nested_lab, record_property):
                              f"/dev/vfio/{group} {'present' if dev.returncode == 0 else 'ABSENT'}"]))
         if not ok:
             raise HotplugError("in L1 the NIC is not on vfio-pci while assigned")
+        # who holds it, as a certification of L1 sees it now: L1 collected while L2's QEMU has the group open
+        assigned.update(group=group, facts=_collect_l1(nested_lab, tmp_path / "assigned"), qemu=nested_lab.l1.run(
+            "for p in /proc/[0-9]*; do case $(tr '\\0' ' ' < $p/cmdline 2>/dev/null) in *qemu-system*) "
+            "echo ${p#/proc/};; esac; done", check=False).stdout.split())
 
+    assigned: dict = {}
     hp = Hotplugger(nested_lab.l2, visible_timeout=60, removal_timeout=60)
     try:
         hp.run_device(res, hotplug.nic_probe(NIC_VENDOR, NIC_DEVICE, L1_NIC_MAC),
@@ -185,6 +269,18 @@ def test_pci_hostdev_into_l2_and_back(nested_lab, record_property):
     assert any(l.startswith("link ") for l in visible), visible
     assert res.removal_via in ("event", "live-xml")
     assert alias not in nested_lab.l2.live_xml()
+    # device.in_use while it was assigned: L2's QEMU holds /dev/vfio/<group> open (and L2's live XML has it)
+    from vfio_certify.devices import parse_device
+    from vfio_certify.rules.device_readiness import in_use
+
+    capture = (tmp_path / "assigned" / "commands" / "open_files_dev_vfio").read_text()
+    print(f"[in_use] L1 QEMU pids {assigned['qemu']}; commands/open_files_dev_vfio:\n{capture}[in_use] end")
+    held = in_use(assigned["facts"], parse_device(nested_lab.nic_address))
+    print(f"[in_use] {held.outcome.value}: {held.message} | {held.evidence} | fix: {held.remediation}")
+    node = f"/dev/vfio/{assigned['group']}"
+    assert held.outcome.value == "failed" and f"holds {node} open" in held.message, held
+    assert any(f"pid {pid} (" in held.message for pid in assigned["qemu"]), (assigned["qemu"], held.message)
+    assert f"Stop what holds {node} open" in held.remediation, held
 
 
 def test_usb_hostdev_into_l2_and_back(nested_lab, record_property):

@@ -25,6 +25,7 @@ BEGIN_MARK = "--- vfio-certify snapshot begin ---"
 END_MARK = "--- vfio-certify snapshot end ---"
 COMMAND_TIMEOUT_S = 30
 MISSING_TOOL_STATUS = 69  # EX_UNAVAILABLE: stderr's last line names the tool
+DROPBEAR_MAX_COMMAND = 9000  # Dropbear's MAX_CMD_LEN: a longer remote command closes the connection
 
 _PRELUDE = r"""
 PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
@@ -101,14 +102,14 @@ vc_attrs() {
     for a in $_a; do
       [ -f "$d/$a" ] || continue
       # kernel-formatted one-line values: builtins keep them byte for byte without a fork.
-      # _r stays empty when the file cannot be opened; a sysfs read error (EIO) reads nothing
-      # from a file whose size is not 0 (sysfs says 4096).
+      # _r stays empty when the file cannot be opened; an empty file and a read error (EIO) both
+      # read nothing (sysfs says 4096 for the size of each): cat's exit status tells them apart.
       v=; _r=
       { IFS= read -r v; _r=$?; } 2>/dev/null < "$d/$a"
       case $_r$v in
         0*) printf '%s\n' "$v" > "$R$d/$a" ;;
         1?*) printf '%s' "$v" > "$R$d/$a" ;;
-        1) if [ -s "$d/$a" ]; then vc_unreadable "$d/$a"; else : > "$R$d/$a"; fi ;;
+        1) cat "$d/$a" > "$R$d/$a" 2>/dev/null || vc_unreadable "$d/$a" ;;
         *) vc_unreadable "$d/$a" ;;
       esac
     done
@@ -128,6 +129,19 @@ vc_each() {
     _x=$((_x - 1)); [ "$_x" -ge 0 ] || break
     vc_run "${_p}_$_d" "$@" "$_d"
   done < "$_f"
+}
+# vc_open NAME MAX FOLDER GLOB...: if a GLOB matched, `PID FD TARGET COMM` per open file under FOLDER (at most MAX;
+# a process in a chroot shows its root's path before FOLDER)
+vc_open() {
+  _n=$1; _x=$2; _f=$3; shift 3; _g=
+  for g; do [ -e "$g" ] && _g=1; done
+  [ "$_g" ] || return 0
+  { $TO ls -l /proc/[0-9]*/fd 2>"$C/$_n.err" </dev/null; _r=$?; [ $_r = 0 ] || echo $_r >"$C/$_n.rc"; } |
+  while IFS= read -r l; do case $l in /proc/*/fd:) p=${l#/proc/}; p=${p%/fd:};;
+    *" -> "*"$_f/"*) _x=$((_x-1)); [ $_x -lt 0 ] && continue; d=${l% -> *}; c=
+      { IFS= read -r c; } 2>/dev/null <"/proc/$p/comm"; printf %s\\n "$p ${d##* } ${l##* -> } $c";;
+  esac; done >"$C/$_n"
+  [ -s "$C/$_n.err" ] || _empty="$_empty$NL$C/$_n.err"
 }
 vc_run() {
   n=$1; shift
@@ -179,5 +193,10 @@ def render_script() -> str:
         lines.append(f"vc_run {_words([name])} {command}")
     for each in spec.COMMANDS_EACH:
         lines.append(f"vc_each {_words([each.file_name, str(each.limit), each.names_from.replace(' ', '_')])} {each.line}")
+    for opened in spec.OPEN_FILES:
+        lines.append(f"vc_open {_words([opened.line, str(opened.limit), opened.folder, *opened.when])}")
     lines.append(_EPILOGUE.replace("@BEGIN@", BEGIN_MARK).replace("@END@", END_MARK).strip("\n"))
-    return "\n".join(lines) + "\n"
+    # The script travels as one command, and Dropbear closes the connection on a command over MAX_CMD_LEN (9000
+    # bytes): its comments are read here, not sent (the two header lines are).
+    text = "\n".join(lines)
+    return "\n".join(line for n, line in enumerate(text.split("\n")) if n < 2 or not line.lstrip().startswith("#")) + "\n"

@@ -93,6 +93,19 @@ class CommandEach(Command):
         return f"{self.line} {name}"
 
 
+@dataclass(frozen=True)
+class OpenFiles(Command):
+    """Which processes hold a file under `folder` open, looked for only when one of the `when` globs matches on
+    the host: one `ls -l` of every /proc/<pid>/fd, filtered by the shell itself to at most `limit` lines
+    `PID FD TARGET COMM` (COMM read from /proc/<pid>/comm). `line` is a name, not a command: stored as
+    commands/<line>, with .rc and .err as a command's (ls's exit status, and `Permission denied` for other
+    users' processes when not run as root)."""
+
+    folder: str = ""
+    when: tuple[str, ...] = ()
+    limit: int = 256
+
+
 Source = Union[Folder, File, Exists, Link, Attributes, Command]
 
 # -- folders probed for the absence convention ------------------------------------------------------
@@ -241,6 +254,9 @@ LIBVIRT_QEMU_XML = File("/etc/libvirt/qemu/*.xml")  # persistent definitions
 VIRSH_DOMCAPABILITIES = Command("virsh domcapabilities")
 VIRSH_VERSION = Command("virsh version")
 PROCESSES = Command("ps -eo pid,args")  # a QEMU started by hand with -device vfio-pci,host=
+# who holds a VFIO group open (a QEMU given the device over QMP or by fd, a DPDK application), looked for only
+# when /dev/vfio has group nodes: with none, nothing can hold one
+VFIO_OPEN_FILES = OpenFiles("open_files_dev_vfio", folder="/dev/vfio", when=("/dev/vfio/[0-9]*", "/dev/vfio/noiommu-*"))
 
 # -- interrupts (readers/interrupts.py) -------------------------------------------------------------
 PROC_INTERRUPTS = File("/proc/interrupts")
@@ -263,5 +279,6 @@ COPY_IF_ABSENT = [s for s in SOURCES if isinstance(s, File) and s.unless is not 
 MARK_EXISTS = [s for s in SOURCES if isinstance(s, Exists)]
 LINKS = [s for s in SOURCES if isinstance(s, Link)]
 ATTRIBUTES = [s for s in SOURCES if isinstance(s, Attributes)]
-COMMANDS = [s.line for s in SOURCES if isinstance(s, Command) and not isinstance(s, CommandEach)]
+COMMANDS = [s.line for s in SOURCES if isinstance(s, Command) and not isinstance(s, (CommandEach, OpenFiles))]
 COMMANDS_EACH = [s for s in SOURCES if isinstance(s, CommandEach)]
+OPEN_FILES = [s for s in SOURCES if isinstance(s, OpenFiles)]

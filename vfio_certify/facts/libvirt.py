@@ -126,3 +126,66 @@ def qemu_held_pci(ps_text: str) -> dict[str, str]:
             domain = match.group(1) or "0000"
             held[f"{int(domain, 16):04x}:{match.group(2).lower()}"] = f"QEMU process {pid}"
     return held
+
+
+@dataclass
+class OpenVfioFile:
+    """A process holding a file under /dev/vfio open: a group (/dev/vfio/7), the container (/dev/vfio/vfio) or a
+    device node (/dev/vfio/devices/vfio0)."""
+    pid: str
+    fd: str
+    path: str  # the node: /dev/vfio/7
+    comm: str  # the process's /proc/<pid>/comm ("" when it exited before it was read)
+    target: str = ""  # the fd's link as read, when it says more: a chroot's root before /dev, " (deleted)" after
+
+    @property
+    def group(self) -> str:
+        """The IOMMU group whose node this is ('7', 'noiommu-7'), '' for the container and device nodes."""
+        name = self.path[len("/dev/vfio/"):]
+        return name if name.isdigit() or (name.startswith("noiommu-") and name[8:].isdigit()) else ""
+
+    def summary(self) -> str:
+        return f"pid {self.pid} ({self.comm or 'exited'}) holds {self.path} open (fd {self.fd}{' -> ' + self.target if self.target else ''})"
+
+
+@dataclass
+class OpenVfioFiles:
+    """Who holds /dev/vfio's group nodes open. `files` None: not collected; `gap` says why some or all holders
+    are unknown (processes whose open files could not be read, a cut or timed-out scan)."""
+    groups: list[str]  # the group nodes /dev/vfio has
+    files: Optional[list[OpenVfioFile]] = None
+    gap: str = ""
+
+
+# PID FD TARGET COMM: TARGET is the node, after the root of a chroot the process runs in (/srv/root/dev/vfio/7)
+# and before " (deleted)" when the node was removed after it was opened; COMM may hold spaces
+_OPEN_LINE = re.compile(r"^(\d+) (\d+) (\S*?)(/dev/vfio/(?:\d+|noiommu-\d+|vfio|devices/vfio\d+))( \(deleted\))?(?: (.*))?$")
+_UNREADABLE = re.compile(r"/proc/(\d+)/fd\b.*Permission denied|Permission denied.*/proc/(\d+)/fd\b")
+
+
+def parse_open_vfio_files(groups: list[str], stdout: str, stderr: str, rc: int, limit: int) -> OpenVfioFiles:
+    """The collection script's `PID FD TARGET COMM` lines (one `ls -l` of every /proc/<pid>/fd, filtered to
+    /dev/vfio) with ls's errors and exit status. Never raises: what it cannot read is named in `gap`."""
+    files, garbled = [], 0
+    for line in stdout.splitlines():
+        match = _OPEN_LINE.match(line)
+        if match and ".." not in match.group(3):
+            pid, fd, root, node, deleted, comm = match.groups()
+            target = root + node + (deleted or "")
+            files.append(OpenVfioFile(pid, fd, node, (comm or "").strip(), target if target != node else ""))
+        elif not re.match(r"^\d+ \d+ /", line):  # not a line of the script's, rather than a file that is no node
+            garbled += 1
+    gaps = []
+    unreadable = sorted({a or b for a, b in _UNREADABLE.findall(stderr)}, key=int)
+    if unreadable:
+        gaps.append(f"the open files of {len(unreadable)} process(es) could not be read (Permission denied: pid "
+                    f"{', '.join(unreadable[:5])}{', ...' if len(unreadable) > 5 else ''}; run as root)")
+    if rc == 124:
+        gaps.append("the scan of /proc/<pid>/fd timed out")
+    elif rc not in (0, 1, 2) and not unreadable:  # ls exits 1 or 2 when a process exited while it listed it
+        gaps.append(f"the scan of /proc/<pid>/fd exited with status {rc}")
+    if garbled or (stdout and not stdout.endswith("\n")):
+        gaps.append("its output is cut short or garbled")
+    if len(files) + garbled >= limit:
+        gaps.append(f"only the first {limit} open files were kept")
+    return OpenVfioFiles(groups, files, "; ".join(gaps))

@@ -20,7 +20,7 @@ from .fact import Fact
 from .interrupts import InterruptFacts
 from .iort import IortFacts
 from .kconfig import KernelConfig
-from .libvirt import DomainCapabilities, HeldDevice
+from .libvirt import DomainCapabilities, HeldDevice, OpenVfioFiles
 from .osrelease import OsRelease
 from .pci import PciDevice
 from .readiness import BootBinding, ConsoleLog, LspciVerbose
@@ -92,6 +92,7 @@ class LibvirtFacts:
     domcaps_error: str = ""
     versions: list[str] = field(default_factory=list)
     processes: Optional[dict[str, str]] = None  # PCI address -> QEMU process given it; None: ps not collected
+    vfio_open: Optional[OpenVfioFiles] = None  # who holds /dev/vfio/<group> open; None: /dev/vfio not collected
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Optional
 
 from ..devices import DeviceSpec
 from ..facts import HostFacts
+from ..facts.libvirt import OpenVfioFile
 from ..facts.model import PciReadiness
 from ..facts.pci import PciDevice
 from ..facts.readiness import parse_cpulist
@@ -103,6 +104,12 @@ def reset(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
                       f"AMD {family} GPU: the \"reset bug\" family; its {'/'.join(methods) or 'reset'} does not bring it "
                       "back after a VM used it (the next VM start hangs or gets a dead GPU) unless vendor-reset handles it",
                       evidence, remedy.vendor_reset(facts, device.address))
+    if not methods and ready.reset_method == [] and ready.reset_file:
+        # the kernel shows reset_method only for a function it found a method for: empty is every method switched off
+        return result(check_id, Outcome.FAILED,
+                      f"{device.address}'s reset methods are switched off (its reset_method is empty, written so "
+                      "through sysfs): after a VM has used it, the next VM gets it in whatever state the last one "
+                      "left (libvirt may hang stopping the VM)", evidence, remedy.reset_methods_off(facts, device.address))
     if not methods:
         return result(check_id, Outcome.FAILED,
                       f"{device.address} has no reset method: after a VM has used it, the next VM gets it in whatever "
@@ -296,7 +303,33 @@ def _held_keys(facts: HostFacts, spec: DeviceSpec) -> Optional[list[str]]:
     return [f"usb {usb.vendor_product}", f"usb {usb.bus_device}"]
 
 
-@check("device.in_use", REQUIRED, "the device is not already assigned: no domain's XML or QEMU process holds it")
+def _open_group(facts: HostFacts, spec: DeviceSpec) -> tuple[list[OpenVfioFile], list[str], str]:
+    """(who holds the device's /dev/vfio/<group> open, evidence, what is missing to say nobody does)."""
+    scan = facts.libvirt.vfio_open
+    if not spec.is_pci:
+        return [], [], ""
+    if scan is None:
+        return [], [], "/dev/vfio (whether a process holds a VFIO group open)"
+    device = facts.pci_device(spec.key)
+    if device is None:  # not on this host (device.present says so): nothing holds it
+        return [], [], ""
+    group = str(device.iommu_group) if device.iommu_group is not None else None
+    if group is None and scan.groups:
+        return [], [], f"{spec.key}'s IOMMU group (which /dev/vfio node is its)"
+    if group not in scan.groups:
+        return [], [f"/dev/vfio/{group} absent: no process can hold {spec.key}'s group open" if group else
+                    "/dev/vfio has no group node: no process can hold a group open"], ""
+    node = f"/dev/vfio/{group}"
+    if scan.files is None:
+        return [], [], f"the scan of who holds {node} open"
+    holders = [f for f in scan.files if f.group == group]
+    if holders or not scan.gap:
+        return holders, [f"open files under /dev/vfio: {len(scan.files)}; {len(holders) or 'no'} process(es) hold {node}"], ""
+    return [], [f"open files under /dev/vfio: {scan.gap}"], f"the scan of who holds {node} open ({scan.gap})"
+
+
+@check("device.in_use", REQUIRED, "the device is not already assigned: no domain's XML or QEMU process holds it, "
+                                  "no process holds its /dev/vfio/<group> open")
 def in_use(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
     check_id = f"{in_use.id}[{spec.key}]"
     lv = facts.libvirt
@@ -316,10 +349,18 @@ def in_use(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
     held += [why for address, why in (lv.processes or {}).items() if address in keys]
     evidence = [f"virsh list --all: {len(lv.domains)} domain(s)" if lv.domains is not None else
                 ("virsh: not installed" if not lv.virsh else f"virsh list --all failed: {lv.list_error}")]
+    holders, open_evidence, open_missing = _open_group(facts, spec)
+    evidence += open_evidence + [f"/proc/{f.pid}/fd/{f.fd} -> {f.target or f.path} ({f.comm or 'exited'})" for f in holders]
+    held += [f.summary() for f in holders]
     if held:
+        fixes = ["Detach it there first (virsh detach-device <domain> hostdev.xml --live --config, or remove the "
+                 "<hostdev> with virsh edit), or name another device."] if by_domain or len(held) > len(holders) else []
+        if holders:
+            who = ", ".join(sorted({f"pid {f.pid} {f.comm}".strip() for f in holders}))
+            fixes.append(f"Stop what holds {holders[0].path} open ({who}): shut its VM or application down cleanly"
+                         + ("." if fixes else ", or name another device."))
         return result(check_id, Outcome.FAILED, f"{spec.key} is already assigned: {'; '.join(dict.fromkeys(held))}",
-                      evidence, "Detach it there first (virsh detach-device <domain> hostdev.xml --live --config, or "
-                                    "remove the <hostdev> with virsh edit), or name another device.")
+                      evidence, " ".join(fixes))
     missing = []
     if lv.virsh and lv.domains is None:
         # libvirtd did not answer: no domain it manages can start now, and the definitions it would start
@@ -332,10 +373,13 @@ def in_use(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
         missing.append(f"the XML of {', '.join(lv.xml_missing)}")
     if lv.processes is None:
         missing.append("the QEMU processes (ps -eo pid,args)")
+    if open_missing:
+        missing.append(open_missing)
     if missing:
         return result(check_id, Outcome.SKIPPED,
                       f"not judged: {' and '.join(missing)} {'was' if len(missing) == 1 else 'were'} not collected", evidence)
-    return result(check_id, Outcome.PASSED, f"no domain and no QEMU process holds {spec.key}", evidence)
+    return result(check_id, Outcome.PASSED, f"no domain and no QEMU process holds {spec.key}"
+                  + (", and no process holds its VFIO group open" if open_evidence and spec.is_pci else ""), evidence)
 
 
 def _slower(ready: PciReadiness) -> list[str]:

@@ -188,6 +188,12 @@ def no_reset(facts: HostFacts, address: str) -> str:
             "bridge (another slot) gives it a bus reset.")
 
 
+def reset_methods_off(facts: HostFacts, address: str) -> str:
+    return (f"echo default > /sys/bus/pci/devices/{address}/reset_method   # the methods the kernel found, back on\n"
+            "# and remove what empties it at boot (a udev rule or a unit writing reset_method): grep -r reset_method "
+            "/etc/udev/rules.d /etc/systemd/system")
+
+
 def free_host_console(facts: HostFacts, address: str) -> str:
     """Keep the firmware framebuffer off the GPU: sysfb/simpledrm since 5.15ish, efifb/vesafb before."""
     version = facts.kernel_version or (0, 0, 0)

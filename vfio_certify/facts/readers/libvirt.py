@@ -2,10 +2,12 @@
 what `virsh domcapabilities` says the hypervisor can assign."""
 from __future__ import annotations
 
+from typing import Optional
+
 from ...collect import spec
 from ...snapshot.reader import Snapshot
-from ..libvirt import HeldDevice, domain_hostdevs, domain_name, parse_domcapabilities, parse_virsh_list, \
-    parse_virsh_version, qemu_held_pci
+from ..libvirt import HeldDevice, OpenVfioFiles, domain_hostdevs, domain_name, parse_domcapabilities, \
+    parse_open_vfio_files, parse_virsh_list, parse_virsh_version, qemu_held_pci
 from ..model import HostFacts, LibvirtFacts
 
 _NOT_FOUND = 127
@@ -51,4 +53,18 @@ def read_libvirt(snap: Snapshot, facts: HostFacts) -> None:
     lv.versions = parse_virsh_version(version.stdout) if version is not None and version.ok else []
     ps = snap.command(spec.PROCESSES.line)
     lv.processes = qemu_held_pci(ps.stdout) if ps is not None and ps.ok else None
+    lv.vfio_open = read_open_vfio_files(snap)
     facts.libvirt = lv
+
+
+def read_open_vfio_files(snap: Snapshot) -> Optional[OpenVfioFiles]:
+    """Who holds /dev/vfio's group nodes open: known none when /dev/vfio has no group node (the collection looks
+    only then), not collected when it has some and the scan is missing (a bundle made before it existed)."""
+    names = snap.listdir(spec.DEV_VFIO.path)
+    if names is None:
+        return None
+    groups = sorted(n for n in names if n.isdigit() or n.startswith("noiommu-"))
+    scan = snap.command(spec.VFIO_OPEN_FILES.line)
+    if scan is None:
+        return OpenVfioFiles(groups, [] if not groups else None)
+    return parse_open_vfio_files(groups, scan.stdout, scan.stderr, scan.rc, spec.VFIO_OPEN_FILES.limit)
