@@ -62,12 +62,13 @@ def pytest_configure(config: pytest.Config) -> None:
     if output is not None and not hasattr(config, "workerinput"):  # the controller writes the reports
         config.pluginmanager.register(OwnedOutput.take(config, output), OwnedOutput.NAME)
     config.stash[SESSION_KEY] = certify_session
-    config.pluginmanager.register(_ResultGatherer(certify_session), "vfio-certify-results")
+    if not hasattr(config, "workerinput"):  # results are gathered where reports arrive: the controller under xdist
+        config.pluginmanager.register(_ResultGatherer(certify_session), "vfio-certify-results")
     config.pluginmanager.register(ForgetWhatWasReported(certify_session, config), ForgetWhatWasReported.NAME)
     config.addinivalue_line("markers", "check(id): the check id a test in checks/ reports under")
     config.addinivalue_line("markers", "device_kind(kind): only devices of this kind (pci, usb) parametrize the test")
     config.addinivalue_line("markers", "e2e: an end-to-end test (runs with --e2e)")
-    if config.pluginmanager.hasplugin("html"):
+    if config.pluginmanager.hasplugin("html") and getattr(config.option, "htmlpath", None):
         from .report.pytest_html_columns import HtmlColumns
 
         config.pluginmanager.register(HtmlColumns(), "vfio-certify-html-columns")
@@ -239,7 +240,7 @@ class _ResultGatherer:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
             if name == REPORT_PROPERTY:
-                self.session.add_from_report(json.loads(value))
+                self.session.add_from_report(json.loads(value), report.nodeid, report.when)
                 return
 
 
@@ -256,12 +257,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: Union[int, pytest.
     if not certify.hosts and certify.output is None:  # not a certification run (the project's own tests)
         certify.close()
         return
-    run = certify.finish()  # no host judged (-k deselected every check): an empty summary, still written
-    session.config.stash[RUN_KEY] = run
-    _verdicts_into_junit(session.config, run)
+    # Written host by host from the results streamed to disk; no host judged (-k deselected every check): an
+    # empty summary, still written. Without an output folder the files go to the run's scratch folder (the
+    # verdicts and the diff against a baseline come from the same writing).
+    run = certify.run_header()
     owned: Optional[OwnedOutput] = session.config.pluginmanager.get_plugin(OwnedOutput.NAME)
-    if owned is not None and owned.folder.staging is not None:
-        write_outputs(run, owned.folder.staging, certify.diff)
+    staging = owned.folder.staging if owned is not None else None
+    certify.diff = write_outputs(certify.hosts, certify.host_names(), run, staging or certify.workdir() / "reports",
+                                 certify.baseline, str(certify.output or "this run"))
+    session.config.stash[RUN_KEY] = run  # each host's digest: its verdict, fix plan and what did not pass
+    _verdicts_into_junit(session.config, run)
     certify.close()
 
 
