@@ -47,12 +47,6 @@ class ResultStream:
     def __contains__(self, name: str) -> bool:
         return name in self._hosts
 
-    def names(self) -> list[str]:
-        return list(self._hosts)
-
-    def source_of(self, name: str) -> str:
-        return self._hosts[name].source
-
     def add(self, payload: dict, nodeid: str = "", when: str = "call") -> None:
         """One check's payload (session.report_payload) as the plugin receives it."""
         host = self._hosts.get(payload["host"])
@@ -92,9 +86,4 @@ def _lines(path: Path) -> Iterator[dict]:
         for line in stream:
             if line.strip():
                 yield json.loads(line)
-
-
-def in_order(stream: ResultStream, target_names: list[str]) -> list[str]:
-    """The hosts that reported, in command-line order (a host none of whose checks ran is left out)."""
-    return [name for name in dict.fromkeys(target_names) if name in stream]
 
