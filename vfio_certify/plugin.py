@@ -28,6 +28,7 @@ from .run_memory import ForgetWhatWasReported
 from .session import (REPORT_PROPERTY, CertifySession, CertifyTarget, Collected, area_rank, crash_result, describe,
                       targets_from)
 from .waivers import apply_waivers
+from .xdist_by_host import DISTRIBUTIONS, HostShares, share_of
 
 RESULT_KEY = pytest.StashKey[CheckResult]()
 TARGET_KEY = pytest.StashKey[str]()
@@ -38,6 +39,7 @@ class CertifyWarning(UserWarning):
 
 
 SESSION_KEY = pytest.StashKey[CertifySession]()
+SPLIT_KEY = pytest.StashKey[bool]()  # -j: each worker collects its share of the hosts (xdist_by_host.HostShares)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -61,6 +63,10 @@ def pytest_configure(config: pytest.Config) -> None:
                                      baseline=valid.baseline)
     if output is not None and not hasattr(config, "workerinput"):  # the controller writes the reports
         config.pluginmanager.register(OwnedOutput.take(config, output), OwnedOutput.NAME)
+    if getattr(config.option, "dist", "no") in DISTRIBUTIONS and getattr(config.option, "tx", None) \
+            and not hasattr(config, "workerinput"):  # -j: each worker collects its own share of the hosts
+        config.pluginmanager.register(HostShares(), HostShares.NAME)
+        config.stash[SPLIT_KEY] = True
     config.stash[SESSION_KEY] = certify_session
     if not hasattr(config, "workerinput"):  # results are gathered where reports arrive: the controller under xdist
         config.pluginmanager.register(_ResultGatherer(certify_session), "vfio-certify-results")
@@ -82,8 +88,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.definition.get_closest_marker("check") is None:
         return  # only the checklist (checks/) is parametrized by host and device
     session = _session(metafunc.config)
-    if "certify_target" in metafunc.fixturenames:
-        metafunc.parametrize("certify_target", session.targets, ids=[t.name for t in session.targets], scope="session")
+    if "certify_target" in metafunc.fixturenames:  # under -j, this worker's share of the targets
+        targets = share_of(session.targets, getattr(metafunc.config, "workerinput", None))
+        # No target in this worker's share: one placeholder, deselected below.
+        metafunc.parametrize("certify_target", targets or [None], ids=[t.name for t in targets] or ["no-host"],
+                             scope="session")
     if "device" in metafunc.fixturenames:
         kinds = {m.args[0] for m in metafunc.definition.iter_markers("device_kind")}
         devices = [d for d in session.devices if not kinds or d.kind in kinds]
@@ -101,7 +110,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """With pytest-xdist (-j), a host's checks all go to one worker: one collection per host."""
     from .xdist_by_host import by_host_scheduler
 
-    return by_host_scheduler(config, log, [t.name for t in _session(config).targets])
+    return by_host_scheduler(config, log, [t.name for t in _session(config).targets],
+                             split=config.stash.get(SPLIT_KEY, False))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -110,7 +120,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     e2e = config.option.e2e
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and "device" in callspec.params and callspec.params["device"] is None:
+        if callspec is not None and any(name in callspec.params and callspec.params[name] is None
+                                        for name in ("device", "certify_target")):
             drop.append(item)
             continue
         marker = item.get_closest_marker("e2e")
