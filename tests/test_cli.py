@@ -54,9 +54,9 @@ def test_certify_this_machine_writes_every_report(tmp_path):
     page = (tmp_path / "certification.html").read_text()
     assert host["verdict"].replace("-", " ").upper() in page
     report = (tmp_path / "report.html").read_text()
-    assert "<th>Host</th>" in report or "&lt;th&gt;Host&lt;/th&gt;" in report  # our column, in pytest-html's data
-    assert "&lt;p&gt;Evidence:&lt;/p&gt;&lt;pre&gt;" in report  # evidence rendered as HTML once escaped for the
-    assert "&amp;lt;p&amp;gt;Evidence" not in report           # data attribute, not escaped twice into text
+    assert "<th>Host</th><th>Severity</th><th>Test</th>" in report  # every check: its host, severity, test id
+    assert report.count('<tr class="row-') == len(host["checks"])
+    assert '<td class="col-evidence"><pre>' in report and "&amp;lt;" not in report  # evidence, escaped once
     assert "vfio-certify verdict" in proc.stdout
 
 

@@ -84,14 +84,15 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
     output = Path(args.output)
     argv = [
         str(CHECKS_DIR), f"--rootdir={REPO_ROOT}", "-c", str(REPO_ROOT / "pyproject.toml"),
-        # Checks judge through certify(), never `assert`: no rewriting, and no test-only plugins.
-        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--assert=plain", "-q", "-rN",
+        # Checks judge through certify(), never `assert`: no rewriting, and no test-only plugins. No tmp_path
+        # either: pytest's tmpdir plugin removes old pytest-of-<user> folders of other runs when it starts.
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:tmpdir", "--assert=plain", "-q", "-rN",
         # No failure tracebacks: a check's failure is its message, in the verdict and the reports; pytest's
         # summary of failures repeats it and scans every report for each failure (minutes for 1,000 hosts).
         "--tb=no",
-        f"--certify-output={output}", f"--junitxml={output / 'junit.xml'}",
-        f"--html={output / 'report.html'}", "--self-contained-html",
-        "-o", "junit_family=xunit2", "-o", "junit_suite_name=vfio-certify",
+        # junit.xml and report.html are written by the plugin from the results, host by host (report/outputs.py);
+        # pytest's junitxml and pytest-html would keep every test's report to the end of the run.
+        f"--certify-output={output}", "-o", "junit_family=xunit2", "-o", "junit_suite_name=vfio-certify",
     ]
     if args.host:
         argv.append("--hosts=" + ",".join(args.host))  # as given: reports and waivers name hosts so

@@ -28,9 +28,9 @@ from .options import OptionError
 MARKER = ".vfio-certify-output"
 MARKER_TEXT = ("This folder is the output of one vfio-certify run. The next run given it as --output\n"
                "replaces it as a whole: keep nothing else here.\n")
-# What a run writes (pytest-html's report.html and JUnit's junit.xml included).
+# What a run writes (report.html, junit.xml and, with several hosts, the hosts/ folder of their pages included).
 RUN_FILES = frozenset({MARKER, "summary.json", "overview.json", "diff.json", "certification.html", "index.html",
-                       "report.html", "junit.xml"})
+                       "report.html", "junit.xml", "hosts"})
 
 
 class OutputFolderError(OptionError):

@@ -28,6 +28,7 @@ from .run_memory import ForgetWhatWasReported
 from .session import (REPORT_PROPERTY, CertifySession, CertifyTarget, Collected, area_rank, crash_result, describe,
                       targets_from)
 from .waivers import apply_waivers
+from .xdist_by_host import DISTRIBUTIONS, HostShares, share_of
 
 RESULT_KEY = pytest.StashKey[CheckResult]()
 TARGET_KEY = pytest.StashKey[str]()
@@ -38,6 +39,7 @@ class CertifyWarning(UserWarning):
 
 
 SESSION_KEY = pytest.StashKey[CertifySession]()
+SPLIT_KEY = pytest.StashKey[bool]()  # -j: each worker collects its share of the hosts (xdist_by_host.HostShares)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -61,13 +63,18 @@ def pytest_configure(config: pytest.Config) -> None:
                                      baseline=valid.baseline)
     if output is not None and not hasattr(config, "workerinput"):  # the controller writes the reports
         config.pluginmanager.register(OwnedOutput.take(config, output), OwnedOutput.NAME)
+    if getattr(config.option, "dist", "no") in DISTRIBUTIONS and getattr(config.option, "tx", None) \
+            and not hasattr(config, "workerinput"):  # -j: each worker collects its own share of the hosts
+        config.pluginmanager.register(HostShares(), HostShares.NAME)
+        config.stash[SPLIT_KEY] = True
     config.stash[SESSION_KEY] = certify_session
-    config.pluginmanager.register(_ResultGatherer(certify_session), "vfio-certify-results")
+    if not hasattr(config, "workerinput"):  # results are gathered where reports arrive: the controller under xdist
+        config.pluginmanager.register(_ResultGatherer(certify_session), "vfio-certify-results")
     config.pluginmanager.register(ForgetWhatWasReported(certify_session, config), ForgetWhatWasReported.NAME)
     config.addinivalue_line("markers", "check(id): the check id a test in checks/ reports under")
     config.addinivalue_line("markers", "device_kind(kind): only devices of this kind (pci, usb) parametrize the test")
     config.addinivalue_line("markers", "e2e: an end-to-end test (runs with --e2e)")
-    if config.pluginmanager.hasplugin("html"):
+    if config.pluginmanager.hasplugin("html") and getattr(config.option, "htmlpath", None):
         from .report.pytest_html_columns import HtmlColumns
 
         config.pluginmanager.register(HtmlColumns(), "vfio-certify-html-columns")
@@ -81,8 +88,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.definition.get_closest_marker("check") is None:
         return  # only the checklist (checks/) is parametrized by host and device
     session = _session(metafunc.config)
-    if "certify_target" in metafunc.fixturenames:
-        metafunc.parametrize("certify_target", session.targets, ids=[t.name for t in session.targets], scope="session")
+    if "certify_target" in metafunc.fixturenames:  # under -j, this worker's share of the targets
+        targets = share_of(session.targets, getattr(metafunc.config, "workerinput", None))
+        # No target in this worker's share: one placeholder, deselected below.
+        metafunc.parametrize("certify_target", targets or [None], ids=[t.name for t in targets] or ["no-host"],
+                             scope="session")
     if "device" in metafunc.fixturenames:
         kinds = {m.args[0] for m in metafunc.definition.iter_markers("device_kind")}
         devices = [d for d in session.devices if not kinds or d.kind in kinds]
@@ -100,7 +110,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """With pytest-xdist (-j), a host's checks all go to one worker: one collection per host."""
     from .xdist_by_host import by_host_scheduler
 
-    return by_host_scheduler(config, log, [t.name for t in _session(config).targets])
+    return by_host_scheduler(config, log, [t.name for t in _session(config).targets],
+                             split=config.stash.get(SPLIT_KEY, False))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -109,7 +120,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     e2e = config.option.e2e
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and "device" in callspec.params and callspec.params["device"] is None:
+        if callspec is not None and any(name in callspec.params and callspec.params[name] is None
+                                        for name in ("device", "certify_target")):
             drop.append(item)
             continue
         marker = item.get_closest_marker("e2e")
@@ -239,7 +251,7 @@ class _ResultGatherer:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
             if name == REPORT_PROPERTY:
-                self.session.add_from_report(json.loads(value))
+                self.session.add_from_report(json.loads(value), report.nodeid, report.when)
                 return
 
 
@@ -256,12 +268,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: Union[int, pytest.
     if not certify.hosts and certify.output is None:  # not a certification run (the project's own tests)
         certify.close()
         return
-    run = certify.finish()  # no host judged (-k deselected every check): an empty summary, still written
-    session.config.stash[RUN_KEY] = run
-    _verdicts_into_junit(session.config, run)
+    # Written host by host from the results streamed to disk; no host judged (-k deselected every check): an
+    # empty summary, still written. Without an output folder the files go to the run's scratch folder (the
+    # verdicts and the diff against a baseline come from the same writing).
+    run = certify.run_header()
     owned: Optional[OwnedOutput] = session.config.pluginmanager.get_plugin(OwnedOutput.NAME)
-    if owned is not None and owned.folder.staging is not None:
-        write_outputs(run, owned.folder.staging, certify.diff)
+    staging = owned.folder.staging if owned is not None else None
+    certify.diff = write_outputs(certify.hosts, certify.host_names(), run, staging or certify.workdir() / "reports",
+                                 certify.baseline, str(certify.output or "this run"))
+    session.config.stash[RUN_KEY] = run  # each host's digest: its verdict, fix plan and what did not pass
+    _verdicts_into_junit(session.config, run)
     certify.close()
 
 

@@ -8,6 +8,9 @@ report (a wrapper around pytest_runtest_logreport runs after them all):
   - pytest-html, which keeps every report of every test to the end of the run although it has
     already turned a test's reports into its table row when the test's teardown arrives, lets go of
     them (its `_reports`, private: if it is not there, nothing is dropped);
+  - pytest's terminal keeps every report of every phase (its `stats`) only to count them in its last
+    line ("N failed, N passed") when the run prints no report's detail (--tb=no, -rN: the command's
+    options): a check's report is replaced there by one shared stand-in that counts the same;
   - a host's facts are forgotten once the last of its checks has run (counted from the collection:
     under -j each host runs on one worker; with a distribution that splits a host, nothing is forgotten
     early, so a host is never collected twice).
@@ -56,7 +59,24 @@ class ForgetWhatWasReported:
                     _drop_payload(phase)
                     phase.extras = []
         _drop_payload(report)
+        if "check" in report.keywords and self._counts_only():
+            for reports in self._terminal_stats().values():
+                if reports and reports[-1] is report:
+                    reports[-1] = COUNTED
+                    break
         return result
+
+    def _counts_only(self) -> bool:
+        """The terminal shows no report's detail: no traceback, no short summary (warnings aside)."""
+        if not hasattr(self, "_counting"):
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            self._counting = (reporter is not None and self.config.option.tbstyle == "no"
+                              and set(getattr(reporter, "reportchars", "x")) <= {"w"})
+        return self._counting
+
+    def _terminal_stats(self) -> dict:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        return getattr(reporter, "stats", {})
 
     def _html_reports(self) -> Any:
         """pytest-html's reports by node id (its report object is registered without a name)."""
@@ -67,6 +87,16 @@ class ForgetWhatWasReported:
                                if type(p).__module__.startswith("pytest_html.")
                                and isinstance(getattr(p, "_reports", None), defaultdict)), None)
         return self._html
+
+
+class _Counted:
+    """A report pytest's terminal only counts: what its summary line reads of one."""
+
+    __slots__ = ()
+    count_towards_summary = True
+
+
+COUNTED = _Counted()
 
 
 def _drop_payload(report: Any) -> None:

@@ -19,8 +19,9 @@ from .collect.runner import put_venv_on_path
 from .devices import DeviceSpec
 from .diff import RunDiff, RunRecord, diff_runs
 from .facts import HostFacts, read_host_facts
-from .model import CheckResult, HostOverview, HostResult, Outcome, RunResult
+from .model import CheckResult, Outcome, RunResult
 from .report.fixplan import fix_plan
+from .result_stream import ResultStream
 from .snapshot import BundleError, Snapshot, SnapshotError, unpack_bundle
 from .waivers import Waiver
 
@@ -134,7 +135,7 @@ class CertifySession:
     diff: Optional[RunDiff] = None
     started_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     started: float = field(default_factory=time.monotonic)
-    hosts: dict[str, HostResult] = field(default_factory=dict)
+    _stream: Optional[ResultStream] = None  # each check's result, on disk as it arrives (result_stream.py)
     _collected: dict[str, Collected] = field(default_factory=dict)
     _made: int = 0  # folders made in the workdir, one per collected target
     _workdir: Optional[tempfile.TemporaryDirectory] = None
@@ -173,10 +174,16 @@ class CertifySession:
                                    "a bug in vfio-certify, please report it", seconds=time.monotonic() - begin)
         return Collected(facts=facts, seconds=time.monotonic() - begin)
 
-    def host_result(self, name: str, source: str) -> HostResult:
-        if name not in self.hosts:
-            self.hosts[name] = HostResult(host=name, source=source)
-        return self.hosts[name]
+    @property
+    def hosts(self) -> ResultStream:
+        """The hosts whose results arrived (their names, in order of arrival; the results on disk)."""
+        if self._stream is None:
+            self._stream = ResultStream(self.workdir() / "results")
+        return self._stream
+
+    def host_names(self) -> list[str]:
+        """The hosts that reported, in command-line order (a host none of whose checks ran is left out)."""
+        return [t.name for t in self.targets if t.name in self.hosts]
 
     def report_payload(self, target: CertifyTarget, result: CheckResult, collected: Optional[Collected] = None) -> dict:
         """One check's result as it travels to add_from_report; with the target's collection (host.reachable's),
@@ -190,19 +197,20 @@ class CertifySession:
             payload["unreachable"] = collected.error
         return payload
 
-    def add_from_report(self, payload: dict) -> None:
-        """One check's result as the plugin sends it from wherever it ran (an xdist worker too)."""
-        host = self.host_result(payload["host"], payload["source"])
-        host.checks.append(CheckResult.from_summary(payload["result"]))
-        if payload.get("overview") is not None:
-            host.overview = HostOverview.from_dict(payload["overview"])
-        if payload.get("unreachable"):
-            host.unreachable_reason = payload["unreachable"]
+    def add_from_report(self, payload: dict, nodeid: str = "", when: str = "call") -> None:
+        """One check's result as the plugin sends it from wherever it ran (an xdist worker too), with its test's
+        id and the phase it came from (for junit.xml)."""
+        self.hosts.add(payload, nodeid, when)
+
+    def run_header(self) -> RunResult:
+        """The run's start and duration so far, no host yet."""
+        return RunResult(started_at=self.started_at, duration_s=time.monotonic() - self.started)
 
     def run_result(self) -> RunResult:
-        """Hosts in command-line order; a host none of whose checks ran is left out."""
-        run = RunResult(started_at=self.started_at, duration_s=time.monotonic() - self.started)
-        run.hosts = [self.hosts[t.name] for t in self.targets if t.name in self.hosts]
+        """Every host's whole results in memory (a small run's API; a command run writes host by host:
+        report/outputs.py). Hosts in command-line order; a host none of whose checks ran is left out."""
+        run = self.run_header()
+        run.hosts = [self.hosts.read(name)[0] for name in self.host_names()]
         for host in run.hosts:  # checklist order, whatever order parallel workers reported in
             host.checks.sort(key=lambda c: (area_rank(c.area), c.id))
             host.fix_plan = fix_plan(host)

@@ -65,6 +65,10 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+def get_template(name: str) -> jinja2.Template:
+    return _environment().get_template(name)
+
+
 def _with_plans(run: RunResult) -> RunResult:
     """A run built by hand (not by the plugin) gets each host's fix plan here: it is derived data."""
     for host in run.hosts:
@@ -77,11 +81,14 @@ def render_certification_page(run: RunResult) -> str:
     return _environment().get_template(CERTIFICATION_TEMPLATE).render(run=run)
 
 
-def write_certification_page(run: RunResult, path: Union[str, Path]) -> Path:
+def write_certification_page(run: RunResult, path: Union[str, Path], fleet: Optional[str] = None) -> Path:
+    """The page of the run's hosts (a command run with several hosts writes one per host, `fleet` linking
+    back to the fleet page)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # streamed to the file: a thousand hosts' page (15 MB) is never one string in memory
-    _environment().get_template(CERTIFICATION_TEMPLATE).stream(run=_with_plans(run)).dump(str(path), encoding="utf-8")
+    # streamed to the file: a page is never one string in memory
+    _environment().get_template(CERTIFICATION_TEMPLATE).stream(run=_with_plans(run), fleet=fleet).dump(
+        str(path), encoding="utf-8")
     return path
 
 
@@ -127,7 +134,7 @@ class ChangeLine:
 class IndexRow:
     """One host of the run, as a matrix row."""
 
-    position: int  # 1-based position in run.hosts: certification.html#host-<position>
+    position: int  # 1-based position in run.hosts: certification.html#host-<position>, or the host's page
     host: HostResult
     cells: list[AreaCell]
     since: str  # "regression", "changed", "new", "unchanged"; "" when there is no baseline
@@ -172,16 +179,21 @@ def change_lines(host_diff: HostDiff) -> list[ChangeLine]:
     return out
 
 
-def index_rows(run: RunResult, diff: Optional[RunDiff] = None) -> list[IndexRow]:
+def index_rows(run: RunResult, diff: Optional[RunDiff] = None, areas: Optional[list[str]] = None,
+               cells: Optional[dict[int, dict[str, AreaCell]]] = None) -> list[IndexRow]:
     """The matrix rows: regressions first, then not certified, incomplete, unreachable, certified; by host name
-    (natural order)."""
-    areas = run_areas(run)
+    (natural order). `cells` (by position, then area), when given, were taken from each host's whole list of
+    checks while it was written (run_writer.py keeps only a digest of each host)."""
+    areas = run_areas(run) if areas is None else areas
     diffs = {d.host: d for d in diff.hosts} if diff is not None else {}
     added = set(diff.added_hosts) if diff is not None else set()
     rows = []
     for position, host in enumerate(run.hosts, 1):
-        by_area = host.checks_by_area()
-        cells = [area_cell(area, by_area.get(area, [])) for area in areas]
+        if cells is not None:
+            row_cells = [cells[position].get(area) or AreaCell(area) for area in areas]
+        else:
+            by_area = host.checks_by_area()
+            row_cells = [area_cell(area, by_area.get(area, [])) for area in areas]
         host_diff = diffs.get(host.host)
         if diff is None:
             since = ""
@@ -194,7 +206,7 @@ def index_rows(run: RunResult, diff: Optional[RunDiff] = None) -> list[IndexRow]
         else:
             since = "unchanged"
         changes = change_lines(host_diff) if since in ("regression", "changed") else []
-        rows.append(IndexRow(position, host, cells, since, changes, host_diff))
+        rows.append(IndexRow(position, host, row_cells, since, changes, host_diff))
     rows.sort(key=lambda r: (r.group, natural_key(r.host.host), r.host.host, r.position))
     return rows
 
@@ -233,10 +245,14 @@ def common_root_causes(run: RunResult, most: int = 3) -> list[CommonCause]:
     return (shared or ranked[:1])[:most]
 
 
-def render_index_page(run: RunResult, diff: Optional[RunDiff] = None) -> str:
-    """index.html: the fleet at a glance, one row per host, linking into certification.html."""
+def render_index_page(run: RunResult, diff: Optional[RunDiff] = None, areas: Optional[list[str]] = None,
+                      cells: Optional[dict[int, dict[str, AreaCell]]] = None,
+                      pages: Optional[dict[int, str]] = None) -> str:
+    """index.html: the fleet at a glance, one row per host, linking into certification.html or, with `pages`
+    (position -> the host's page), to each host's page."""
     run = _with_plans(run)
-    rows = index_rows(run, diff)
+    areas = run_areas(run) if areas is None else areas
+    rows = index_rows(run, diff, areas, cells)
     positions = {h.host: i for i, h in reversed(list(enumerate(run.hosts, 1)))}
     changed = []  # (HostDiff, its change lines, its position in run.hosts or None): regressions first, by name
     if diff is not None:
@@ -244,7 +260,8 @@ def render_index_page(run: RunResult, diff: Optional[RunDiff] = None) -> str:
                                 key=lambda d: (not d.regression, natural_key(d.host), d.host)):
             changed.append((host_diff, change_lines(host_diff), positions.get(host_diff.host)))
     return _environment().get_template(INDEX_TEMPLATE).render(
-        run=run, diff=diff, areas=run_areas(run), rows=rows, changed=changed, positions=positions,
+        run=run, diff=diff, areas=areas, rows=rows, host_pages=pages is not None,
+        href=(lambda position: pages[position]) if pages is not None else (lambda position: f"certification.html#host-{position}"), changed=changed, positions=positions,
         area_failing=_area_failing(rows),
         # a host of the baseline missing from this run is a regression too (not collected tonight)
         regressed=sum(1 for d in diff.hosts if d.regression) + len(diff.removed_hosts) if diff is not None else 0,
