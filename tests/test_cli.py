@@ -54,7 +54,7 @@ def test_certify_this_machine_writes_every_report(tmp_path):
     page = (tmp_path / "certification.html").read_text()
     assert host["verdict"].replace("-", " ").upper() in page
     report = (tmp_path / "report.html").read_text()
-    assert "<th>Host</th><th>Severity</th><th>Test</th>" in report  # every check: its host, severity, test id
+    assert "<th>Host</th><th>Severity</th><th>Check (pytest id)</th>" in report  # every check: its host, severity, id
     assert report.count('<tr class="row-') == len(host["checks"])
     assert '<td class="col-evidence"><pre>' in report and "&amp;lt;" not in report  # evidence, escaped once
     assert "vfio-certify verdict" in proc.stdout
