@@ -75,6 +75,9 @@ class Command:
 
     line: str
     unread: str = ""
+    # The script runs the commands side by side; one whose output would show the others (a process list)
+    # runs alone, before they start.
+    alone: bool = False
 
     @property
     def file_name(self) -> str:
@@ -231,7 +234,7 @@ VIRSH_DUMPXML = CommandEach("virsh dumpxml", names_from=VIRSH_NAMES.line)  # liv
 LIBVIRT_QEMU_XML = File("/etc/libvirt/qemu/*.xml")  # persistent definitions
 VIRSH_DOMCAPABILITIES = Command("virsh domcapabilities")
 VIRSH_VERSION = Command("virsh version")
-PROCESSES = Command("ps -eo pid,args")  # a QEMU started by hand with -device vfio-pci,host=
+PROCESSES = Command("ps -eo pid,args", alone=True)  # a QEMU started by hand with -device vfio-pci,host=
 
 # -- interrupts (readers/interrupts.py) -------------------------------------------------------------
 PROC_INTERRUPTS = File("/proc/interrupts")
