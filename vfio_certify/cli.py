@@ -21,10 +21,11 @@ from typing import Optional
 
 from . import options, output_folder
 from .collect import CollectError, collect_snapshot
+from .collect.runner import discard_early, start_early
 from .collect.script import render_script
 from .diff import DiffInputError, diff_runs, load_run
 from .options import OptionError
-from .session import target_for
+from .session import target_for, targets_from
 from .snapshot import pack_bundle
 
 EXIT_CERTIFIED, EXIT_NOT_CERTIFIED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -106,6 +107,17 @@ def wants_nested_lab(args: argparse.Namespace) -> bool:
     return bool(args.e2e and not args.domain and not args.host and not args.snapshot and not args.device)
 
 
+def collect_ahead(args: argparse.Namespace) -> None:
+    """This machine alone, judged in this process: its collection script starts now and runs while pytest
+    and the checks are imported (the script is mostly waiting for its commands); the run's session takes
+    it over (collect_snapshot of the same target)."""
+    if args.jobs or args.snapshot or wants_nested_lab(args) or any(h.startswith("ansible://") for h in args.host or []):
+        return
+    targets = targets_from(args.host or [], [], args)  # as the plugin's session makes them
+    if len(targets) == 1 and targets[0].source == "local" and targets[0].spec is not None:
+        start_early(targets[0].spec)
+
+
 def _validate(args: argparse.Namespace) -> None:
     options.validate(args, args.host, nested_lab=wants_nested_lab(args))
     output_folder.check_output(Path(args.output), output_folder.inputs_of(args))
@@ -148,6 +160,14 @@ def run_certify(argv: list[str]) -> int:
         argv, extra = argv[:index], argv[index + 1:]
     args = _certify_parser().parse_args(argv)
     _validate(args)
+    collect_ahead(args)
+    try:
+        return _run_pytest(args, extra)
+    finally:
+        discard_early()
+
+
+def _run_pytest(args: argparse.Namespace, extra: list[str]) -> int:
     import pytest
 
     this_run = _ThisRun()
