@@ -81,12 +81,29 @@ def run_collect(argv: list[str]) -> int:
     return EXIT_CERTIFIED
 
 
+# The plugins a certification uses, and only those: pytest would import every installed one (its entry
+# points: hypothesis, ...), and its own that no check uses (doctests, unittest classes, temporary folders,
+# whose start removes old ones). Another plugin: `vfio-certify ... -- -p NAME`. Named by their entry points,
+# they are registered under the names they have when pytest loads them itself ("html", as plugin.py asks).
+PLUGINS = ["metadata", "html", "html_fixtures", "pytest11.testinfra"]
+UNUSED_BUILTIN_PLUGINS = ["cacheprovider", "doctest", "unittest", "pastebin", "legacypath", "tmpdir"]
+
+
+def plugin_args(jobs: object) -> list[str]:
+    argv = ["--disable-plugin-autoload"]
+    for name in PLUGINS + (["xdist"] if jobs else []):
+        argv += ["-p", name]
+    for name in UNUSED_BUILTIN_PLUGINS:
+        argv += ["-p", f"no:{name}"]
+    return argv
+
+
 def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
     output = Path(args.output)
     argv = [
-        str(CHECKS_DIR), f"--rootdir={REPO_ROOT}", "-c", str(REPO_ROOT / "pyproject.toml"),
-        # Checks judge through certify(), never `assert`: no rewriting, and no test-only plugins.
-        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--assert=plain", "-q", "-rN",
+        str(CHECKS_DIR), f"--rootdir={REPO_ROOT}", "-c", str(REPO_ROOT / "pyproject.toml"), *plugin_args(args.jobs),
+        # Checks judge through certify(), never `assert`: no rewriting.
+        "--assert=plain", "-q", "-rN",
         # No failure tracebacks: a check's failure is its message, in the verdict and the reports; pytest's
         # summary of failures repeats it and scans every report for each failure (minutes for 1,000 hosts).
         "--tb=no",
