@@ -83,10 +83,12 @@ def run_collect(argv: list[str]) -> int:
 
 # The plugins a certification uses, and only those: pytest would import every installed one (its entry
 # points: hypothesis, ...), and its own that no check uses (doctests, unittest classes, temporary folders,
-# whose start removes old ones). Another plugin: `vfio-certify ... -- -p NAME`. Named by their entry points,
+# whose start removes old ones, and the search for unraisable exceptions: two full garbage collections at the
+# end of every run). Another plugin: `vfio-certify ... -- -p NAME`. Named by their entry points,
 # they are registered under the names they have when pytest loads them itself ("html", as plugin.py asks).
 PLUGINS = ["metadata", "html", "html_fixtures", "pytest11.testinfra"]
-UNUSED_BUILTIN_PLUGINS = ["cacheprovider", "doctest", "unittest", "pastebin", "legacypath", "tmpdir"]
+UNUSED_BUILTIN_PLUGINS = ["cacheprovider", "doctest", "unittest", "pastebin", "legacypath", "tmpdir",
+                          "unraisableexception"]
 
 
 def plugin_args(jobs: object) -> list[str]:
