@@ -59,7 +59,7 @@ def commands(scratch: Path) -> dict[str, list[str]]:
     measured = {
         "python -c pass": [sys.executable, "-c", "pass"],
         "python -c 'import pytest'": [sys.executable, "-c", "import pytest"],
-        "empty pytest run, the command's plugins": [sys.executable, "-m", "pytest", "-q", *plugin_args(None),
+        "empty pytest run, the command's plugins": [sys.executable, "-m", "pytest", "-q", *plugin_args(),
                                                     "--assert=plain", str(empty)],
         "local certification": [sys.executable, "-m", "vfio_certify.cli", "--output"],  # + a new folder each run
     }

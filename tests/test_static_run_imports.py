@@ -34,13 +34,13 @@ PLUGINS_PROGRAM = """
 import sys
 from vfio_certify.cli import main
 code = main(sys.argv[1:])
-print(sorted(m for m in sys.modules if m.split(".")[0] in ("hypothesis", "_hypothesis_pytestplugin", "xdist")
-             or m in ("_pytest.unittest", "_pytest.pastebin")))
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("hypothesis", "_hypothesis_pytestplugin")
+             or m in ("_pytest.unittest", "_pytest.pastebin", "xdist.looponfail")))
 """
 
 
 def test_a_run_loads_only_the_plugins_it_uses(tmp_path):
-    """Installed plugins no check uses (hypothesis, xdist without -j) and pytest's own that `import pytest` does not
+    """Installed plugins no check uses (hypothesis, xdist's looponfail) and pytest's own that `import pytest` does not
     bring (unittest, pastebin) stay unimported; pytest-html still writes its report, with the plugin's column."""
     snapshot = REPO / "fixtures" / "hosts" / "rocky9-after-intel-iommu"
     proc = subprocess.run([sys.executable, "-c", PLUGINS_PROGRAM, "--snapshot", str(snapshot), "--output", str(tmp_path / "out")],

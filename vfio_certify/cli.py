@@ -84,16 +84,17 @@ def run_collect(argv: list[str]) -> int:
 # The plugins a certification uses, and only those: pytest would import every installed one (its entry
 # points: hypothesis, ...), and its own that no check uses (doctests, unittest classes, temporary folders,
 # whose start removes old ones, and the search for unraisable exceptions: two full garbage collections at the
-# end of every run). Another plugin: `vfio-certify ... -- -p NAME`. Named by their entry points,
-# they are registered under the names they have when pytest loads them itself ("html", as plugin.py asks).
-PLUGINS = ["metadata", "html", "html_fixtures", "pytest11.testinfra"]
+# end of every run). xdist is loaded without -j too: `-- -n 2` keeps working. Another plugin: `vfio-certify ...
+# -- -p NAME`. Named by their entry points, they are registered under the names they have when pytest loads
+# them itself ("html", as plugin.py asks).
+PLUGINS = ["metadata", "html", "html_fixtures", "pytest11.testinfra", "xdist"]
 UNUSED_BUILTIN_PLUGINS = ["cacheprovider", "doctest", "unittest", "pastebin", "legacypath", "tmpdir",
                           "unraisableexception"]
 
 
-def plugin_args(jobs: object) -> list[str]:
+def plugin_args() -> list[str]:
     argv = ["--disable-plugin-autoload"]
-    for name in PLUGINS + (["xdist"] if jobs else []):
+    for name in PLUGINS:
         argv += ["-p", name]
     for name in UNUSED_BUILTIN_PLUGINS:
         argv += ["-p", f"no:{name}"]
@@ -103,7 +104,7 @@ def plugin_args(jobs: object) -> list[str]:
 def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
     output = Path(args.output)
     argv = [
-        str(CHECKS_DIR), f"--rootdir={REPO_ROOT}", "-c", str(REPO_ROOT / "pyproject.toml"), *plugin_args(args.jobs),
+        str(CHECKS_DIR), f"--rootdir={REPO_ROOT}", "-c", str(REPO_ROOT / "pyproject.toml"), *plugin_args(),
         # Checks judge through certify(), never `assert`: no rewriting.
         "--assert=plain", "-q", "-rN",
         # No failure tracebacks: a check's failure is its message, in the verdict and the reports; pytest's
