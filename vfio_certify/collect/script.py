@@ -49,7 +49,7 @@ T=$(mktemp -d 2>/dev/null) || { T=/tmp/vfio-certify.$$; mkdir -m 700 "$T" 2>/dev
   { echo "cannot create the private folder $T" >&2; exit 70; }; }
 _pids=
 # The background commands' shells are stopped (and waited for, so that none writes after the rm) first.
-trap '[ -z "$_pids" ] || { kill $_pids 2>/dev/null; wait; }; rm -rf "$T"' EXIT
+trap 'kill $_pids 2>/dev/null; wait; rm -rf "$T"' EXIT
 trap 'exit 130' INT TERM HUP
 trap 'exit 141' PIPE
 R=$T/root
@@ -148,15 +148,13 @@ vc_run() {
   [ "$rc" -eq 0 ] || echo "$rc" > "$C/$n.rc"
 }
 # A background job: stopped, it stops its running command (which `timeout` passes on) and leaves.
-vc_job() { _c=; trap '[ -z "$_c" ] || kill "$_c" 2>/dev/null; exit 143' TERM; "$@"; }
+vc_bg() { ( _c=; trap 'kill $_c 2>/dev/null; exit 143' TERM; "$@" ) & _pids="$_pids $!"; }
+# The jobs done: the commands' empty stderr files are listed (removed in one rm).
+vc_wait() { wait; _pids=; _empty=; for f in "$C"/*.err; do [ -s "$f" ] || _empty="$_empty$NL$f"; done; }
 """
 
 _EPILOGUE = r"""
-wait
-_pids=
 # The commands' empty stderr files, in one rm.
-_empty=
-for f in "$C"/*.err; do [ -s "$f" ] || [ ! -f "$f" ] || _empty="$_empty$NL$f"; done
 [ -z "$_empty" ] || ( IFS=$NL; set -f; rm -f -- $_empty )
 if [ -n "${1:-}" ]; then
   ( cd "$T" && tar -cf - meta.json root commands $( [ -f notes ] && echo notes ) | gzip -c ) > "$1" || exit 74
@@ -190,8 +188,7 @@ def _commands() -> list[str]:
     lines = [run(c) for c in commands if c.alone]
     for command in (c for c in commands if not c.alone):
         then = [each(e) for e in spec.COMMANDS_EACH if e.names_from == command.line]
-        job = f"eval '{'; '.join([run(command), *then])}'" if then else run(command)
-        lines.append(f'vc_job {job} & _pids="$_pids $!"')
+        lines.append(f"vc_bg eval '{'; '.join([run(command), *then])}'" if then else f"vc_bg {run(command)}")
     return lines
 
 
@@ -209,5 +206,6 @@ def render_script() -> str:
         lines.append(f"vc_link {_words([link.target_prefix])} {_words([link.path])}")
     for attrs in spec.ATTRIBUTES:
         lines.append(f"vc_attrs '{_words(list(attrs.names))}' '{_words(list(attrs.text_names))}' {_words([attrs.path])}")
+    lines.append("vc_wait")
     lines.append(_EPILOGUE.replace("@BEGIN@", BEGIN_MARK).replace("@END@", END_MARK).strip("\n"))
     return "\n".join(lines) + "\n"
