@@ -184,7 +184,7 @@ def _commands() -> list[str]:
     def each(command: spec.CommandEach) -> str:
         return f"vc_each {_words([command.file_name, str(command.limit), command.names_from.replace(' ', '_')])} {command.line}"
 
-    commands = [s for s in spec.SOURCES if isinstance(s, spec.Command) and not isinstance(s, spec.CommandEach)]
+    commands = [s for s in spec.SOURCES if isinstance(s, spec.Command) and s.line in spec.COMMANDS]  # not the CommandEach
     lines = [run(c) for c in commands if c.alone]
     for command in (c for c in commands if not c.alone):
         then = [each(e) for e in spec.COMMANDS_EACH if e.names_from == command.line]
