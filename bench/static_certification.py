@@ -1,19 +1,24 @@
 #!/usr/bin/env python3
-"""Benchmark of the static certification (issue: collect once, judge, report).
+"""Benchmark of the static certification of this machine (collect once, judge, report), and its floor.
 
-Measures, on this machine:
-  1. remote commands per host over SSH (goal: 1), against a real sshd on loopback
-     (tests/support/sshd.py; needs root and openssh-server);
-  2. local certification wall time as a ratio to an empty pytest run in the same
-     venv (goal: <= 1.5x), medians of --runs runs;
-  3. `virt-host-validate qemu` on the same machine, side by side, when installed.
+Measures, on this machine, alternated run by run after one warm-up round (a busy machine slows each alike):
+  1. local certification (`vfio-certify --output DIR`: collection, judging, every report) beside
+     `virt-host-validate qemu`, the C tool it replaces: wall and CPU seconds of the whole process tree, peak
+     RSS, the median of the per-round ratios (goal <= 15x, aim 5x);
+  2. the floor a pytest-run certification cannot go under: Python's start (`python -c pass`),
+     `import pytest`, and an empty pytest run with the plugins and flags the command gives pytest;
+  3. remote commands per host over SSH (goal: 1), against a real sshd on loopback
+     (tests/support/sshd.py; needs root and openssh-server).
 
-Usage: .venv/bin/python bench/static_certification.py [--runs 5] [--json bench/out/static.json]
+Children run without PYTHONDONTWRITEBYTECODE: an installed vfio-certify has its compiled modules.
+
+Usage: .venv/bin/python bench/static_certification.py [--runs 7] [--json bench/out/static.json]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -24,17 +29,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
+from bench.snapshots_at_scale import timed  # noqa: E402  (wall, exit, peak RSS KiB, CPU s of a process tree)
+from vfio_certify.cli import plugin_args  # noqa: E402
 
-def wall(cmd: list[str], cwd: Path = REPO) -> tuple[float, int]:
-    begin = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - begin, proc.returncode
-
-
-def median_wall(cmd: list[str], runs: int, cwd: Path = REPO) -> float:
-    wall(cmd, cwd)  # warm the page cache and .pyc files
-    return statistics.median(wall(cmd, cwd)[0] for _ in range(runs))
+GOAL_RATIO, AIM_RATIO = 15.0, 5.0
 
 
 def remote_commands_per_host() -> dict:
@@ -45,44 +45,85 @@ def remote_commands_per_host() -> dict:
         return {"skipped": reason}
     with LoopbackSshd() as sshd, tempfile.TemporaryDirectory() as out:
         sshd.reset_log()
-        seconds, rc = wall([sys.executable, "-m", "vfio_certify.cli", "--host", sshd.url,
-                            "--ssh-config", str(sshd.ssh_config), "--output", out])
-        return {"remote_commands": len(sshd.remote_commands()), "seconds": round(seconds, 3), "exit": rc}
+        begin = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "vfio_certify.cli", "--host", sshd.url,
+                               "--ssh-config", str(sshd.ssh_config), "--output", out],
+                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return {"remote_commands": len(sshd.remote_commands()), "seconds": round(time.perf_counter() - begin, 3),
+                "exit": proc.returncode}
+
+
+def commands(scratch: Path) -> dict[str, list[str]]:
+    empty = scratch / "empty"
+    empty.mkdir()
+    measured = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "python -c 'import pytest'": [sys.executable, "-c", "import pytest"],
+        "empty pytest run, the command's plugins": [sys.executable, "-m", "pytest", "-q", *plugin_args(),
+                                                    "--assert=plain", str(empty)],
+        "local certification": [sys.executable, "-m", "vfio_certify.cli", "--output"],  # + a new folder each run
+    }
+    validator = shutil.which("virt-host-validate")
+    if validator:
+        measured["virt-host-validate qemu"] = [validator, "qemu"]
+    return measured
+
+
+def measure(runs: int, scratch: Path) -> dict:
+    argvs = commands(scratch)
+    samples: dict[str, list[tuple]] = {label: [] for label in argvs}
+    for i in range(runs + 1):  # the first round warms the page cache and compiled modules
+        for label, argv in argvs.items():
+            if label == "local certification":
+                argv = argv + [str(scratch / f"out-{i}")]
+            samples[label].append(timed(argv))
+    results = {}
+    for label, rounds in samples.items():
+        rounds = rounds[1:]
+        results[label] = {"wall_s": round(statistics.median(r[0] for r in rounds), 4),
+                          "cpu_s": round(statistics.median(r[3] for r in rounds), 4),
+                          "peak_rss_mib": round(max(r[2] for r in rounds) / 1024, 1)}
+    peer = samples.get("virt-host-validate qemu")
+    if peer:
+        for label, rounds in samples.items():
+            results[label]["x_virt_host_validate"] = round(
+                statistics.median(a[0] / b[0] for a, b in zip(rounds[1:], peer[1:])), 1)
+            results[label]["cpu_x_virt_host_validate"] = round(
+                statistics.median(a[3] / max(b[3], 1e-3) for a, b in zip(rounds[1:], peer[1:])), 1)
+    return results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "static.json")
     args = parser.parse_args()
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
-    results: dict = {"machine": {"cores": __import__("os").cpu_count(), "python": sys.version.split()[0]}}
-    with tempfile.TemporaryDirectory() as empty, tempfile.TemporaryDirectory() as out:
-        pytest_cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", empty]
-        empty_s = median_wall(pytest_cmd, args.runs, Path(empty))
-        # The same empty run with the plugins and assertion mode the CLI itself uses: the stricter baseline.
-        empty_same_flags_s = median_wall(pytest_cmd + ["-p", "no:hypothesispytest", "--assert=plain"], args.runs, Path(empty))
-        certify_s = median_wall([sys.executable, "-m", "vfio_certify.cli", "--output", out], args.runs)
-    results["local"] = {"certify_s": round(certify_s, 3), "empty_pytest_s": round(empty_s, 3),
-                        "ratio": round(certify_s / empty_s, 2),
-                        "empty_pytest_same_flags_s": round(empty_same_flags_s, 3),
-                        "ratio_same_flags": round(certify_s / empty_same_flags_s, 2), "goal_ratio": 1.5}
+    results: dict = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
+                                 "uname": os.uname().release, "loadavg_at_start": os.getloadavg()},
+                     "goal_x_virt_host_validate": GOAL_RATIO, "aim_x_virt_host_validate": AIM_RATIO}
+    with tempfile.TemporaryDirectory(prefix="bench-static-") as tmp:
+        os.environ["BENCH_RSS_FILE"] = str(Path(tmp) / "rss")
+        results["local"] = measure(args.runs, Path(tmp))
+    results["machine"]["loadavg_at_end"] = os.getloadavg()
     results["ssh"] = remote_commands_per_host()
-    validator = shutil.which("virt-host-validate")
-    if validator:
-        results["virt_host_validate_qemu_s"] = round(median_wall([validator, "qemu"], args.runs), 3)
-    else:
-        results["virt_host_validate_qemu_s"] = "not installed (apt-get install libvirt-clients)"
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
-    local, ssh = results["local"], results["ssh"]
-    print(f"local certification     {local['certify_s']:.3f} s  (median of {args.runs})")
-    print(f"empty pytest run        {local['empty_pytest_s']:.3f} s")
-    print(f"ratio                   {local['ratio']:.2f}x   (goal <= {local['goal_ratio']}x)")
-    print(f"empty pytest, CLI flags {local['empty_pytest_same_flags_s']:.3f} s  -> ratio {local['ratio_same_flags']:.2f}x")
-    print(f"virt-host-validate qemu {results['virt_host_validate_qemu_s']}")
-    print(f"remote commands/host    {ssh.get('remote_commands', ssh.get('skipped'))}   (goal 1)")
+    print(f"{'':42s} {'wall s':>8s} {'CPU s':>8s} {'peak RSS':>9s} {'x vhv':>6s} {'CPU x vhv':>9s}   (medians of {args.runs})")
+    for label, row in results["local"].items():
+        print(f"{label:42s} {row['wall_s']:8.3f} {row['cpu_s']:8.3f} {row['peak_rss_mib']:6.1f} MiB"
+              f" {row.get('x_virt_host_validate', float('nan')):6.1f} {row.get('cpu_x_virt_host_validate', float('nan')):9.1f}")
+    if "virt-host-validate qemu" not in results["local"]:
+        print("virt-host-validate not installed (scripts/apt-packages.txt lists libvirt-clients): no ratio")
+    else:
+        print(f"goal: local certification <= {GOAL_RATIO:.0f}x virt-host-validate qemu (aim {AIM_RATIO:.0f}x)")
+    ssh = results["ssh"]
+    print(f"remote commands/host over SSH: {ssh.get('remote_commands', ssh.get('skipped'))}   (goal 1)")
+    load = results["machine"]
+    print(f"load average at start {load['loadavg_at_start'][0]:.1f}, at end {load['loadavg_at_end'][0]:.1f} "
+          f"({os.cpu_count()} cores)")
     print(f"written to {args.json}")
     return 0
 

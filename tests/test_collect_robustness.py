@@ -67,6 +67,7 @@ def fleet(tmp_path_factory):
     with LoopbackFleet([FleetHost("plain", plain), FleetHost("big", big),
                         FleetHost("nob64", plain), FleetHost("nomktemp", plain),
                         FleetHost("nobody", _snapshot(base / "nobody"), user="65534:65534"),
+                        FleetHost("sidebyside", plain), FleetHost("hung", plain),
                         FleetHost.slow("stall", plain, delay_s=float("inf"))]) as fleet:
         os.unlink(fleet.root("nob64") / "bin/base64")
         os.unlink(fleet.root("nomktemp") / "bin/mktemp")
@@ -283,3 +284,85 @@ def test_names_with_spaces_and_globs_are_collected(fleet, tmp_path):
     assert snap.read_value(f"/{USB}/product") == "USB disk"
     assert snap.is_dir("/sys/class/iommu/dmar [0]")
     assert not (fleet.root("plain") / "[x]").exists()
+
+
+# -- 11. the commands run side by side, each storing only its own files ------------
+
+
+def _tool(root: Path, name: str, body: str) -> None:
+    """A command of the fake host, ahead of its recorded ones on the script's PATH."""
+    _write(root / "usr/sbin" / name, "#!/bin/sh\n" + body)
+    (root / "usr/sbin" / name).chmod(0o755)
+
+
+def _unpacked(stdout: bytes, dest: Path) -> Path:
+    bundle_file = dest.with_suffix(".tar.gz")
+    bundle_file.write_bytes(runner._payload(stdout))
+    return unpack_bundle(bundle_file, dest)
+
+
+@pytest.mark.parametrize("shell", ["/bin/sh", "/bin/busybox sh"])
+def test_commands_run_side_by_side_and_keep_their_own_output_and_status(fleet, shell, tmp_path):
+    root = fleet.root("sidebyside")
+    # lspci is declared before virsh: run one after the other, it would wait for virsh in vain
+    _tool(root, "lspci", 'i=0; while [ ! -e /.virsh-started ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done\n'
+                         '[ -e /.virsh-started ] || { echo alone; exit 3; }\necho "virsh started meanwhile"\n')
+    _tool(root, "virsh", ': > /.virsh-started\ncase "$*" in\n'
+                         '  "list --all --name") echo vm1 ;;\n'
+                         '  "dumpxml vm1") echo "<domain><name>vm1</name></domain>" ;;\n'
+                         '  *) echo "virsh $*"; echo "virsh warns: $*" >&2; exit 2 ;;\nesac\n')
+    _tool(root, "ps", '[ -e /.virsh-started ] && echo "beside virsh" || echo alone\n')  # runs alone, first
+    (root / ".virsh-started").unlink(missing_ok=True)
+    proc = run_in_root(root, shell)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    commands = _unpacked(out, tmp_path / "s") / "commands"
+    assert (commands / "lspci_-nnk").read_text() == "virsh started meanwhile\n"
+    assert not (commands / "lspci_-nnk.rc").exists() and not (commands / "lspci_-nnk.err").exists()
+    assert (commands / "ps_-eo_pid,args").read_text() == "alone\n"
+    for name in ("virsh_version", "virsh_domcapabilities", "virsh_list_--all"):
+        line = name.replace("_", " ")
+        assert (commands / name).read_text() == line + "\n"
+        assert (commands / f"{name}.err").read_text() == f"virsh warns: {line[len('virsh '):]}\n"
+        assert (commands / f"{name}.rc").read_text() == "2\n"
+    # the names were listed before dumpxml ran for them
+    assert (commands / "virsh_dumpxml_vm1").read_text() == "<domain><name>vm1</name></domain>\n"
+    assert left_on_host(fleet, "sidebyside") == []
+
+
+def _running_in(root: Path) -> list[str]:
+    """The command lines of the live processes chroot'ed into root."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if not entry.isdigit() or not os.readlink(f"/proc/{entry}/root").startswith(str(root)):
+                continue
+            with open(f"/proc/{entry}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                found.append(cmdline.read().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("shell", ["/bin/sh", "/bin/busybox sh"])
+def test_stopped_mid_command_it_stops_its_commands_and_leaves_nothing(fleet, shell):
+    root = fleet.root("hung")
+    started = root / ".lspci-started"
+    started.unlink(missing_ok=True)
+    _tool(root, "lspci", ": > /.lspci-started\nexec sleep 60\n")
+    proc = run_in_root(root, shell)
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert time.monotonic() < deadline, "lspci never started"
+        time.sleep(0.05)
+    proc.terminate()
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert left_on_host(fleet, "hung") == []
+    deadline = time.monotonic() + 5  # busybox's timeout watches its command once a second
+    while _running_in(root):
+        assert time.monotonic() < deadline, f"the stopped script left commands running: {_running_in(root)}"
+        time.sleep(0.1)

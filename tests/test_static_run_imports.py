@@ -28,3 +28,22 @@ def test_a_bad_usb_file_is_still_refused(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "vfio_certify.cli", "--usb-file", "../etc/passwd",
                            "--output", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 2 and proc.stderr.startswith("vfio-certify: --usb-file"), proc.stderr
+
+
+PLUGINS_PROGRAM = """
+import sys
+from vfio_certify.cli import main
+code = main(sys.argv[1:])
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("hypothesis", "_hypothesis_pytestplugin", "pytest_html")
+             or m in ("_pytest.unittest", "_pytest.pastebin", "xdist.looponfail")))
+"""
+
+
+def test_a_run_loads_only_the_plugins_it_uses(tmp_path):
+    """Installed plugins no check uses (hypothesis, xdist's looponfail) and pytest's own that `import pytest` does not
+    bring (unittest, pastebin) stay unimported, and pytest-html too: the command writes report.html from the results."""
+    snapshot = REPO / "fixtures" / "hosts" / "rocky9-after-intel-iommu"
+    proc = subprocess.run([sys.executable, "-c", PLUGINS_PROGRAM, "--snapshot", str(snapshot), "--output", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert "<th>Host</th>" in (tmp_path / "out" / "report.html").read_text(), proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-2000:]

@@ -21,10 +21,11 @@ from typing import Optional
 
 from . import options, output_folder
 from .collect import CollectError, collect_snapshot
+from .collect.runner import discard_early, start_early
 from .collect.script import render_script
 from .diff import DiffInputError, diff_runs, load_run
 from .options import OptionError
-from .session import target_for
+from .session import target_for, targets_from
 from .snapshot import pack_bundle
 
 EXIT_CERTIFIED, EXIT_NOT_CERTIFIED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -80,13 +81,33 @@ def run_collect(argv: list[str]) -> int:
     return EXIT_CERTIFIED
 
 
+# The plugins a certification uses, and only those: pytest would import every installed one (its entry
+# points: hypothesis, ...), and its own that no check uses (doctests, unittest classes, temporary folders,
+# whose start removes old ones, and the search for unraisable exceptions: two full garbage collections at the
+# end of every run). xdist is loaded without -j too: `-- -n 2` keeps working. Another plugin: `vfio-certify ...
+# -- -p NAME`. Named by their entry points, they are registered under the names they have when pytest loads
+# them itself. Not pytest-html: the command writes report.html itself from the results (report/report_table.py);
+# `-- -p html --html=FILE` still gets pytest-html's page.
+PLUGINS = ["pytest11.testinfra", "xdist"]
+UNUSED_BUILTIN_PLUGINS = ["cacheprovider", "doctest", "unittest", "pastebin", "legacypath", "tmpdir",
+                          "unraisableexception"]
+
+
+def plugin_args() -> list[str]:
+    argv = ["--disable-plugin-autoload"]
+    for name in PLUGINS:
+        argv += ["-p", name]
+    for name in UNUSED_BUILTIN_PLUGINS:
+        argv += ["-p", f"no:{name}"]
+    return argv
+
+
 def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
     output = Path(args.output)
     argv = [
-        str(CHECKS_DIR), f"--rootdir={REPO_ROOT}", "-c", str(REPO_ROOT / "pyproject.toml"),
-        # Checks judge through certify(), never `assert`: no rewriting, and no test-only plugins. No tmp_path
-        # either: pytest's tmpdir plugin removes old pytest-of-<user> folders of other runs when it starts.
-        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:tmpdir", "--assert=plain", "-q", "-rN",
+        str(CHECKS_DIR), f"--rootdir={REPO_ROOT}", "-c", str(REPO_ROOT / "pyproject.toml"), *plugin_args(),
+        # Checks judge through certify(), never `assert`: no rewriting.
+        "--assert=plain", "-q", "-rN",
         # No failure tracebacks: a check's failure is its message, in the verdict and the reports; pytest's
         # summary of failures repeats it and scans every report for each failure (minutes for 1,000 hosts).
         "--tb=no",
@@ -105,6 +126,17 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
 def wants_nested_lab(args: argparse.Namespace) -> bool:
     """--e2e naming no domain, host, snapshot or device: nothing of the user's to assign (the nested lab runs)."""
     return bool(args.e2e and not args.domain and not args.host and not args.snapshot and not args.device)
+
+
+def collect_ahead(args: argparse.Namespace) -> None:
+    """This machine alone, judged in this process: its collection script starts now and runs while pytest
+    and the checks are imported (the script is mostly waiting for its commands); the run's session takes
+    it over (collect_snapshot of the same target)."""
+    if args.jobs or args.snapshot or wants_nested_lab(args) or any(h.startswith("ansible://") for h in args.host or []):
+        return
+    targets = targets_from(args.host or [], [], args)  # as the plugin's session makes them
+    if len(targets) == 1 and targets[0].source == "local" and targets[0].spec is not None:
+        start_early(targets[0].spec)
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -149,6 +181,14 @@ def run_certify(argv: list[str]) -> int:
         argv, extra = argv[:index], argv[index + 1:]
     args = _certify_parser().parse_args(argv)
     _validate(args)
+    collect_ahead(args)
+    try:
+        return _run_pytest(args, extra)
+    finally:
+        discard_early()
+
+
+def _run_pytest(args: argparse.Namespace, extra: list[str]) -> int:
     import pytest
 
     this_run = _ThisRun()

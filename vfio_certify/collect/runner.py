@@ -77,6 +77,11 @@ class Target:
     collect_timeout_s: int = COLLECT_TIMEOUT_S
 
     @property
+    def bound_s(self) -> float:
+        """How long this side waits for the collection: the connection, the host's own bound and some slack."""
+        return self.connect_timeout_s + self.collect_timeout_s + BOUND_SLACK_S
+
+    @property
     def source(self) -> str:
         scheme = self.spec.split("://", 1)[0] if "://" in self.spec else "ssh"
         return "local" if scheme == "local" else scheme
@@ -179,10 +184,11 @@ def _too_much() -> CollectError:
     return CollectError(f"the host sent more than {MAX_OUTPUT_BYTES >> 20} MiB of output; stopped")
 
 
-def _read_within(proc: subprocess.Popen, limit: float) -> tuple[bytes, bytes]:
-    """proc's stdout (at most MAX_OUTPUT_BYTES) and the tail of its stderr, within limit seconds."""
+def _read_within(proc: subprocess.Popen, limit: float, started: float | None = None) -> tuple[bytes, bytes]:
+    """proc's stdout (at most MAX_OUTPUT_BYTES) and the tail of its stderr, within limit seconds of
+    `started` (time.monotonic(), by default now)."""
     stalled = _stalled(limit)
-    deadline = time.monotonic() + limit
+    deadline = (time.monotonic() if started is None else started) + limit
     out, err = bytearray(), bytearray()
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ, out)
@@ -239,7 +245,7 @@ def _run_bounded(host: Any, target: Target) -> _Ran:
     MAX_OUTPUT_BYTES and kill the group when the bound passes.
     """
     backend, sudo, sudo_user = host.backend, target.sudo, None
-    limit = target.connect_timeout_s + target.collect_timeout_s + BOUND_SLACK_S
+    limit = target.bound_s
     if backend.NAME == "ansible" and not backend.force_ansible:
         inner = backend.ansible_runner.get_host(backend.host, ssh_config=backend.ssh_config,
                                                 ssh_identity_file=backend.ssh_identity_file)
@@ -258,24 +264,77 @@ def _run_bounded(host: Any, target: Target) -> _Ran:
         shell_command = backend.quote(" ".join(cmd), *cmd_args)
     else:
         return _run_in_thread(host, command, limit)
-    with subprocess.Popen(shell_command, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, start_new_session=True) as proc:
-        try:
-            stdout, stderr = _read_within(proc, limit)
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            raise
-    if backend.NAME == "ssh" and proc.returncode == 255:
-        raise CollectError(_one_line(decode(stderr)) or f"cannot connect to {target.spec}")
-    return _Ran(proc.returncode, stdout, stderr)
+    ran = _Running(target, _start(shell_command), time.monotonic()).finish()
+    if backend.NAME == "ssh" and ran.rc == 255:
+        raise CollectError(_one_line(decode(ran.stderr)) or f"cannot connect to {target.spec}")
+    return ran
+
+
+def _start(shell_command: str) -> subprocess.Popen:
+    """The command in its own process group (killed whole at the bound), its output read through pipes."""
+    return subprocess.Popen(shell_command, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+
+@dataclass
+class _Running:
+    """A collection command started at `started` (time.monotonic()), bounded from then on."""
+
+    target: Target
+    proc: subprocess.Popen
+    started: float
+
+    def finish(self) -> _Ran:
+        limit = self.target.bound_s
+        with self.proc:
+            try:
+                stdout, stderr = _read_within(self.proc, limit, self.started)
+            except BaseException:
+                self.stop()
+                raise
+        return _Ran(self.proc.returncode, stdout, stderr)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+# Collections started ahead (start_early), each taken by the first collect_snapshot of its target.
+_EARLY: list[_Running] = []
+
+
+def start_early(target: Target) -> None:
+    """Start collecting this machine now, while the rest of the run starts up (the judging side's imports);
+    collect_snapshot of an equal Target takes the running script over instead of starting its own.
+    Only local:// (a plain local shell, no testinfra); discard_early() stops one that nothing took."""
+    if target.source != "local":
+        raise ValueError(f"only local:// is collected ahead, not {target.spec}")
+    _EARLY.append(_Running(target, _start(_remote_command(target, target.sudo)), time.monotonic()))
+
+
+def discard_early() -> None:
+    """Stop the collections started ahead that no collect_snapshot took (a run that judged nothing)."""
+    while _EARLY:
+        running = _EARLY.pop()
+        running.stop()
+        with running.proc:
+            running.proc.communicate()
+
+
+def _take_early(target: Target) -> _Running | None:
+    for running in _EARLY:
+        if running.target == target:
+            _EARLY.remove(running)
+            return running
+    return None
 
 
 def collect_snapshot(target: Target, dest: os.PathLike | str) -> Snapshot:
     """Collect `target` into the folder `dest` (created); return the snapshot."""
     dest = Path(dest)
+    early = _take_early(target)
     try:
-        result = _run_bounded(target.testinfra_host(), target)
+        result = early.finish() if early is not None else _run_bounded(target.testinfra_host(), target)
     except CollectError:
         raise
     except Exception as exc:  # any backend's connection failure, reported in one line

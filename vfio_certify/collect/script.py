@@ -9,6 +9,13 @@ base64 (not for FILE), and `mktemp`, `timeout` and `date` when the host has them
 missing tool stops it first, exit status 69 and one line naming it. Nothing is left on
 the host: the folder is removed on exit, also on a signal or a hang-up (SIGPIPE).
 
+The commands run side by side, as background jobs, while the files are read (most of the
+script's time is theirs, mostly waiting): each writes only its own files (output, `.rc`,
+`.err`), so what is stored is what running them one by one stores. A command that would
+see the others (`ps`, spec.Command.alone) runs first, alone; one whose output names what
+other commands run for (`virsh list --all --name` for `virsh dumpxml`) runs before them in
+the same job. On exit the jobs still running are stopped before the folder is removed.
+
 The snapshot's meta.json is written by the script too, so every bundle has one (also
 those made without vfio-certify on the controller): the format, `"absence":
 "parent-folder"` (the script makes the parent folder of every path it probes, see
@@ -41,7 +48,9 @@ done
 # Without mktemp: a fresh folder or nothing (plain mkdir fails on anything planted there, links too).
 T=$(mktemp -d 2>/dev/null) || { T=/tmp/vfio-certify.$$; mkdir -m 700 "$T" 2>/dev/null ||
   { echo "cannot create the private folder $T" >&2; exit 70; }; }
-trap 'rm -rf "$T"' EXIT
+_pids=
+# The background commands' shells are stopped (and waited for, so that none writes after the rm) first.
+trap 'kill $_pids 2>/dev/null; wait; rm -rf "$T"' EXIT
 trap 'exit 130' INT TERM HUP
 trap 'exit 141' PIPE
 R=$T/root
@@ -143,14 +152,19 @@ vc_open() {
   esac; done >"$C/$_n"
   [ -s "$C/$_n.err" ] || _empty="$_empty$NL$C/$_n.err"
 }
+# The command is waited for (not run in the foreground) so that a job told to stop stops it too.
 vc_run() {
   n=$1; shift
-  $TO "$@" > "$C/$n" 2> "$C/$n.err" < /dev/null
+  $TO "$@" > "$C/$n" 2> "$C/$n.err" < /dev/null &
+  _c=$!
+  wait "$_c"
   rc=$?
   [ "$rc" -eq 0 ] || echo "$rc" > "$C/$n.rc"
-  [ -s "$C/$n.err" ] || _empty="$_empty$NL$C/$n.err"
 }
-_empty=
+# A background job: stopped, it stops its running command (which `timeout` passes on) and leaves.
+vc_bg() { ( _c=; trap 'kill $_c 2>/dev/null; exit 143' TERM; "$@" ) & _pids="$_pids $!"; }
+# The jobs done: the commands' empty stderr files are listed (removed in one rm).
+vc_wait() { wait; _pids=; _empty=; for f in "$C"/*.err; do [ -s "$f" ] || _empty="$_empty$NL$f"; done; }
 """
 
 _EPILOGUE = r"""
@@ -175,10 +189,28 @@ def _words(items: list[str]) -> str:
     return " ".join(items)
 
 
+def _commands() -> list[str]:
+    """The commands: those that run alone first, then every other one as a background job (the job of a
+    command that a CommandEach takes its names from goes on with that CommandEach)."""
+    def run(command: spec.Command) -> str:
+        return f"vc_run {_words([command.file_name])} {command.line}"
+
+    def each(command: spec.CommandEach) -> str:
+        return f"vc_each {_words([command.file_name, str(command.limit), command.names_from.replace(' ', '_')])} {command.line}"
+
+    commands = [s for s in spec.SOURCES if isinstance(s, spec.Command) and s.line in spec.COMMANDS]  # not the CommandEach
+    lines = [run(c) for c in commands if c.alone]
+    for command in (c for c in commands if not c.alone):
+        then = [each(e) for e in spec.COMMANDS_EACH if e.names_from == command.line]
+        lines.append(f"vc_bg eval '{'; '.join([run(command), *then])}'" if then else f"vc_bg {run(command)}")
+    return lines
+
+
 def render_script() -> str:
     lines = ["#!/bin/sh", "# vfio-certify collector: reads the host, changes nothing."]
     prelude = _PRELUDE.replace("@TIMEOUT@", str(COMMAND_TIMEOUT_S)).replace("@MISSING@", str(MISSING_TOOL_STATUS))
     lines.append(prelude.replace("@FORMAT@", FORMAT).replace("@ABSENCE@", ABSENCE_PARENT_FOLDER).strip("\n"))
+    lines += _commands()
     lines.append(f"vc_folder {_words(spec.PROBED_FOLDERS)}")
     lines.append(f"vc_copy {_words([f.path for f in spec.COPY_FILES])}")
     for fallback in spec.COPY_IF_ABSENT:
@@ -188,12 +220,8 @@ def render_script() -> str:
         lines.append(f"vc_link {_words([link.target_prefix])} {_words([link.path])}")
     for attrs in spec.ATTRIBUTES:
         lines.append(f"vc_attrs '{_words(list(attrs.names))}' '{_words(list(attrs.text_names))}' {_words([attrs.path])}")
-    for command in spec.COMMANDS:
-        name = command.replace(" ", "_")
-        lines.append(f"vc_run {_words([name])} {command}")
-    for each in spec.COMMANDS_EACH:
-        lines.append(f"vc_each {_words([each.file_name, str(each.limit), each.names_from.replace(' ', '_')])} {each.line}")
-    for opened in spec.OPEN_FILES:
+    lines.append("vc_wait")
+    for opened in spec.OPEN_FILES:  # after the commands: their jobs are not listed, and vc_wait keeps its empty .err
         lines.append(f"vc_open {_words([opened.line, str(opened.limit), opened.folder, *opened.when])}")
     lines.append(_EPILOGUE.replace("@BEGIN@", BEGIN_MARK).replace("@END@", END_MARK).strip("\n"))
     # The script travels as one command, and Dropbear closes the connection on a command over MAX_CMD_LEN (9000

@@ -75,6 +75,9 @@ class Command:
 
     line: str
     unread: str = ""
+    # The script runs the commands side by side; one whose output would show the others (a process list)
+    # runs alone, before they start.
+    alone: bool = False
 
     @property
     def file_name(self) -> str:
@@ -253,7 +256,7 @@ VIRSH_DUMPXML = CommandEach("virsh dumpxml", names_from=VIRSH_NAMES.line)  # liv
 LIBVIRT_QEMU_XML = File("/etc/libvirt/qemu/*.xml")  # persistent definitions
 VIRSH_DOMCAPABILITIES = Command("virsh domcapabilities")
 VIRSH_VERSION = Command("virsh version")
-PROCESSES = Command("ps -eo pid,args")  # a QEMU started by hand with -device vfio-pci,host=
+PROCESSES = Command("ps -eo pid,args", alone=True)  # a QEMU started by hand with -device vfio-pci,host=
 # who holds a VFIO group open (a QEMU given the device over QMP or by fd, a DPDK application), looked for only
 # when /dev/vfio has group nodes: with none, nothing can hold one
 VFIO_OPEN_FILES = OpenFiles("open_files_dev_vfio", folder="/dev/vfio", when=("/dev/vfio/[0-9]*", "/dev/vfio/noiommu-*"))
