@@ -3,7 +3,7 @@
 Results reach the controller one check at a time, the hosts interleaved (several xdist workers).
 Each is appended as one JSON line to its host's file in a folder of the run's own; the run keeps
 only each host's name, source and file. When the run ends, the reports are written host by host
-(report/run_writer.py): a host's results are read back, judged into a HostResult, written into
+(report/outputs.py): a host's results are read back, judged into a HostResult, written into
 every file and let go before the next host is read.
 
 A line is {"check": {nodeid, when, result}} (the test's id for junit.xml, the phase that produced

@@ -183,7 +183,7 @@ def index_rows(run: RunResult, diff: Optional[RunDiff] = None, areas: Optional[l
                cells: Optional[dict[int, dict[str, AreaCell]]] = None) -> list[IndexRow]:
     """The matrix rows: regressions first, then not certified, incomplete, unreachable, certified; by host name
     (natural order). `cells` (by position, then area), when given, were taken from each host's whole list of
-    checks while it was written (run_writer.py keeps only a digest of each host)."""
+    checks while it was written (report/outputs.py keeps only a digest of each host)."""
     areas = run_areas(run) if areas is None else areas
     diffs = {d.host: d for d in diff.hosts} if diff is not None else {}
     added = set(diff.added_hosts) if diff is not None else set()
