@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 PROBE = '''
 import json, os
 import pytest
-from vfio_certify.plugin import SESSION_KEY
+from vfio_certify.plugin import RESULT_KEY, SESSION_KEY
 from vfio_certify.session import REPORT_PROPERTY
 
 
@@ -34,7 +34,10 @@ def pytest_sessionfinish(session):
         json.dump({"reports": len(reports), "counted": counted,
                    "with_payload": sum(any(n == REPORT_PROPERTY for n, _ in r.user_properties) for r in reports),
                    "html_reports_kept": sum(len(p._reports) for p in html),
-                   "facts_kept": len(certify._collected), "hosts": len(certify.hosts)}, out)
+                   "facts_kept": len(certify._collected), "hosts": len(certify.hosts),
+                   "deselected": len(reporter.stats.get("deselected", [])),
+                   "deselected_items": sum(isinstance(d, pytest.Item) for d in reporter.stats.get("deselected", [])),
+                   "results_on_items": sum(RESULT_KEY in item.stash for item in session.items)}, out)
 '''
 
 
@@ -62,6 +65,10 @@ def test_what_a_run_still_holds_at_its_end(tmp_path, jobs):
     assert f"{failed} failed, {len(outcomes) - failed - skipped} passed, {skipped} skipped" in last, last
     assert held["html_reports_kept"] == 0
     assert held["facts_kept"] == 0  # the controller never collected; one process forgets each host when judged
+    assert held["results_on_items"] == 0  # each item let its result go once it was in the report
+    assert held["deselected_items"] == 0  # e2e.* without --e2e: deselected as made, then only counted ...
+    if not jobs:
+        assert held["deselected"] > 0 and f"{held['deselected']} deselected" in last, last  # ... and still said
     assert all(len(h["checks"]) > 20 for h in summary["hosts"])
     report = (out / "report.html").read_text()  # written from the streamed results, evidence beside each failure
     assert '<td class="col-evidence"><pre>' in report and "&amp;lt;" not in report

@@ -31,7 +31,6 @@ from .waivers import apply_waivers
 from .xdist_by_host import DISTRIBUTIONS, HostShares, share_of
 
 RESULT_KEY = pytest.StashKey[CheckResult]()
-TARGET_KEY = pytest.StashKey[str]()
 
 
 class CertifyWarning(UserWarning):
@@ -114,24 +113,31 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
                              split=config.stash.get(SPLIT_KEY, False))
 
 
+def _runs(item: pytest.Item, e2e: bool) -> bool:
+    """Not a placeholder (no --device, no host in this worker's share), not an e2e.* check without --e2e."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and any(name in callspec.params and callspec.params[name] is None
+                                    for name in ("device", "certify_target")):
+        return False
+    return item.get_closest_marker("e2e") is None or e2e
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object):
+    """Deselected as each check's items are made, not after every item of every host is: a check that does not
+    run for any host (the device checks without --device) never holds its items to the end of collection."""
+    made = yield
+    if not isinstance(made, list) or not made or not all(isinstance(i, pytest.Function) for i in made):
+        return made
+    e2e = collector.config.option.e2e
+    keep = [item for item in made if _runs(item, e2e)]
+    if len(keep) < len(made):
+        collector.config.hook.pytest_deselected(items=[item for item in made if not _runs(item, e2e)])
+    return keep
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     items.sort(key=_area_rank)  # stable: file order within an area
-    keep, drop = [], []
-    e2e = config.option.e2e
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if callspec is not None and any(name in callspec.params and callspec.params[name] is None
-                                        for name in ("device", "certify_target")):
-            drop.append(item)
-            continue
-        marker = item.get_closest_marker("e2e")
-        if marker is not None and not e2e:
-            drop.append(item)
-            continue
-        keep.append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
 
 
 @pytest.fixture(scope="session")
@@ -190,7 +196,6 @@ def certify(request: pytest.FixtureRequest, certify_target: CertifyTarget):
     def judge(result: CheckResult) -> CheckResult:
         result = apply_waivers(result, certify_target.name, waivers)
         request.node.stash[RESULT_KEY] = result
-        request.node.stash[TARGET_KEY] = certify_target.name
         text = describe(result)
         if result.outcome in (Outcome.FAILED, Outcome.ERROR):
             pytest.fail(text, pytrace=False)
@@ -216,6 +221,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if target is None:
         return
     result = item.stash.get(RESULT_KEY, None)
+    if result is not None:
+        del item.stash[RESULT_KEY]  # it travels in the report: the item, kept to the end of the run, lets it go
     if result is None:
         if not report.failed or item.get_closest_marker("check") is None:
             return

@@ -11,6 +11,8 @@ report (a wrapper around pytest_runtest_logreport runs after them all):
   - pytest's terminal keeps every report of every phase (its `stats`) only to count them in its last
     line ("N failed, N passed") when the run prints no report's detail (--tb=no, -rN: the command's
     options): a check's report is replaced there by one shared stand-in that counts the same;
+  - the items deselected at collection (device checks without a --device, e2e.* without --e2e) are only
+    counted by the terminal, which kept each of them to the end;
   - a host's facts are forgotten once the last of its checks has run (counted from the collection:
     under -j each host runs on one worker; with a distribution that splits a host, nothing is forgotten
     early, so a host is never collected twice).
@@ -65,6 +67,16 @@ class ForgetWhatWasReported:
                     reports[-1] = COUNTED
                     break
         return result
+
+    @pytest.hookimpl(trylast=True)  # after the terminal has added them to its statistics
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        """The checks that do not run (no --device: the device checks' placeholders; e2e.* without --e2e): the
+        terminal keeps each deselected item to the end only to count it, a third of the items a host collects."""
+        if not self._counts_only():
+            return
+        kept = self._terminal_stats().get("deselected")
+        if kept and len(kept) >= len(items) and kept[-1] is items[-1]:
+            kept[-len(items):] = [COUNTED] * len(items)
 
     def _counts_only(self) -> bool:
         """The terminal shows no report's detail: no traceback, no short summary (warnings aside)."""
