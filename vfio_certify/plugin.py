@@ -130,9 +130,12 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
     if not isinstance(made, list) or not made or not all(isinstance(i, pytest.Function) for i in made):
         return made
     e2e = collector.config.option.e2e
-    keep = [item for item in made if _runs(item, e2e)]
-    if len(keep) < len(made):
-        collector.config.hook.pytest_deselected(items=[item for item in made if not _runs(item, e2e)])
+    keep: list[pytest.Function] = []
+    drop: list[pytest.Function] = []
+    for item in made:
+        (keep if _runs(item, e2e) else drop).append(item)
+    if drop:
+        collector.config.hook.pytest_deselected(items=drop)
     return keep
 
 
