@@ -303,7 +303,8 @@ def _verdicts_into_junit(config: pytest.Config, run: RunResult) -> None:
     """junit.xml's suite properties carry each host's verdict (an incomplete host, with what to collect)."""
     from _pytest.junitxml import xml_key
 
+    from .report.junit import host_verdict_property
+
     xml = config.stash.get(xml_key, None)
     for host in run.hosts if xml is not None else []:
-        finish = host.to_finish()
-        xml.add_global_property(f"verdict {host.host}", host.verdict.value + (f": {finish.text()}" if finish else ""))
+        xml.add_global_property(*host_verdict_property(host))
