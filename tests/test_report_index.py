@@ -274,6 +274,13 @@ def test_two_hundred_hosts_render_quickly():
     assert len(page) < 1_500_000
 
 
+def test_the_page_streamed_to_its_file_is_the_page_rendered(tmp_path, run, diff):
+    """A fleet's index.html is written piece by piece, never one string: the same bytes."""
+    path = write_index_page(run, diff, tmp_path / "index.html")
+    assert path.read_bytes() == render_index_page(run, diff).encode("utf-8")
+    assert "Fleet certification — 6 hosts" in _text(path.read_text(encoding="utf-8"))
+
+
 def test_chromium_renders_the_page(tmp_path, run, diff):
     page = write_index_page(run, diff, tmp_path / "out" / "index.html")
     dom, _ = chromium.render(page, tmp_path, window="1400,1000")

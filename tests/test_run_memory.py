@@ -37,7 +37,9 @@ def pytest_sessionfinish(session):
                    "facts_kept": len(certify._collected), "hosts": len(certify.hosts),
                    "deselected": len(reporter.stats.get("deselected", [])),
                    "deselected_items": sum(isinstance(d, pytest.Item) for d in reporter.stats.get("deselected", [])),
-                   "results_on_items": sum(RESULT_KEY in item.stash for item in session.items)}, out)
+                   "results_on_items": sum(RESULT_KEY in item.stash for item in session.items),
+                   "progress_ids_kept": len(getattr(reporter._progress_nodeids_reported, "open",
+                                                    reporter._progress_nodeids_reported))}, out)
 '''
 
 
@@ -66,9 +68,11 @@ def test_what_a_run_still_holds_at_its_end(tmp_path, jobs):
     assert held["html_reports_kept"] == 0
     assert held["facts_kept"] == 0  # the controller never collected; one process forgets each host when judged
     assert held["results_on_items"] == 0  # each item let its result go once it was in the report
+    assert held["progress_ids_kept"] == 0  # the terminal counts the tests it showed, it keeps no test's id
     assert held["deselected_items"] == 0  # e2e.* without --e2e: deselected as made, then only counted ...
     if not jobs:
         assert held["deselected"] > 0 and f"{held['deselected']} deselected" in last, last  # ... and still said
     assert all(len(h["checks"]) > 20 for h in summary["hosts"])
     report = (out / "report.html").read_text()  # written from the streamed results, evidence beside each failure
     assert '<td class="col-evidence"><pre>' in report and "&amp;lt;" not in report
+

@@ -83,14 +83,15 @@ def run_collect(argv: list[str]) -> int:
 
 # The plugins a certification uses, and only those: pytest would import every installed one (its entry
 # points: hypothesis, ...), and its own that no check uses (doctests, unittest classes, temporary folders,
-# whose start removes old ones, and the search for unraisable exceptions: two full garbage collections at the
-# end of every run). xdist is loaded without -j too: `-- -n 2` keeps working. Another plugin: `vfio-certify ...
-# -- -p NAME`. Named by their entry points, they are registered under the names they have when pytest loads
-# them itself. Not pytest-html: the command writes report.html itself from the results (report/report_table.py);
-# `-- -p html --html=FILE` still gets pytest-html's page.
+# whose start removes old ones, the search for unraisable exceptions: two full garbage collections at the
+# end of every run, and subtests, which keeps an entry for every test's report to the end). xdist is loaded
+# without -j too: `-- -n 2` keeps working. Another plugin: `vfio-certify ... -- -p NAME`. Named by their entry
+# points, they are registered under the names they have when pytest loads them itself. Not pytest-html: the
+# command writes report.html itself from the results (report/report_table.py); `-- -p html --html=FILE` still
+# gets pytest-html's page.
 PLUGINS = ["pytest11.testinfra", "xdist"]
 UNUSED_BUILTIN_PLUGINS = ["cacheprovider", "doctest", "unittest", "pastebin", "legacypath", "tmpdir",
-                          "unraisableexception"]
+                          "unraisableexception", "subtests"]
 
 
 def plugin_args() -> list[str]:

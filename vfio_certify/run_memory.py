@@ -13,6 +13,9 @@ report (a wrapper around pytest_runtest_logreport runs after them all):
     options): a check's report is replaced there by one shared stand-in that counts the same;
   - the items deselected at collection (device checks without a --device, e2e.* without --e2e) are only
     counted by the terminal, which kept each of them to the end;
+  - pytest's terminal keeps the id of every test it has shown (its `_progress_nodeids_reported`, private:
+    if it is not there, nothing changes) only to count them for its progress ([ 42%]): it counts them in
+    ShownTests instead, which holds the ids of the tests that have not finished;
   - a host's facts are forgotten once the last of its checks has run (counted from the collection:
     under -j each host runs on one worker; with a distribution that splits a host, nothing is forgotten
     early, so a host is never collected twice).
@@ -44,7 +47,16 @@ class ForgetWhatWasReported:
                 self.host_of[item.nodeid] = target.name
                 self.left[target.name] += 1
 
+    @pytest.hookimpl(trylast=True)  # the terminal's own hook has made its set
+    def pytest_sessionstart(self) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if isinstance(getattr(reporter, "_progress_nodeids_reported", None), set):
+            reporter._progress_nodeids_reported = ShownTests(reporter._progress_nodeids_reported)
+
     def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        shown = getattr(self.config.pluginmanager.get_plugin("terminalreporter"), "_progress_nodeids_reported", None)
+        if isinstance(shown, ShownTests):
+            shown.finished(nodeid)
         host = self.host_of.pop(nodeid, None)
         if host is not None:
             self.left[host] -= 1
@@ -99,6 +111,27 @@ class ForgetWhatWasReported:
                                if type(p).__module__.startswith("pytest_html.")
                                and isinstance(getattr(p, "_reports", None), defaultdict)), None)
         return self._html
+
+
+class ShownTests:
+    """The set of tests pytest's terminal has shown, as far as it uses it: add() and len(). A test is shown by its
+    reports (a failed teardown after a failed call: twice), all before its end (pytest_runtest_logfinish): only
+    the ids of the tests that have not ended are kept, to count each test once."""
+
+    def __init__(self, shown: set):
+        self.open = {str(nodeid): nodeid for nodeid in shown}
+        self.count = len(self.open)
+
+    def add(self, nodeid: Any) -> None:
+        if str(nodeid) not in self.open:
+            self.open[str(nodeid)] = nodeid
+            self.count += 1
+
+    def finished(self, nodeid: str) -> None:
+        self.open.pop(nodeid, None)
+
+    def __len__(self) -> int:
+        return self.count
 
 
 class _Counted:

@@ -245,11 +245,10 @@ def common_root_causes(run: RunResult, most: int = 3) -> list[CommonCause]:
     return (shared or ranked[:1])[:most]
 
 
-def render_index_page(run: RunResult, diff: Optional[RunDiff] = None, areas: Optional[list[str]] = None,
-                      cells: Optional[dict[int, dict[str, AreaCell]]] = None,
-                      pages: Optional[dict[int, str]] = None) -> str:
-    """index.html: the fleet at a glance, one row per host, linking into certification.html or, with `pages`
-    (position -> the host's page), to each host's page."""
+def _index_page(run: RunResult, diff: Optional[RunDiff] = None, areas: Optional[list[str]] = None,
+                cells: Optional[dict[int, dict[str, AreaCell]]] = None,
+                pages: Optional[dict[int, str]] = None) -> tuple[jinja2.Template, dict]:
+    """index.html's template and what it is rendered from."""
     run = _with_plans(run)
     areas = run_areas(run) if areas is None else areas
     rows = index_rows(run, diff, areas, cells)
@@ -259,7 +258,7 @@ def render_index_page(run: RunResult, diff: Optional[RunDiff] = None, areas: Opt
         for host_diff in sorted((d for d in diff.hosts if d.changed),
                                 key=lambda d: (not d.regression, natural_key(d.host), d.host)):
             changed.append((host_diff, change_lines(host_diff), positions.get(host_diff.host)))
-    return _environment().get_template(INDEX_TEMPLATE).render(
+    return _environment().get_template(INDEX_TEMPLATE), dict(
         run=run, diff=diff, areas=areas, rows=rows, host_pages=pages is not None,
         href=(lambda position: pages[position]) if pages is not None else (lambda position: f"certification.html#host-{position}"), changed=changed, positions=positions,
         area_failing=_area_failing(rows),
@@ -270,8 +269,22 @@ def render_index_page(run: RunResult, diff: Optional[RunDiff] = None, areas: Opt
     )
 
 
-def write_index_page(run: RunResult, diff: Optional[RunDiff], path: Union[str, Path]) -> Path:
+def render_index_page(run: RunResult, diff: Optional[RunDiff] = None, areas: Optional[list[str]] = None,
+                      cells: Optional[dict[int, dict[str, AreaCell]]] = None,
+                      pages: Optional[dict[int, str]] = None) -> str:
+    """index.html: the fleet at a glance, one row per host, linking into certification.html or, with `pages`
+    (position -> the host's page), to each host's page."""
+    template, context = _index_page(run, diff, areas, cells, pages)
+    return template.render(**context)
+
+
+def write_index_page(run: RunResult, diff: Optional[RunDiff], path: Union[str, Path], areas: Optional[list[str]] = None,
+                     cells: Optional[dict[int, dict[str, AreaCell]]] = None,
+                     pages: Optional[dict[int, str]] = None) -> Path:
+    """render_index_page() streamed to the file: the page of a thousand hosts is never one string in memory
+    (nor the list of every piece of it that jinja2 joins into one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_index_page(run, diff), encoding="utf-8")
+    template, context = _index_page(run, diff, areas, cells, pages)
+    template.stream(**context).dump(str(path), encoding="utf-8")
     return path

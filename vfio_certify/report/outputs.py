@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -84,7 +85,7 @@ def write_outputs(stream: ResultStream, names: list[str], run: RunResult, output
                   baseline: Optional[RunRecord] = None, baseline_source: str = "this run") -> Optional[RunDiff]:
     """Every file of the run into `output`; `run` (its start and duration) gets each host's digest, in `names`'
     order. Returns the diff against the baseline, when one is given."""
-    from .html import AreaCell, area_cell, render_index_page, write_certification_page
+    from .html import AreaCell, area_cell, write_certification_page, write_index_page
 
     output.mkdir(parents=True, exist_ok=True)
     many = len(names) > 1
@@ -133,11 +134,10 @@ def write_outputs(stream: ResultStream, names: list[str], run: RunResult, output
     from ..session import AREA_ORDER
 
     ordered = [a for a in AREA_ORDER if a in areas] + sorted(areas - set(AREA_ORDER))
-    index = render_index_page(run, diff, ordered, cells,
-                              {i: f"{HOST_PAGES}/{pages[n]}" for i, n in enumerate(names, 1)} if many else None)
-    (output / "index.html").write_text(index, encoding="utf-8")
+    write_index_page(run, diff, output / "index.html", ordered, cells,
+                     {i: f"{HOST_PAGES}/{pages[n]}" for i, n in enumerate(names, 1)} if many else None)
     if many:
-        (output / "certification.html").write_text(index, encoding="utf-8")
+        shutil.copyfile(output / "index.html", output / "certification.html")
     else:
         write_certification_page(run, output / "certification.html")
     return diff
