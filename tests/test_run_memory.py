@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -76,3 +77,56 @@ def test_what_a_run_still_holds_at_its_end(tmp_path, jobs):
     report = (out / "report.html").read_text()  # written from the streamed results, evidence beside each failure
     assert '<td class="col-evidence"><pre>' in report and "&amp;lt;" not in report
 
+
+# In each xdist worker: which hosts it was given to collect (its batch).
+BATCH_PROBE = '''
+import json, os
+
+
+def pytest_configure(config):
+    batch = getattr(config, "workerinput", {}).get("vfio_certify_share")
+    if batch is not None:
+        with open(os.path.join(os.environ["PROBE_DIR"], config.workerinput["workerid"]), "w") as out:
+            json.dump(batch, out)
+'''
+
+
+def _without_times(summary: dict) -> dict:
+    """summary.json less what differs from run to run: start, durations, a collection's seconds."""
+    text = json.dumps({k: v for k, v in summary.items() if k not in ("started_at", "duration_s")})
+    return json.loads(re.sub(r'"duration_s": [0-9.e-]+', '"duration_s": 0',
+                             re.sub(r"collected in [0-9.]+ s", "collected in N s", text)))
+
+
+def test_workers_judging_one_host_each_give_the_run_of_workers_judging_all_of_them(tmp_path):
+    """--hosts-per-worker 1: a fresh worker process per host, every worker's memory that of one host; the run's
+    files and verdict are those of two workers judging every host (and of a single process)."""
+    fixtures = ["rocky9-after-intel-iommu", "amd-g505s-no-ivrs", "missing-config", "kunpeng920-smmu-off",
+                "rocky9-after-intel-iommu"]
+    snapshots = []
+    for i, name in enumerate(fixtures):
+        snapshots.append(tmp_path / f"host-{i}")
+        shutil.copytree(REPO / "fixtures" / "hosts" / name, snapshots[-1], symlinks=True)
+    (tmp_path / "batch_probe.py").write_text(BATCH_PROBE)
+    runs = {}
+    for label, options in (("one process", []), ("a batch each", ["-j", "2"]),
+                           ("a host each", ["-j", "2", "--hosts-per-worker", "1"])):
+        probes = tmp_path / f"probe-{len(runs)}"
+        probes.mkdir()
+        env = {"PYTHONPATH": str(tmp_path), "PROBE_DIR": str(probes), "PATH": "/usr/bin:/bin"}
+        out = tmp_path / f"out-{len(runs)}"
+        proc = subprocess.run([sys.executable, "-m", "vfio_certify.cli", "--output", str(out), *options,
+                               *[f"--snapshot={s}" for s in snapshots], "--", "-p", "batch_probe"],
+                              capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+        batches = sorted(json.loads(p.read_text()) for p in probes.iterdir())
+        runs[label] = proc, json.loads((out / "summary.json").read_text()), batches, out
+    proc, summary, batches, out = runs["a host each"]
+    assert batches == [[i, i + 1] for i in range(5)]  # five workers, one after another, one host each
+    for label in ("one process", "a batch each"):
+        assert proc.returncode == runs[label][0].returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert _without_times(summary) == _without_times(runs[label][1]), label
+        assert sorted(p.name for p in (out / "hosts").iterdir()) == \
+            sorted(p.name for p in (runs[label][3] / "hosts").iterdir())
+    assert runs["a batch each"][2] == [[0, 2], [2, 5]]  # by default: every host in the first two workers
+    progress = [int(p) for p in re.findall(r"\[ *(\d+)%\]", proc.stdout)]  # the terminal's progress is the run's
+    assert progress and progress[-1] == 100 and max(progress) == 100, proc.stdout[-2000:]

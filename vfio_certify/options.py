@@ -25,6 +25,7 @@ from .diff import DiffInputError, RunRecord, load_run
 from .waivers import Waiver, WaiverError, load_waivers
 
 DEFAULT_CONNECT_TIMEOUT_S = 10
+HOSTS_PER_WORKER = 100  # -j: a worker's hosts before a fresh worker takes over (xdist_by_host.py)
 DEFAULT_OUTPUT = "reports/latest"  # beside the report templates in reports/templates, ignored by git
 
 
@@ -32,15 +33,19 @@ class OptionError(Exception):
     """A usage or configuration error; str() is one line naming the option and the value."""
 
 
-def seconds(text: str) -> int:
-    """A whole number of seconds, at least 1 (argparse and pytest both call it)."""
+def whole_number(text: str, unit: str = "") -> int:
+    """A whole number, at least 1 (argparse and pytest both call it); `unit` (plural) names what it counts."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a whole number{' of ' + unit if unit else ''}: {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"at least 1 second: {text!r}")
+        raise argparse.ArgumentTypeError(f"at least 1{' ' + unit[:-1] if unit else ''}: {text!r}")
     return value
+
+
+def seconds(text: str) -> int:
+    return whole_number(text, "seconds")
 
 
 # Groups: where --help lists an option.
@@ -83,6 +88,10 @@ OPTIONS: tuple[Option, ...] = (
            kwargs=dict(default=None, metavar="FILE.toml")),
     Option(("-j", "--jobs"), "hosts judged in parallel by N worker processes (pytest-xdist; 'auto' = one per core)",
            pytest=False, kwargs=dict(metavar="N")),
+    Option(("--hosts-per-worker",), f"with -j, a worker process judges at most N hosts, then a fresh one takes the "
+                                    f"next N: a worker's memory is that of N hosts, whatever the number of hosts "
+                                    f"(default {HOSTS_PER_WORKER})",
+           kwargs=dict(type=whole_number, default=HOSTS_PER_WORKER, metavar="N")),
     Option(("--e2e",), "also hot-plug each --device into a running VM, prove it in the guest, detach, restore",
            group=E2E, kwargs=dict(action="store_true")),
     Option(("--domain",), "your running libvirt domain (without it, and with no --host, --snapshot or --device, "

@@ -28,7 +28,7 @@ from .run_memory import ForgetWhatWasReported
 from .session import (REPORT_PROPERTY, CertifySession, CertifyTarget, Collected, area_rank, crash_result, describe,
                       targets_from)
 from .waivers import apply_waivers
-from .xdist_by_host import DISTRIBUTIONS, HostShares, share_of
+from .xdist_by_host import DISTRIBUTIONS, HostBatches, share_of
 
 RESULT_KEY = pytest.StashKey[CheckResult]()
 
@@ -38,7 +38,7 @@ class CertifyWarning(UserWarning):
 
 
 SESSION_KEY = pytest.StashKey[CertifySession]()
-SPLIT_KEY = pytest.StashKey[bool]()  # -j: each worker collects its share of the hosts (xdist_by_host.HostShares)
+SPLIT_KEY = pytest.StashKey[bool]()  # -j: each worker collects a batch of the hosts (xdist_by_host.HostBatches)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,8 +63,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if output is not None and not hasattr(config, "workerinput"):  # the controller writes the reports
         config.pluginmanager.register(OwnedOutput.take(config, output), OwnedOutput.NAME)
     if getattr(config.option, "dist", "no") in DISTRIBUTIONS and getattr(config.option, "tx", None) \
-            and not hasattr(config, "workerinput"):  # -j: each worker collects its own share of the hosts
-        config.pluginmanager.register(HostShares(), HostShares.NAME)
+            and not hasattr(config, "workerinput"):  # -j: each worker collects a batch of the hosts, then exits
+        config.pluginmanager.register(HostBatches(config, len(targets), config.option.hosts_per_worker),
+                                      HostBatches.NAME)
         config.stash[SPLIT_KEY] = True
     config.stash[SESSION_KEY] = certify_session
     if not hasattr(config, "workerinput"):  # results are gathered where reports arrive: the controller under xdist
@@ -87,9 +88,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.definition.get_closest_marker("check") is None:
         return  # only the checklist (checks/) is parametrized by host and device
     session = _session(metafunc.config)
-    if "certify_target" in metafunc.fixturenames:  # under -j, this worker's share of the targets
+    if "certify_target" in metafunc.fixturenames:  # under -j, this worker's batch of the targets
         targets = share_of(session.targets, getattr(metafunc.config, "workerinput", None))
-        # No target in this worker's share: one placeholder, deselected below.
+        # No target in this worker's batch: one placeholder, deselected below.
         metafunc.parametrize("certify_target", targets or [None], ids=[t.name for t in targets] or ["no-host"],
                              scope="session")
     if "device" in metafunc.fixturenames:
@@ -109,8 +110,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """With pytest-xdist (-j), a host's checks all go to one worker: one collection per host."""
     from .xdist_by_host import by_host_scheduler
 
-    return by_host_scheduler(config, log, [t.name for t in _session(config).targets],
-                             split=config.stash.get(SPLIT_KEY, False))
+    split = config.stash.get(SPLIT_KEY, False)
+    return by_host_scheduler(config, log, [t.name for t in _session(config).targets], split=split,
+                             batches=config.pluginmanager.get_plugin(HostBatches.NAME) if split else None)
 
 
 def _runs(item: pytest.Item, e2e: bool) -> bool:
