@@ -68,14 +68,18 @@ printf '%s}\n' "$_m" > "$T/meta.json"
 TO=
 if command -v timeout >/dev/null 2>&1; then TO="timeout @TIMEOUT@"; fi
 vc_unreadable() { rm -f "$R$1"; echo "unreadable: $1" >> "$T/notes"; }
-# Many folders in one mkdir: the newline-separated list is split on newlines only, never globbed.
-vc_mkdirs() { [ -z "$1" ] || ( IFS=$NL; set -f; mkdir -p -- $1 ); }
+# Many folders in one mkdir: the newline-separated list is split on newlines only, never globbed (and no
+# subshell is forked for it: IFS and globbing are put back after).
+vc_mkdirs() { [ -z "$1" ] || { IFS=$NL; set -f; mkdir -p -- $1; IFS=$_IFS; set +f; }; }
+_IFS=$IFS
 # Processes are the script's cost: one mkdir for every folder, none for a folder already there.
 vc_folder() { _d=; for d in "$@"; do _d="$_d$NL$R$d"; done; vc_mkdirs "$_d"; }
 vc_copy() {
+  _d=
+  for f in "$@"; do [ -f "$f" ] && [ ! -d "$R${f%/*}" ] && _d="$_d$NL$R${f%/*}"; done
+  vc_mkdirs "$_d"
   for f in "$@"; do
     [ -f "$f" ] || continue
-    [ -d "$R${f%/*}" ] || mkdir -p "$R${f%/*}"
     cat "$f" > "$R$f" 2>/dev/null || vc_unreadable "$f"
   done
 }
@@ -92,14 +96,26 @@ vc_mark() {
     if [ -e "$f" ] || [ -L "$f" ]; then : > "$R$f"; fi
   done
 }
+# One ls for the links of a source; their folders in one mkdir; then one ln each.
 vc_link() {
   _p=$1; shift
-  ls -ld -- "$@" 2>/dev/null | while IFS= read -r line; do
+  _l=$(ls -ld -- "$@" 2>/dev/null)
+  _d=
+  IFS=$NL; set -f
+  for line in $_l; do
+    case "$line" in *" -> "*) ;; *) continue ;; esac
+    f=${line% -> *}; f=${f##* }
+    [ -d "$R${f%/*}" ] || _d="$_d$NL$R${f%/*}"
+  done
+  IFS=$_IFS; set +f
+  vc_mkdirs "$_d"
+  IFS=$NL; set -f
+  for line in $_l; do
     case "$line" in *" -> "*) ;; *) continue ;; esac
     f=${line% -> *}; f=${f##* }; t=${line##* -> }
-    [ -d "$R${f%/*}" ] || mkdir -p "$R${f%/*}"
     ln -s "$_p${t##*/}" "$R$f"
   done
+  IFS=$_IFS; set +f
 }
 vc_attrs() {
   _a=$1; _t=$2; shift 2
@@ -225,6 +241,8 @@ def render_script() -> str:
         lines.append(f"vc_open {_words([opened.line, str(opened.limit), opened.folder, *opened.when])}")
     lines.append(_EPILOGUE.replace("@BEGIN@", BEGIN_MARK).replace("@END@", END_MARK).strip("\n"))
     # The script travels as one command, and Dropbear closes the connection on a command over MAX_CMD_LEN (9000
-    # bytes): its comments are read here, not sent (the two header lines are).
+    # bytes): its comments and indentation are read here, not sent (the two header lines are). No line of it
+    # continues a quoted string whose leading blanks would count.
     text = "\n".join(lines)
-    return "\n".join(line for n, line in enumerate(text.split("\n")) if n < 2 or not line.lstrip().startswith("#")) + "\n"
+    return "\n".join(line if n < 2 else line.lstrip() for n, line in enumerate(text.split("\n"))
+                     if n < 2 or not line.lstrip().startswith("#")) + "\n"
