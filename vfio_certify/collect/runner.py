@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -244,8 +244,16 @@ def _run_bounded(host: Any, target: Target) -> _Ran:
     we start testinfra's own command line ourselves, in its own process group, read at most
     MAX_OUTPUT_BYTES and kill the group when the bound passes.
     """
+    running = _start_bounded(host, target)
+    if running is None:
+        return _run_in_thread(host, _remote_command(target, target.sudo), target.bound_s)
+    return running.finish()
+
+
+def _start_bounded(host: Any, target: Target) -> _Running | None:
+    """The collection's command line started (see _run_bounded), or None for a backend whose process is not
+    ours to start (paramiko, safe-ssh, ansible's modules: testinfra runs those)."""
     backend, sudo, sudo_user = host.backend, target.sudo, None
-    limit = target.bound_s
     if backend.NAME == "ansible" and not backend.force_ansible:
         inner = backend.ansible_runner.get_host(backend.host, ssh_config=backend.ssh_config,
                                                 ssh_identity_file=backend.ssh_identity_file)
@@ -263,11 +271,8 @@ def _run_bounded(host: Any, target: Target) -> _Ran:
         cmd, cmd_args = backend._build_ssh_command(command)
         shell_command = backend.quote(" ".join(cmd), *cmd_args)
     else:
-        return _run_in_thread(host, command, limit)
-    ran = _Running(target, _start(shell_command), time.monotonic()).finish()
-    if backend.NAME == "ssh" and ran.rc == 255:
-        raise CollectError(_one_line(decode(ran.stderr)) or f"cannot connect to {target.spec}")
-    return ran
+        return None
+    return _Running(target, _start(shell_command), time.monotonic(), over_ssh=backend.NAME == "ssh")
 
 
 def _start(shell_command: str) -> subprocess.Popen:
@@ -278,13 +283,25 @@ def _start(shell_command: str) -> subprocess.Popen:
 
 @dataclass
 class _Running:
-    """A collection command started at `started` (time.monotonic()), bounded from then on."""
+    """A collection command started at `started` (time.monotonic()), bounded from then on; over ssh, its
+    exit status 255 is ssh's own (it could not connect)."""
 
     target: Target
     proc: subprocess.Popen
     started: float
+    over_ssh: bool = False
+    _reader: threading.Thread | None = None
+    _outcome: list = field(default_factory=list)  # what the reader thread got: [_Ran] or [the exception]
 
     def finish(self) -> _Ran:
+        if self._reader is not None:
+            self._reader.join()
+            if isinstance(self._outcome[0], BaseException):
+                raise self._outcome[0]
+            return self._outcome[0]
+        return self._read()
+
+    def _read(self) -> _Ran:
         limit = self.target.bound_s
         with self.proc:
             try:
@@ -292,14 +309,28 @@ class _Running:
             except BaseException:
                 self.stop()
                 raise
-        return _Ran(self.proc.returncode, stdout, stderr)
+        ran = _Ran(self.proc.returncode, stdout, stderr)
+        if self.over_ssh and ran.rc == 255:
+            raise CollectError(_one_line(decode(ran.stderr)) or f"cannot connect to {self.target.spec}")
+        return ran
+
+    def read_in_background(self) -> None:
+        """Read its output in a thread as it comes (the host never waits on a full pipe); finish() joins it."""
+        def read() -> None:
+            try:
+                self._outcome.append(self._read())
+            except BaseException as exc:  # re-raised by finish() in the caller
+                self._outcome.append(exc)
+
+        self._reader = threading.Thread(target=read, name="vfio-certify-collect-ahead", daemon=True)
+        self._reader.start()
 
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-# Collections started ahead (start_early), each taken by the first collect_snapshot of its target.
+# Collections started ahead (start_early, start_ahead), each taken by the first collect_snapshot of its target.
 _EARLY: list[_Running] = []
 
 
@@ -312,11 +343,30 @@ def start_early(target: Target) -> None:
     _EARLY.append(_Running(target, _start(_remote_command(target, target.sudo)), time.monotonic()))
 
 
+def start_ahead(target: Target) -> None:
+    """Start collecting `target` now, its output read by a thread, while this process judges other hosts;
+    collect_snapshot of an equal Target takes it over. Only a command line this side starts (local://,
+    ssh://, an ansible:// host reached over ssh); for any other backend, or a target testinfra cannot make
+    a host of, nothing starts (its collect_snapshot collects it, and says what failed)."""
+    if any(running.target == target for running in _EARLY):
+        return
+    try:
+        running = _start_bounded(target.testinfra_host(), target)
+    except Exception:  # noqa: BLE001 -- collect_snapshot reports it, in one line
+        return
+    if running is not None:
+        running.read_in_background()
+        _EARLY.append(running)
+
+
 def discard_early() -> None:
     """Stop the collections started ahead that no collect_snapshot took (a run that judged nothing)."""
     while _EARLY:
         running = _EARLY.pop()
         running.stop()
+        if running._reader is not None:
+            running._reader.join()
+            continue
         with running.proc:
             running.proc.communicate()
 
