@@ -264,3 +264,33 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+@pytest.mark.parametrize("make, why", [
+    (deep, "a path 5002 levels deep"),
+    (gzip_bomb, "more than the 64 MiB"),
+    (long_name_header, "extended (pax or long-name) header"),
+    (sparse_file, "a sparse file"),
+    (stream_past_its_bound, "its tar stream runs past"),
+], ids=lambda v: v.__name__ if callable(v) else "")
+def test_a_live_hosts_answer_read_in_memory_is_refused_as_a_bundle_is(tmp_path, monkeypatch, make, why):
+    monkeypatch.setattr(bundle_module, "MAX_STREAM_BYTES", bundle_module.MAX_STREAM_BYTES)
+    data = (tmp_path / make(tmp_path)).read_bytes()
+    with pytest.raises(BundleError) as raised:
+        bundle_module.read_bundle(data, "ssh://kvm1")
+    message = str(raised.value)
+    assert message.startswith("ssh://kvm1: refused: ") and why in message and "\n" not in message, message
+
+
+def test_in_memory_a_name_given_twice_keeps_the_last_and_a_folder_never_becomes_a_file(tmp_path):
+    twice = _write(tmp_path / "twice.tar.gz", [(_info("snap/root/proc/cmdline", 3), b"old"),
+                                               (_info("snap/root/proc/cmdline", 3), b"new")])
+    tree = bundle_module.read_bundle((tmp_path / twice).read_bytes(), "ssh://kvm1")
+    assert tree.read("root/proc/cmdline") == b"new" and tree.names("") == ["meta.json", "root"]
+    clash = _write(tmp_path / "clash.tar.gz", [(_info("snap/root/proc", 0, tarfile.DIRTYPE), b""),
+                                               (_info("snap/root/proc", 1), b"x")])
+    with pytest.raises(BundleError, match="'snap/root/proc': a folder and a file or link of the same name"):
+        bundle_module.read_bundle((tmp_path / clash).read_bytes(), "ssh://kvm1")
+    with pytest.raises(BundleError, match="no snapshot inside"):
+        bundle_module.read_bundle((tmp_path / _write(tmp_path / "two.tar.gz", [(_info("other/x", 1), b"x")]))
+                                  .read_bytes(), "ssh://kvm1")

@@ -142,7 +142,7 @@ class CertifySession:
     started: float = field(default_factory=time.monotonic)
     _stream: Optional[ResultStream] = None  # each check's result, on disk as it arrives (result_stream.py)
     _collected: dict[str, Collected] = field(default_factory=dict)
-    _made: int = 0  # folders made in the workdir, one per collected target
+    _made: int = 0  # folders made in the workdir, one per bundle unpacked
     _workdir: Optional[tempfile.TemporaryDirectory] = None
     _judged_here: list[CertifyTarget] = field(default_factory=list)  # this process's targets, in order (judge_here)
 
@@ -177,12 +177,11 @@ class CertifySession:
 
     def _collect(self, target: CertifyTarget) -> Collected:
         begin = time.monotonic()
-        dest = self.workdir() / f"target-{self._made}"
-        self._made += 1
         try:
             if target.spec is not None:
-                snap = collect_snapshot(target.spec, dest)
+                snap = collect_snapshot(target.spec)  # in memory: read once, judged, let go
             elif target.snapshot_path and Path(target.snapshot_path).is_file():
+                dest, self._made = self.workdir() / f"target-{self._made}", self._made + 1
                 snap = Snapshot(unpack_bundle(target.snapshot_path, dest))
             else:
                 snap = Snapshot(target.snapshot_path or "")

@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from ..snapshot import FORMAT, BundleError, Snapshot, unpack_bundle
+from ..snapshot.bundle import read_bundle
 from ..snapshot.reader import ABSENCE_PARENT_FOLDER, decode
+from ..snapshot.tree import DiskTree, MemoryTree
 from .script import BEGIN_MARK, END_MARK, render_script
 
 # Options that keep one dead or hung host from stalling a run; a user's
@@ -379,9 +381,9 @@ def _take_early(target: Target) -> _Running | None:
     return None
 
 
-def collect_snapshot(target: Target, dest: os.PathLike | str) -> Snapshot:
-    """Collect `target` into the folder `dest` (created); return the snapshot."""
-    dest = Path(dest)
+def collect_snapshot(target: Target, dest: os.PathLike | str | None = None) -> Snapshot:
+    """Collect `target` into the folder `dest` (created); return the snapshot. Without `dest`, the snapshot is
+    held in memory only (what a run judges and lets go: nothing of it is written to disk)."""
     early = _take_early(target)
     try:
         result = early.finish() if early is not None else _run_bounded(target.testinfra_host(), target)
@@ -401,51 +403,60 @@ def collect_snapshot(target: Target, dest: os.PathLike | str) -> Snapshot:
         raise CollectError("the host sent an empty archive (its tar, gzip or base64 failed)"
                            + (f": {detail}" if detail else ""))
 
-    with tempfile.NamedTemporaryFile(suffix=".tar.gz") as tmp:
-        tmp.write(archive)
-        tmp.flush()
-        try:
+    try:
+        if dest is None:
+            tree = read_bundle(archive, target.spec)
+            _complete_meta(tree)
+            return Snapshot.in_memory(tree, target.spec)
+        dest = Path(dest)
+        with tempfile.NamedTemporaryFile(suffix=".tar.gz") as tmp:
+            tmp.write(archive)
+            tmp.flush()
             unpack_bundle(tmp.name, dest, shown_as=target.spec)
-        except BundleError as exc:
-            raise CollectError(f"the host sent a snapshot that was refused: {exc}") from None
+    except BundleError as exc:
+        raise CollectError(f"the host sent a snapshot that was refused: {exc}") from None
     _write_meta(dest)
     return Snapshot(dest)
 
 
-def _host_meta(dest: Path) -> dict:
+def _write_meta(dest: Path) -> None:
+    """_complete_meta of a snapshot folder."""
+    _complete_meta(DiskTree(dest))
+
+
+def _host_meta(tree: DiskTree | MemoryTree) -> dict:
     """The meta.json the script wrote on the host, {} when it is missing or unusable."""
-    path = dest / "meta.json"
-    if not path.is_file() or path.is_symlink():
+    data = tree.read("meta.json") if tree.kind("meta.json") == "file" else None
+    if data is None:
         return {}
     try:
-        meta = json.loads(decode(path.read_bytes()).lstrip("\ufeff"))
+        meta = json.loads(decode(data).lstrip("\ufeff"))
     except (ValueError, RecursionError):
         return {}
     return meta if isinstance(meta, dict) else {}
 
 
-def _write_meta(dest: Path) -> None:
+def _complete_meta(tree: DiskTree | MemoryTree) -> None:
     """Merge into the script's meta.json: what the host wrote stays (absence, collected_at
     from the host's clock); format is ours, hostname and kernel_release come from the
     recorded uname output, the collector's notes are added."""
     def first_line(name: str) -> str:
-        path = dest / "commands" / name
-        if path.is_file() and not path.is_symlink():
-            text = decode(path.read_bytes()).strip()
+        rel = f"commands/{name}"
+        if tree.kind(rel) == "file":
+            text = decode(tree.read(rel) or b"").strip()
             return text.splitlines()[0] if text else ""
         return ""
 
-    meta = _host_meta(dest)
+    meta = _host_meta(tree)
     meta["format"] = FORMAT
     meta["absence"] = ABSENCE_PARENT_FOLDER  # this side sent the script: it probes by that convention
     for key, command in (("hostname", "uname_-n"), ("kernel_release", "uname_-r")):
         meta[key] = first_line(command) or str(meta.get(key) or "")
     if not isinstance(meta.get("collected_at"), str) or not meta["collected_at"]:
         meta["collected_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    notes_path = dest / "notes"
-    if notes_path.is_file():
+    if tree.kind("notes") == "file":
         # The reader judges a path named in an 'unreadable: ' note not collected (never absent): keep them all.
-        lines = decode(notes_path.read_bytes()).splitlines()
+        lines = decode(tree.read("notes") or b"").splitlines()
         unreadable = [ln for ln in lines if ln.startswith("unreadable: ")]
         notes = [ln for ln in lines if not ln.startswith("unreadable: ")][:MAX_OTHER_NOTES]
         if len(unreadable) > MAX_UNREADABLE_NOTES:
@@ -453,10 +464,21 @@ def _write_meta(dest: Path) -> None:
             notes.append(f"{len(unreadable)} paths unreadable, the first {MAX_UNREADABLE_NOTES} listed:"
                          " no missing path is judged absent")
         meta["collector_notes"] = notes + unreadable[:MAX_UNREADABLE_NOTES]
-        notes_path.unlink()
-    meta_path = dest / "meta.json"
-    if meta_path.is_symlink() or meta_path.is_file():
-        meta_path.unlink()  # never written through a link the host sent
-    elif meta_path.is_dir():
-        shutil.rmtree(meta_path)
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        _remove(tree, "notes")
+    _remove(tree, "meta.json")  # never written through a link the host sent
+    text = json.dumps(meta, indent=2) + "\n"
+    if isinstance(tree, MemoryTree):
+        tree.add_file("meta.json", text.encode())
+    else:
+        (Path(tree.folder) / "meta.json").write_text(text)
+
+
+def _remove(tree: DiskTree | MemoryTree, rel: str) -> None:
+    if isinstance(tree, MemoryTree):
+        tree.remove(rel)
+        return
+    path = Path(tree.folder) / rel
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import os
 import posixpath
@@ -34,7 +35,9 @@ import threading
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
+
+from .tree import MemoryTree
 
 MAX_MEMBERS = 200_000
 MAX_MEMBER_BYTES = 64 << 20  # a snapshot's biggest files (dmesg, modules.dep, cpuinfo) are a few MiB
@@ -262,21 +265,65 @@ def unpack_bundle(bundle: os.PathLike | str, dest: os.PathLike | str, shown_as: 
     shown, dest = shown_as or os.fspath(bundle), Path(dest)
     created = not dest.exists()
     try:
-        try:
-            with _stopped_as_by_ctrl_c(), open(bundle, "rb") as raw, _decompressed(raw) as stream, \
-                    tarfile.open(fileobj=_BoundedStream(stream), mode="r:", tarinfo=_BoundedTarInfo) as tar:
-                members = _checked_members(tar, shown)
-                dest.mkdir(parents=True, exist_ok=True)
-                _write_members(tar, members, dest, shown)
-            return _snapshot_root(dest, shown)
-        except _Refused as exc:
-            raise BundleError(f"{shown}: refused: {exc}") from None
-        except (tarfile.TarError, OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as exc:
-            raise BundleError(f"{shown}: not a readable .tar.gz bundle ({_one_line(exc)})") from None
+        with _stopped_as_by_ctrl_c(), open(bundle, "rb") as raw, _checked(raw, shown) as (tar, members):
+            dest.mkdir(parents=True, exist_ok=True)
+            _write_members(tar, members, dest, shown)
+        return _snapshot_root(dest, shown)
     except BaseException:  # refused, unreadable, interrupted: no half-unpacked snapshot stays behind
         if created:
             shutil.rmtree(dest, ignore_errors=True)
         raise
+
+
+def read_bundle(data: bytes, shown_as: str) -> MemoryTree:
+    """A bundle's snapshot read into memory, never written to disk (a live host's answer, already in memory):
+    refused, in one line naming it `shown_as`, as unpack_bundle refuses; the members as _write_members writes
+    them (a name given twice keeps the last one, a folder never becomes a file or link)."""
+    with _checked(io.BytesIO(data), shown_as) as (tar, members):
+        top = {posixpath.normpath(m.name).lstrip("/").split("/", 1)[0] for m in members} - {"", "."}
+        prefix = _memory_root_prefix(top, members, shown_as)  # "" or "NAME/"
+        tree = MemoryTree()
+        for member in members:
+            rel = posixpath.normpath(member.name).lstrip("/")
+            if not (rel + "/").startswith(prefix) or rel + "/" == prefix or rel in ("", "."):
+                continue  # the bundle's top folder itself
+            rel = rel[len(prefix):]
+            try:
+                if member.isdir():
+                    tree.add_folder(rel)
+                elif member.issym():
+                    tree.add_link(rel, member.linkname)
+                else:
+                    with tar.extractfile(member) as content:
+                        tree.add_file(rel, content.read())
+            except FileExistsError:
+                raise BundleError(f"{shown_as}: refused: {_short(member.name)!r}: a folder and a file or link "
+                                  "of the same name") from None
+    return tree
+
+
+def _memory_root_prefix(top: set[str], members: list[tarfile.TarInfo], shown: str) -> str:
+    """Where the snapshot is in a bundle read into memory, as _snapshot_root finds it on disk: "" when meta.json
+    or root/ is at the top, "NAME/" when the top is one folder, else no snapshot."""
+    kinds = {posixpath.normpath(m.name).lstrip("/"): m.isdir() for m in members}
+    if "meta.json" in top or ("root" in top and kinds.get("root", True)):
+        return ""
+    if len(top) == 1 and kinds.get(next(iter(top)), True):  # a folder (its own entry may be left out)
+        return next(iter(top)) + "/"
+    raise BundleError(f"{shown}: no snapshot inside (expected meta.json and root/)")
+
+
+@contextmanager
+def _checked(raw, shown: str) -> Iterator[tuple[tarfile.TarFile, list[tarfile.TarInfo]]]:
+    """The open tar stream of `raw` and its members, every one checked; BundleError in one line otherwise."""
+    try:
+        with _decompressed(raw) as stream, \
+                tarfile.open(fileobj=_BoundedStream(stream), mode="r:", tarinfo=_BoundedTarInfo) as tar:
+            yield tar, _checked_members(tar, shown)
+    except _Refused as exc:
+        raise BundleError(f"{shown}: refused: {exc}") from None
+    except (tarfile.TarError, OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as exc:
+        raise BundleError(f"{shown}: not a readable .tar.gz bundle ({_one_line(exc)})") from None
 
 
 def _write_members(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path, shown: str) -> None:
