@@ -48,7 +48,7 @@ done
 # Without mktemp: a fresh folder or nothing (plain mkdir fails on anything planted there, links too).
 T=$(mktemp -d 2>/dev/null) || { T=/tmp/vfio-certify.$$; mkdir -m 700 "$T" 2>/dev/null ||
   { echo "cannot create the private folder $T" >&2; exit 70; }; }
-_pids=
+_pids=; _st=
 # The background commands' shells are stopped (and waited for, so that none writes after the rm) first.
 trap 'kill $_pids 2>/dev/null; wait; rm -rf "$T"' EXIT
 trap 'exit 130' INT TERM HUP
@@ -179,8 +179,14 @@ vc_run() {
 }
 # A background job: stopped, it stops its running command (which `timeout` passes on) and leaves.
 vc_bg() { ( _c=; trap 'kill $_c 2>/dev/null; exit 143' TERM; "$@" ) & _pids="$_pids $!"; }
-# The jobs done: the commands' empty stderr files are listed (removed in one rm).
-vc_wait() { wait; _pids=; _empty=; for f in "$C"/*.err; do [ -s "$f" ] || _empty="$_empty$NL$f"; done; }
+# A command alone in its job runs straight from this shell, no job shell forked for it: stopped, it is (or its
+# `timeout` is, which passes it on) among the stopped; vc_wait writes its exit status as vc_run does.
+vc_start() { n=$1; shift; $TO "$@" > "$C/$n" 2> "$C/$n.err" < /dev/null & _pids="$_pids $!"; _st="$_st $!:$n"; }
+# The jobs done: the commands' exit statuses, and their empty stderr files listed (removed in one rm).
+vc_wait() {
+  for j in $_st; do wait "${j%%:*}"; rc=$?; [ "$rc" -eq 0 ] || echo "$rc" > "$C/${j#*:}.rc"; done
+  wait; _pids=; _st=; _empty=; for f in "$C"/*.err; do [ -s "$f" ] || _empty="$_empty$NL$f"; done
+}
 """
 
 _EPILOGUE = r"""
@@ -218,7 +224,8 @@ def _commands() -> list[str]:
     lines = [run(c) for c in commands if c.alone]
     for command in (c for c in commands if not c.alone):
         then = [each(e) for e in spec.COMMANDS_EACH if e.names_from == command.line]
-        lines.append(f"vc_bg eval '{'; '.join([run(command), *then])}'" if then else f"vc_bg {run(command)}")
+        lines.append(f"vc_bg eval '{'; '.join([run(command), *then])}'" if then
+                     else f"vc_start {_words([command.file_name])} {command.line}")
     return lines
 
 
