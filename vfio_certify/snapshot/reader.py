@@ -182,7 +182,7 @@ class Snapshot:
         """PRESENT, or for a missing path: ABSENT when meta.json declares the parent-folder
         convention and the parent folder was collected, NOT_COLLECTED otherwise."""
         local = self._local(host_path)
-        if local is not None and self._present(local):
+        if local is not None and self._tree.kind(local) is not None:  # a link, dangling or not, is there
             return PathState.PRESENT
         if not self.absence_by_parent_folder or "/" + host_path.strip("/") in self._unreadable:
             return PathState.NOT_COLLECTED
@@ -190,11 +190,6 @@ class Snapshot:
         if parent is not None and parent != _ROOT and self._tree.kind(parent) == "dir":
             return PathState.ABSENT
         return PathState.NOT_COLLECTED
-
-    def _present(self, local: str) -> bool:
-        """There (a link, dangling or not, included); a link to a folder of the snapshot was there too."""
-        kind = self._tree.kind(local)
-        return kind is not None
 
     def exists(self, host_path: str) -> bool:
         return self.state(host_path) is PathState.PRESENT
