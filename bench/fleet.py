@@ -6,9 +6,10 @@ snapshot fixture, cycling through fixtures/hosts): wall time of one `vfio-certif
 run, its ratio to one host (goal: 50 hosts <= 5x one host on this 2-core machine), the CPU time
 the certifying side spends (vfio-certify, its workers, the ssh clients: not the loopback hosts'
 sshd and collection script, which on a real fleet run on the hosts), and SSH handshakes and
-remote commands per host (goal: 1).
+remote commands per host (goal: 1). Each size runs --runs times, sizes alternated (a busy machine slows
+each alike); a row is the median run by wall time (one slow start of the one-host run would skew every ratio).
 
-Usage: .venv/bin/python bench/fleet.py [--sizes 1,10,25,50] [--json bench/out/fleet.json]
+Usage: .venv/bin/python bench/fleet.py [--sizes 1,10,25,50] [--runs 3] [--json bench/out/fleet.json]
 """
 from __future__ import annotations
 
@@ -61,13 +62,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1,10,25,50")
     parser.add_argument("--jobs", default="auto")
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "fleet.json")
     args = parser.parse_args()
     reason = LoopbackFleet.unavailable_reason()
     if reason:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
-    rows = [run(int(size), args.jobs) for size in args.sizes.split(",")]
+    sizes = [int(size) for size in args.sizes.split(",")]
+    runs: dict[int, list[dict]] = {size: [] for size in sizes}
+    for _ in range(max(args.runs, 1)):
+        for size in sizes:
+            runs[size].append(run(size, args.jobs))
+    rows = [sorted(runs[size], key=lambda r: r["seconds"])[(len(runs[size]) - 1) // 2] for size in sizes]
+    for row in rows:
+        row["runs_seconds"] = [r["seconds"] for r in runs[row["hosts"]]]
     base = rows[0]["seconds"]
     print(f"{'hosts':>5} {'wall s':>7} {'x one':>6} {'s/host':>7} {'client cpu s':>13} {'x one':>6} "
           f"{'handshakes/host':>16} {'commands/host':>14} judged")
@@ -82,7 +91,7 @@ def main() -> int:
     print("the hosts' side (sshd, the collection script) shares this machine's cores here; on a real fleet it runs "
           "on the hosts: 'client cpu s' is what this machine spends (vfio-certify, its workers, the ssh clients)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"jobs": args.jobs, "rows": rows}, indent=2) + "\n")
+    args.json.write_text(json.dumps({"jobs": args.jobs, "runs": args.runs, "rows": rows}, indent=2) + "\n")
     return 0
 
 

@@ -221,3 +221,76 @@ def test_only_a_live_host_that_could_not_be_collected_is_told_to_check_ssh():
     live = host.reachable("ssh://kvm", None, "Connection refused", 0.0, source="ssh")
     assert "vfio-certify collect" in bundle.remediation and "SSH" not in bundle.remediation
     assert "SSH" in live.remediation
+
+
+def test_a_name_given_twice_keeps_the_last_and_a_folder_never_becomes_a_file(tmp_path):
+    twice = _write(tmp_path / "twice.tar.gz", [(_info("snap/root/proc/cmdline", 3), b"old"),
+                                               (_info("snap/root/proc/cmdline", 3), b"new")])
+    root = unpack_bundle(tmp_path / twice, tmp_path / "out")
+    assert (root / "root/proc/cmdline").read_bytes() == b"new"
+    clash = _write(tmp_path / "clash.tar.gz", [(_info("snap/root/proc", 0, tarfile.DIRTYPE), b""),
+                                               (_info("snap/root/proc", 1), b"x")])
+    with pytest.raises(BundleError) as raised:
+        unpack_bundle(tmp_path / clash, tmp_path / "clash")
+    assert "'snap/root/proc': a folder and a file or link of the same name" in str(raised.value)
+    assert not (tmp_path / "clash").exists()
+
+
+def test_unpacking_follows_no_link_already_in_the_destination(tmp_path):
+    """Into an existing folder holding a link where the bundle has a folder: refused, nothing written through it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "dest"
+    (dest / "snap").mkdir(parents=True)
+    (dest / "snap/root").symlink_to(outside)
+    bundle = _write(tmp_path / "b.tar.gz", [(_info("snap/root/proc/cmdline", 3), b"abc")])
+    with pytest.raises(BundleError) as raised:
+        unpack_bundle(tmp_path / bundle, dest)
+    assert "'snap/root': a folder and a file or link of the same name" in str(raised.value)
+    assert list(outside.iterdir()) == []
+
+
+def test_unpacked_files_keep_no_special_mode_bits(tmp_path):
+    info = _info("snap/root/usr/bin/tool", 2)
+    info.mode = 0o6777
+    plain = _info("snap/root/etc/os-release", 2)
+    plain.mode = 0o444
+    root = unpack_bundle(tmp_path / _write(tmp_path / "m.tar.gz", [(info, b"#!"), (plain, b"ID")]), tmp_path / "o")
+    assert (root / "root/usr/bin/tool").stat().st_mode & 0o7777 == 0o755 & ~_umask()
+    assert (root / "root/etc/os-release").stat().st_mode & 0o7777 == 0o644 & ~_umask()
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+@pytest.mark.parametrize("make, why", [
+    (deep, "a path 5002 levels deep"),
+    (gzip_bomb, "more than the 64 MiB"),
+    (long_name_header, "extended (pax or long-name) header"),
+    (sparse_file, "a sparse file"),
+    (stream_past_its_bound, "its tar stream runs past"),
+], ids=lambda v: v.__name__ if callable(v) else "")
+def test_a_live_hosts_answer_read_in_memory_is_refused_as_a_bundle_is(tmp_path, monkeypatch, make, why):
+    monkeypatch.setattr(bundle_module, "MAX_STREAM_BYTES", bundle_module.MAX_STREAM_BYTES)
+    data = (tmp_path / make(tmp_path)).read_bytes()
+    with pytest.raises(BundleError) as raised:
+        bundle_module.read_bundle(data, "ssh://kvm1")
+    message = str(raised.value)
+    assert message.startswith("ssh://kvm1: refused: ") and why in message and "\n" not in message, message
+
+
+def test_in_memory_a_name_given_twice_keeps_the_last_and_a_folder_never_becomes_a_file(tmp_path):
+    twice = _write(tmp_path / "twice.tar.gz", [(_info("snap/root/proc/cmdline", 3), b"old"),
+                                               (_info("snap/root/proc/cmdline", 3), b"new")])
+    tree = bundle_module.read_bundle((tmp_path / twice).read_bytes(), "ssh://kvm1")
+    assert tree.read("root/proc/cmdline") == b"new" and tree.names("") == ["meta.json", "root"]
+    clash = _write(tmp_path / "clash.tar.gz", [(_info("snap/root/proc", 0, tarfile.DIRTYPE), b""),
+                                               (_info("snap/root/proc", 1), b"x")])
+    with pytest.raises(BundleError, match="'snap/root/proc': a folder and a file or link of the same name"):
+        bundle_module.read_bundle((tmp_path / clash).read_bytes(), "ssh://kvm1")
+    with pytest.raises(BundleError, match="no snapshot inside"):
+        bundle_module.read_bundle((tmp_path / _write(tmp_path / "two.tar.gz", [(_info("other/x", 1), b"x")]))
+                                  .read_bytes(), "ssh://kvm1")

@@ -1,6 +1,10 @@
-"""This machine's collection started ahead (collect/runner.py start_early): while pytest and the checks are
-imported, the script already runs; the run takes it over, and one that nothing takes is stopped."""
+"""Collections started ahead (collect/runner.py start_early, start_ahead): this machine's while pytest and the
+checks are imported, the next hosts' while a process judges one; the run takes each over, and one that
+nothing takes is stopped."""
 from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -59,3 +63,49 @@ def test_only_this_machine_is_collected_ahead():
 def test_the_command_collects_ahead_only_this_machine_judged_in_its_own_process(session_env, argv, ahead):
     cli.collect_ahead(cli._certify_parser().parse_args(argv))
     assert len(runner._EARLY) == (1 if ahead else 0)
+
+
+def test_a_process_judging_many_hosts_collects_the_next_ones_while_it_judges_one_each_once(tmp_path):
+    """The session starts the next COLLECT_AHEAD live hosts' collections when it collects one; each host still
+    sees one SSH login and one remote command, and a host down is reported as when collected in turn."""
+    from support.fleet import FleetHost, LoopbackFleet
+
+    from vfio_certify import session as session_module
+    from vfio_certify.session import CertifySession, targets_from
+
+    reason = LoopbackFleet.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    fixture = Path(__file__).resolve().parent.parent / "fixtures" / "hosts" / "rocky9-after-intel-iommu"
+    hosts = [FleetHost(f"kvm-{i}", fixture) for i in range(5)] + [FleetHost.down("kvm-down")]
+    with LoopbackFleet(hosts) as fleet:
+        values = SimpleNamespace(ssh_config=fleet.ssh_config, connect_timeout=3, collect_timeout=60)
+        targets = targets_from([f"ssh://{name}" for name in fleet.names], [], values)
+        session = CertifySession(targets=targets, devices=[], output=None)
+        try:
+            session.judge_here(targets)
+            first = session.collected(targets[0])
+            ahead = [running.target.spec for running in runner._EARLY]
+            assert ahead == [t.spec.spec for t in targets[1:1 + session_module.COLLECT_AHEAD]]
+            results = [first] + [session.collected(t) for t in targets[1:]]
+        finally:
+            session.close()
+        assert runner._EARLY == []
+        assert [r.facts is not None for r in results] == [True] * 5 + [False]
+        assert "refused" in results[-1].error.lower(), results[-1].error
+        for name in fleet.names[:5]:
+            assert fleet.handshakes(name) == 1 and len(fleet.remote_commands(name)) == 1, name
+
+
+def test_collections_started_ahead_that_no_host_took_are_stopped_when_the_session_closes(session_env):
+    from vfio_certify.session import CertifySession, CertifyTarget
+
+    targets = [CertifyTarget(f"local-{i}", "local", spec=Target("local://", collect_timeout_s=60 + i))
+               for i in range(3)]
+    session = CertifySession(targets=targets, devices=[], output=None)
+    session.judge_here(targets)
+    session._start_ahead_of(targets[0])
+    started = list(runner._EARLY)
+    assert [r.target for r in started] == [t.spec for t in targets[1:]]
+    session.close()
+    assert runner._EARLY == [] and all(r.proc.returncode is not None for r in started)

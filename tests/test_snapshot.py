@@ -3,6 +3,7 @@ import io
 import json
 import os
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -213,3 +214,19 @@ def test_a_file_the_collector_could_not_read_is_not_collected_never_absent(tmp_p
     assert snap.state("/boot/config-6.1.0-57-amd64") is PathState.NOT_COLLECTED
     assert snap.state("/boot/vmlinuz-6.1.0-57-amd64") is PathState.ABSENT
     assert snap.notes == [note]
+
+
+def test_a_snapshot_read_in_memory_gives_the_facts_its_unpacked_folder_gives(tmp_path):
+    """A live host's answer is read in memory (collect_snapshot without a folder): every fixture host, packed as a
+    bundle, reads to the same facts from memory as from the folder it unpacks to."""
+    from vfio_certify.facts import read_host_facts
+    from vfio_certify.snapshot.bundle import read_bundle
+
+    hosts = sorted(p for p in (Path(__file__).resolve().parent.parent / "fixtures" / "hosts").iterdir()
+                   if (p / "meta.json").is_file())
+    assert len(hosts) > 10
+    for host in hosts:
+        bundle = pack_bundle(host, tmp_path / f"{host.name}.tar.gz")
+        on_disk = read_host_facts(Snapshot(unpack_bundle(bundle, tmp_path / host.name)))
+        in_memory = read_host_facts(Snapshot.in_memory(read_bundle(bundle.read_bytes(), host.name), host.name))
+        assert repr(in_memory) == repr(on_disk), host.name

@@ -90,6 +90,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     session = _session(metafunc.config)
     if "certify_target" in metafunc.fixturenames:  # under -j, this worker's batch of the targets
         targets = share_of(session.targets, getattr(metafunc.config, "workerinput", None))
+        session.judge_here(targets)  # its collections start ahead of their checks
         # No target in this worker's batch: one placeholder, deselected below.
         metafunc.parametrize("certify_target", targets or [None], ids=[t.name for t in targets] or ["no-host"],
                              scope="session")

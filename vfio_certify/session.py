@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .collect import CollectError, Target, collect_snapshot
-from .collect.runner import put_venv_on_path
+from .collect.runner import discard_early, put_venv_on_path, start_ahead
 from .devices import DeviceSpec
 from .diff import RunDiff, RunRecord, diff_runs
 from .facts import HostFacts, read_host_facts
@@ -56,6 +56,11 @@ def crash_result(base_id: str, params: list[Any], message: str) -> CheckResult:
     return CheckResult(check_id, Outcome.ERROR, severity_of(base_id), f"the check itself failed: {message[:300]}",
                        remediation="A bug in vfio-certify: please report it with the pytest output above.")
 
+
+# Live hosts whose collection starts while an earlier one is judged: a host's answer takes longer than
+# judging it (the connection, the host's script: mostly waiting on this side), so a process judging many
+# hosts waits on none but the first. Each is one ssh process and one session, as when it is collected in turn.
+COLLECT_AHEAD = 3
 
 # Checklist order: what a person fixes first comes first (reports, JUnit and summary.json follow it).
 AREA_ORDER = ["host", "cpu", "kvm", "kernel", "firmware", "iommu", "vfio", "device"]
@@ -137,18 +142,34 @@ class CertifySession:
     started: float = field(default_factory=time.monotonic)
     _stream: Optional[ResultStream] = None  # each check's result, on disk as it arrives (result_stream.py)
     _collected: dict[str, Collected] = field(default_factory=dict)
-    _made: int = 0  # folders made in the workdir, one per collected target
+    _made: int = 0  # folders made in the workdir, one per bundle unpacked
     _workdir: Optional[tempfile.TemporaryDirectory] = None
+    _judged_here: list[CertifyTarget] = field(default_factory=list)  # this process's targets, in order (judge_here)
 
     def workdir(self) -> Path:
         if self._workdir is None:
             self._workdir = tempfile.TemporaryDirectory(prefix="vfio-certify-")
         return Path(self._workdir.name)
 
+    def judge_here(self, targets: list[CertifyTarget]) -> None:
+        """The targets this process judges, in the order it judges them (under -j, a worker's share): while one
+        is collected and judged, the next COLLECT_AHEAD live hosts' collections already run."""
+        self._judged_here = list(targets)
+
     def collected(self, target: CertifyTarget) -> Collected:
         if target.name not in self._collected:
+            self._start_ahead_of(target)
             self._collected[target.name] = self._collect(target)
         return self._collected[target.name]
+
+    def _start_ahead_of(self, target: CertifyTarget) -> None:
+        names = [t.name for t in self._judged_here]
+        if target.name not in names:
+            return
+        after = names.index(target.name) + 1
+        for ahead in self._judged_here[after:after + COLLECT_AHEAD]:
+            if ahead.spec is not None and ahead.name not in self._collected:
+                start_ahead(ahead.spec)
 
     def forget(self, name: str) -> None:
         """A target whose checks have all run: its facts are not kept to the end of a long run."""
@@ -156,12 +177,11 @@ class CertifySession:
 
     def _collect(self, target: CertifyTarget) -> Collected:
         begin = time.monotonic()
-        dest = self.workdir() / f"target-{self._made}"
-        self._made += 1
         try:
             if target.spec is not None:
-                snap = collect_snapshot(target.spec, dest)
+                snap = collect_snapshot(target.spec)  # in memory: read once, judged, let go
             elif target.snapshot_path and Path(target.snapshot_path).is_file():
+                dest, self._made = self.workdir() / f"target-{self._made}", self._made + 1
                 snap = Snapshot(unpack_bundle(target.snapshot_path, dest))
             else:
                 snap = Snapshot(target.snapshot_path or "")
@@ -227,6 +247,7 @@ class CertifySession:
         return run
 
     def close(self) -> None:
+        discard_early()  # collections started ahead of hosts this run did not get to
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None

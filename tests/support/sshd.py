@@ -31,6 +31,24 @@ SSHD = "/usr/sbin/sshd"
 # sshd's compiled-in privilege separation directory on Debian.
 PRIVSEP_DIR = "/run/sshd"
 
+# Sessions run as this machine's root, and sshd runs a forced command with root's login shell (bash -c),
+# which reads root's own ~/.bashrc (Debian builds bash to do so for ssh sessions). On a developer's machine
+# that file sets up their tools (pyenv init: 0.2-1 s and dozens of processes per session); a KVM host's root
+# has the distribution's stock dotfiles. The session's HOME (sshd_config SetEnv) is a folder holding those
+# (/etc/skel's), so each connection costs what it costs on a freshly installed host, no more and no less.
+SKELETON = Path("/etc/skel")
+
+
+def stock_home(folder: Path) -> Path:
+    """A home folder with the distribution's stock dotfiles (those it gives a new user), for SetEnv HOME=."""
+    folder.mkdir(mode=0o755, exist_ok=True)
+    if SKELETON.is_dir():
+        for dotfile in SKELETON.iterdir():
+            if dotfile.is_file():
+                shutil.copyfile(dotfile, folder / dotfile.name)
+    return folder
+
+
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 
@@ -133,6 +151,7 @@ class LoopbackSshd:
         self.pid_file = self.dir / "sshd.pid"
         self.log_file = self.dir / "sshd.log"
         self.ssh_config = str(self.dir / "ssh_config")
+        self.home = self.dir / "home"
         self.port = 0
         self._proc: Optional[subprocess.Popen] = None
         if start:
@@ -179,6 +198,7 @@ class LoopbackSshd:
         self.authorized_keys.write_text(f'command="{self.wrapper}" {pubkey}\n')
         self.authorized_keys.chmod(0o600)
         os.makedirs(PRIVSEP_DIR, mode=0o755, exist_ok=True)
+        stock_home(self.home)
 
         # The free port can be stolen between probing and sshd's bind(); retry.
         last_error = ""
@@ -289,6 +309,7 @@ X11Forwarding no
 UseDNS no
 MaxStartups 100:30:200
 MaxSessions 64
+SetEnv HOME={self.home}
 """
         )
         Path(self.ssh_config).write_text(

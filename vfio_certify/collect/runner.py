@@ -26,12 +26,14 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..snapshot import FORMAT, BundleError, Snapshot, unpack_bundle
+from ..snapshot.bundle import read_bundle
 from ..snapshot.reader import ABSENCE_PARENT_FOLDER, decode
+from ..snapshot.tree import DiskTree, MemoryTree
 from .script import BEGIN_MARK, END_MARK, render_script
 
 # Options that keep one dead or hung host from stalling a run; a user's
@@ -244,8 +246,16 @@ def _run_bounded(host: Any, target: Target) -> _Ran:
     we start testinfra's own command line ourselves, in its own process group, read at most
     MAX_OUTPUT_BYTES and kill the group when the bound passes.
     """
+    running = _start_bounded(host, target)
+    if running is None:
+        return _run_in_thread(host, _remote_command(target, target.sudo), target.bound_s)
+    return running.finish()
+
+
+def _start_bounded(host: Any, target: Target) -> _Running | None:
+    """The collection's command line started (see _run_bounded), or None for a backend whose process is not
+    ours to start (paramiko, safe-ssh, ansible's modules: testinfra runs those)."""
     backend, sudo, sudo_user = host.backend, target.sudo, None
-    limit = target.bound_s
     if backend.NAME == "ansible" and not backend.force_ansible:
         inner = backend.ansible_runner.get_host(backend.host, ssh_config=backend.ssh_config,
                                                 ssh_identity_file=backend.ssh_identity_file)
@@ -263,11 +273,8 @@ def _run_bounded(host: Any, target: Target) -> _Ran:
         cmd, cmd_args = backend._build_ssh_command(command)
         shell_command = backend.quote(" ".join(cmd), *cmd_args)
     else:
-        return _run_in_thread(host, command, limit)
-    ran = _Running(target, _start(shell_command), time.monotonic()).finish()
-    if backend.NAME == "ssh" and ran.rc == 255:
-        raise CollectError(_one_line(decode(ran.stderr)) or f"cannot connect to {target.spec}")
-    return ran
+        return None
+    return _Running(target, _start(shell_command), time.monotonic(), over_ssh=backend.NAME == "ssh")
 
 
 def _start(shell_command: str) -> subprocess.Popen:
@@ -278,13 +285,25 @@ def _start(shell_command: str) -> subprocess.Popen:
 
 @dataclass
 class _Running:
-    """A collection command started at `started` (time.monotonic()), bounded from then on."""
+    """A collection command started at `started` (time.monotonic()), bounded from then on; over ssh, its
+    exit status 255 is ssh's own (it could not connect)."""
 
     target: Target
     proc: subprocess.Popen
     started: float
+    over_ssh: bool = False
+    _reader: threading.Thread | None = None
+    _outcome: list = field(default_factory=list)  # what the reader thread got: [_Ran] or [the exception]
 
     def finish(self) -> _Ran:
+        if self._reader is not None:
+            self._reader.join()
+            if isinstance(self._outcome[0], BaseException):
+                raise self._outcome[0]
+            return self._outcome[0]
+        return self._read()
+
+    def _read(self) -> _Ran:
         limit = self.target.bound_s
         with self.proc:
             try:
@@ -292,14 +311,28 @@ class _Running:
             except BaseException:
                 self.stop()
                 raise
-        return _Ran(self.proc.returncode, stdout, stderr)
+        ran = _Ran(self.proc.returncode, stdout, stderr)
+        if self.over_ssh and ran.rc == 255:
+            raise CollectError(_one_line(decode(ran.stderr)) or f"cannot connect to {self.target.spec}")
+        return ran
+
+    def read_in_background(self) -> None:
+        """Read its output in a thread as it comes (the host never waits on a full pipe); finish() joins it."""
+        def read() -> None:
+            try:
+                self._outcome.append(self._read())
+            except BaseException as exc:  # re-raised by finish() in the caller
+                self._outcome.append(exc)
+
+        self._reader = threading.Thread(target=read, name="vfio-certify-collect-ahead", daemon=True)
+        self._reader.start()
 
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-# Collections started ahead (start_early), each taken by the first collect_snapshot of its target.
+# Collections started ahead (start_early, start_ahead), each taken by the first collect_snapshot of its target.
 _EARLY: list[_Running] = []
 
 
@@ -312,11 +345,30 @@ def start_early(target: Target) -> None:
     _EARLY.append(_Running(target, _start(_remote_command(target, target.sudo)), time.monotonic()))
 
 
+def start_ahead(target: Target) -> None:
+    """Start collecting `target` now, its output read by a thread, while this process judges other hosts;
+    collect_snapshot of an equal Target takes it over. Only a command line this side starts (local://,
+    ssh://, an ansible:// host reached over ssh); for any other backend, or a target testinfra cannot make
+    a host of, nothing starts (its collect_snapshot collects it, and says what failed)."""
+    if any(running.target == target for running in _EARLY):
+        return
+    try:
+        running = _start_bounded(target.testinfra_host(), target)
+    except Exception:  # noqa: BLE001 -- collect_snapshot reports it, in one line
+        return
+    if running is not None:
+        running.read_in_background()
+        _EARLY.append(running)
+
+
 def discard_early() -> None:
     """Stop the collections started ahead that no collect_snapshot took (a run that judged nothing)."""
     while _EARLY:
         running = _EARLY.pop()
         running.stop()
+        if running._reader is not None:
+            running._reader.join()
+            continue
         with running.proc:
             running.proc.communicate()
 
@@ -329,9 +381,9 @@ def _take_early(target: Target) -> _Running | None:
     return None
 
 
-def collect_snapshot(target: Target, dest: os.PathLike | str) -> Snapshot:
-    """Collect `target` into the folder `dest` (created); return the snapshot."""
-    dest = Path(dest)
+def collect_snapshot(target: Target, dest: os.PathLike | str | None = None) -> Snapshot:
+    """Collect `target` into the folder `dest` (created); return the snapshot. Without `dest`, the snapshot is
+    held in memory only (what a run judges and lets go: nothing of it is written to disk)."""
     early = _take_early(target)
     try:
         result = early.finish() if early is not None else _run_bounded(target.testinfra_host(), target)
@@ -351,51 +403,60 @@ def collect_snapshot(target: Target, dest: os.PathLike | str) -> Snapshot:
         raise CollectError("the host sent an empty archive (its tar, gzip or base64 failed)"
                            + (f": {detail}" if detail else ""))
 
-    with tempfile.NamedTemporaryFile(suffix=".tar.gz") as tmp:
-        tmp.write(archive)
-        tmp.flush()
-        try:
+    try:
+        if dest is None:
+            tree = read_bundle(archive, target.spec)
+            _complete_meta(tree)
+            return Snapshot.in_memory(tree, target.spec)
+        dest = Path(dest)
+        with tempfile.NamedTemporaryFile(suffix=".tar.gz") as tmp:
+            tmp.write(archive)
+            tmp.flush()
             unpack_bundle(tmp.name, dest, shown_as=target.spec)
-        except BundleError as exc:
-            raise CollectError(f"the host sent a snapshot that was refused: {exc}") from None
+    except BundleError as exc:
+        raise CollectError(f"the host sent a snapshot that was refused: {exc}") from None
     _write_meta(dest)
     return Snapshot(dest)
 
 
-def _host_meta(dest: Path) -> dict:
+def _write_meta(dest: Path) -> None:
+    """_complete_meta of a snapshot folder."""
+    _complete_meta(DiskTree(dest))
+
+
+def _host_meta(tree: DiskTree | MemoryTree) -> dict:
     """The meta.json the script wrote on the host, {} when it is missing or unusable."""
-    path = dest / "meta.json"
-    if not path.is_file() or path.is_symlink():
+    data = tree.read("meta.json") if tree.kind("meta.json") == "file" else None
+    if data is None:
         return {}
     try:
-        meta = json.loads(decode(path.read_bytes()).lstrip("\ufeff"))
+        meta = json.loads(decode(data).lstrip("\ufeff"))
     except (ValueError, RecursionError):
         return {}
     return meta if isinstance(meta, dict) else {}
 
 
-def _write_meta(dest: Path) -> None:
+def _complete_meta(tree: DiskTree | MemoryTree) -> None:
     """Merge into the script's meta.json: what the host wrote stays (absence, collected_at
     from the host's clock); format is ours, hostname and kernel_release come from the
     recorded uname output, the collector's notes are added."""
     def first_line(name: str) -> str:
-        path = dest / "commands" / name
-        if path.is_file() and not path.is_symlink():
-            text = decode(path.read_bytes()).strip()
+        rel = f"commands/{name}"
+        if tree.kind(rel) == "file":
+            text = decode(tree.read(rel) or b"").strip()
             return text.splitlines()[0] if text else ""
         return ""
 
-    meta = _host_meta(dest)
+    meta = _host_meta(tree)
     meta["format"] = FORMAT
     meta["absence"] = ABSENCE_PARENT_FOLDER  # this side sent the script: it probes by that convention
     for key, command in (("hostname", "uname_-n"), ("kernel_release", "uname_-r")):
         meta[key] = first_line(command) or str(meta.get(key) or "")
     if not isinstance(meta.get("collected_at"), str) or not meta["collected_at"]:
         meta["collected_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    notes_path = dest / "notes"
-    if notes_path.is_file():
+    if tree.kind("notes") == "file":
         # The reader judges a path named in an 'unreadable: ' note not collected (never absent): keep them all.
-        lines = decode(notes_path.read_bytes()).splitlines()
+        lines = decode(tree.read("notes") or b"").splitlines()
         unreadable = [ln for ln in lines if ln.startswith("unreadable: ")]
         notes = [ln for ln in lines if not ln.startswith("unreadable: ")][:MAX_OTHER_NOTES]
         if len(unreadable) > MAX_UNREADABLE_NOTES:
@@ -403,10 +464,21 @@ def _write_meta(dest: Path) -> None:
             notes.append(f"{len(unreadable)} paths unreadable, the first {MAX_UNREADABLE_NOTES} listed:"
                          " no missing path is judged absent")
         meta["collector_notes"] = notes + unreadable[:MAX_UNREADABLE_NOTES]
-        notes_path.unlink()
-    meta_path = dest / "meta.json"
-    if meta_path.is_symlink() or meta_path.is_file():
-        meta_path.unlink()  # never written through a link the host sent
-    elif meta_path.is_dir():
-        shutil.rmtree(meta_path)
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        _remove(tree, "notes")
+    _remove(tree, "meta.json")  # never written through a link the host sent
+    text = json.dumps(meta, indent=2) + "\n"
+    if isinstance(tree, MemoryTree):
+        tree.add_file("meta.json", text.encode())
+    else:
+        (Path(tree.folder) / "meta.json").write_text(text)
+
+
+def _remove(tree: DiskTree | MemoryTree, rel: str) -> None:
+    if isinstance(tree, MemoryTree):
+        tree.remove(rel)
+        return
+    path = Path(tree.folder) / rel
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)

@@ -48,7 +48,7 @@ done
 # Without mktemp: a fresh folder or nothing (plain mkdir fails on anything planted there, links too).
 T=$(mktemp -d 2>/dev/null) || { T=/tmp/vfio-certify.$$; mkdir -m 700 "$T" 2>/dev/null ||
   { echo "cannot create the private folder $T" >&2; exit 70; }; }
-_pids=
+_pids=; _st=
 # The background commands' shells are stopped (and waited for, so that none writes after the rm) first.
 trap 'kill $_pids 2>/dev/null; wait; rm -rf "$T"' EXIT
 trap 'exit 130' INT TERM HUP
@@ -68,14 +68,18 @@ printf '%s}\n' "$_m" > "$T/meta.json"
 TO=
 if command -v timeout >/dev/null 2>&1; then TO="timeout @TIMEOUT@"; fi
 vc_unreadable() { rm -f "$R$1"; echo "unreadable: $1" >> "$T/notes"; }
-# Many folders in one mkdir: the newline-separated list is split on newlines only, never globbed.
-vc_mkdirs() { [ -z "$1" ] || ( IFS=$NL; set -f; mkdir -p -- $1 ); }
+# Many folders in one mkdir: the newline-separated list is split on newlines only, never globbed (and no
+# subshell is forked for it: IFS and globbing are put back after).
+vc_mkdirs() { [ -z "$1" ] || { IFS=$NL; set -f; mkdir -p -- $1; IFS=$_IFS; set +f; }; }
+_IFS=$IFS
 # Processes are the script's cost: one mkdir for every folder, none for a folder already there.
 vc_folder() { _d=; for d in "$@"; do _d="$_d$NL$R$d"; done; vc_mkdirs "$_d"; }
 vc_copy() {
+  _d=
+  for f in "$@"; do [ -f "$f" ] && [ ! -d "$R${f%/*}" ] && _d="$_d$NL$R${f%/*}"; done
+  vc_mkdirs "$_d"
   for f in "$@"; do
     [ -f "$f" ] || continue
-    [ -d "$R${f%/*}" ] || mkdir -p "$R${f%/*}"
     cat "$f" > "$R$f" 2>/dev/null || vc_unreadable "$f"
   done
 }
@@ -92,14 +96,26 @@ vc_mark() {
     if [ -e "$f" ] || [ -L "$f" ]; then : > "$R$f"; fi
   done
 }
+# One ls for the links of a source; their folders in one mkdir; then one ln each.
 vc_link() {
   _p=$1; shift
-  ls -ld -- "$@" 2>/dev/null | while IFS= read -r line; do
+  _l=$(ls -ld -- "$@" 2>/dev/null)
+  _d=
+  IFS=$NL; set -f
+  for line in $_l; do
+    case "$line" in *" -> "*) ;; *) continue ;; esac
+    f=${line% -> *}; f=${f##* }
+    [ -d "$R${f%/*}" ] || _d="$_d$NL$R${f%/*}"
+  done
+  IFS=$_IFS; set +f
+  vc_mkdirs "$_d"
+  IFS=$NL; set -f
+  for line in $_l; do
     case "$line" in *" -> "*) ;; *) continue ;; esac
     f=${line% -> *}; f=${f##* }; t=${line##* -> }
-    [ -d "$R${f%/*}" ] || mkdir -p "$R${f%/*}"
     ln -s "$_p${t##*/}" "$R$f"
   done
+  IFS=$_IFS; set +f
 }
 vc_attrs() {
   _a=$1; _t=$2; shift 2
@@ -163,8 +179,14 @@ vc_run() {
 }
 # A background job: stopped, it stops its running command (which `timeout` passes on) and leaves.
 vc_bg() { ( _c=; trap 'kill $_c 2>/dev/null; exit 143' TERM; "$@" ) & _pids="$_pids $!"; }
-# The jobs done: the commands' empty stderr files are listed (removed in one rm).
-vc_wait() { wait; _pids=; _empty=; for f in "$C"/*.err; do [ -s "$f" ] || _empty="$_empty$NL$f"; done; }
+# A command alone in its job runs straight from this shell, no job shell forked for it: stopped, it is (or its
+# `timeout` is, which passes it on) among the stopped; vc_wait writes its exit status as vc_run does.
+vc_start() { n=$1; shift; $TO "$@" > "$C/$n" 2> "$C/$n.err" < /dev/null & _pids="$_pids $!"; _st="$_st $!:$n"; }
+# The jobs done: the commands' exit statuses, and their empty stderr files listed (removed in one rm).
+vc_wait() {
+  for j in $_st; do wait "${j%%:*}"; rc=$?; [ "$rc" -eq 0 ] || echo "$rc" > "$C/${j#*:}.rc"; done
+  wait; _pids=; _st=; _empty=; for f in "$C"/*.err; do [ -s "$f" ] || _empty="$_empty$NL$f"; done
+}
 """
 
 _EPILOGUE = r"""
@@ -202,7 +224,8 @@ def _commands() -> list[str]:
     lines = [run(c) for c in commands if c.alone]
     for command in (c for c in commands if not c.alone):
         then = [each(e) for e in spec.COMMANDS_EACH if e.names_from == command.line]
-        lines.append(f"vc_bg eval '{'; '.join([run(command), *then])}'" if then else f"vc_bg {run(command)}")
+        lines.append(f"vc_bg eval '{'; '.join([run(command), *then])}'" if then
+                     else f"vc_start {_words([command.file_name])} {command.line}")
     return lines
 
 
@@ -225,6 +248,8 @@ def render_script() -> str:
         lines.append(f"vc_open {_words([opened.line, str(opened.limit), opened.folder, *opened.when])}")
     lines.append(_EPILOGUE.replace("@BEGIN@", BEGIN_MARK).replace("@END@", END_MARK).strip("\n"))
     # The script travels as one command, and Dropbear closes the connection on a command over MAX_CMD_LEN (9000
-    # bytes): its comments are read here, not sent (the two header lines are).
+    # bytes): its comments and indentation are read here, not sent (the two header lines are). No line of it
+    # continues a quoted string whose leading blanks would count.
     text = "\n".join(lines)
-    return "\n".join(line for n, line in enumerate(text.split("\n")) if n < 2 or not line.lstrip().startswith("#")) + "\n"
+    return "\n".join(line if n < 2 else line.lstrip() for n, line in enumerate(text.split("\n"))
+                     if n < 2 or not line.lstrip().startswith("#")) + "\n"

@@ -26,7 +26,9 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
+
+from .tree import DiskTree, MemoryTree
 
 FORMAT = "host-snapshot/1"
 # meta.json "absence": the collector made the parent folder of every path it probed, so a
@@ -35,7 +37,8 @@ ABSENCE_PARENT_FOLDER = "parent-folder"
 _FORMAT_RE = re.compile(r"^host-snapshot/(\d+)$")
 # Names the snapshot machinery itself uses (e.g. a marker keeping an empty folder in git).
 _INTERNAL_PREFIX = ".snapshot"
-_UNREADABLE = "unreadable: "  # the collection script's note for a file it found but could not read
+_UNREADABLE = "unreadable: "
+_ROOT, _COMMANDS = "root", "commands"  # the host's files, the commands' outputs (in the snapshot folder)  # the collection script's note for a file it found but could not read
 
 
 class SnapshotError(Exception):
@@ -67,13 +70,16 @@ def decode(data: bytes) -> str:
 
 
 class Snapshot:
-    def __init__(self, path: os.PathLike | str):
+    """A snapshot folder (Snapshot(path)), or one held in memory (Snapshot.in_memory: a live host's collection)."""
+
+    def __init__(self, path: os.PathLike | str, tree: Union[DiskTree, MemoryTree, None] = None):
         self.path = Path(path)
-        if not self.path.is_dir():
-            raise SnapshotError(f"{self.path}: not a snapshot folder")
-        self._root = self.path / "root"
-        self._real_folders: set[tuple[str, ...]] = set()  # (base, folder, ...) found real, no symlink on the way
-        self._commands = self.path / "commands"
+        if tree is None:
+            if not self.path.is_dir():
+                raise SnapshotError(f"{self.path}: not a snapshot folder")
+            tree = DiskTree(self.path)
+        self._tree = tree
+        self._real_folders: set[str] = set()  # folders found real, no symlink on the way
         # One line when meta.json was there but could not be used (the host is judged anyway).
         self.meta_problem: Optional[str] = None
         self.meta = self._read_meta()
@@ -86,18 +92,19 @@ class Snapshot:
         # A file the collector found but could not read is not collected, never absent.
         self._unreadable = {n[len(_UNREADABLE):].strip().rstrip("/") for n in self.notes if n.startswith(_UNREADABLE)}
 
+    @classmethod
+    def in_memory(cls, tree: MemoryTree, shown_as: str) -> "Snapshot":
+        """A snapshot never written to disk, named `shown_as` (its path is only a name)."""
+        return cls(shown_as, tree)
+
     def _read_notes(self) -> list[str]:
         """The collector's notes: meta.json's collector_notes (vfio-certify collect), else the script's own
         notes file (a bundle made by `sh collect.sh FILE`). At most 2250 lines (2000 'unreadable:' and 250 more)."""
         notes = self.meta.get("collector_notes")
         if isinstance(notes, list):
             return [str(n) for n in notes][:2250]
-        path = self.path / "notes"
-        if path.is_file() and not path.is_symlink():
-            try:
-                return decode(path.read_bytes()[:1 << 20]).splitlines()[:2250]
-            except OSError:
-                return []
+        if self._tree.kind("notes") == "file":
+            return decode(self._tree.read("notes", 1 << 20) or b"").splitlines()[:2250]
         return [str(notes)] if notes is not None else []
 
     # -- meta ---------------------------------------------------------------
@@ -107,12 +114,12 @@ class Snapshot:
 
     def _read_meta(self) -> dict:
         meta_path = self.path / "meta.json"
-        if not meta_path.is_file() or meta_path.is_symlink():
+        if self._tree.kind("meta.json") != "file":
             return {}
-        try:
-            text = decode(meta_path.read_bytes()).lstrip("\ufeff")  # a BOM some editors add
-        except OSError as exc:
-            return self._unusable_meta(f"unreadable ({exc.strerror or type(exc).__name__})")
+        data = self._tree.read("meta.json")
+        if data is None:
+            return self._unusable_meta("unreadable")
+        text = decode(data).lstrip("\ufeff")  # a BOM some editors add
         if not text.strip():
             return self._unusable_meta("is empty")
         try:
@@ -150,36 +157,37 @@ class Snapshot:
         return release
 
     # -- paths ---------------------------------------------------------------
-    def _inside(self, base: Path, rel: str) -> Optional[Path]:
-        """base/rel if it stays inside base without crossing a symlinked folder."""
+    def _inside(self, base: str, rel: str) -> Optional[str]:
+        """base/rel (relative to the snapshot folder) if it stays inside base without crossing a symlinked
+        folder."""
         parts = [p for p in rel.strip("/").split("/") if p not in ("", ".")]
         if any(p == ".." for p in parts):
             return None
-        folder = (str(base), *parts[:-1])
+        folder = "/".join((base, *parts[:-1]))
         if folder not in self._real_folders:  # a snapshot is read once: each folder on the way is checked once
-            if base.is_symlink():
+            current = base
+            if self._tree.kind(current) == "link":
                 return None
-            current = str(base)
             for part in parts[:-1]:
-                current = os.path.join(current, part)
-                if os.path.islink(current) or not os.path.isdir(current):
+                current = f"{current}/{part}"
+                if self._tree.kind(current) != "dir":
                     return None
             self._real_folders.add(folder)
-        return base.joinpath(*parts) if parts else base
+        return "/".join((base, *parts))
 
-    def _local(self, host_path: str) -> Optional[Path]:
-        return self._inside(self._root, host_path)
+    def _local(self, host_path: str) -> Optional[str]:
+        return self._inside(_ROOT, host_path)
 
     def state(self, host_path: str) -> PathState:
         """PRESENT, or for a missing path: ABSENT when meta.json declares the parent-folder
         convention and the parent folder was collected, NOT_COLLECTED otherwise."""
         local = self._local(host_path)
-        if local is not None and (local.is_symlink() or local.exists()):
+        if local is not None and self._tree.kind(local) is not None:  # a link, dangling or not, is there
             return PathState.PRESENT
         if not self.absence_by_parent_folder or "/" + host_path.strip("/") in self._unreadable:
             return PathState.NOT_COLLECTED
         parent = self._local(os.path.dirname(host_path.rstrip("/")) or "/")
-        if parent is not None and parent != self._root and parent.is_dir() and not parent.is_symlink():
+        if parent is not None and parent != _ROOT and self._tree.kind(parent) == "dir":
             return PathState.ABSENT
         return PathState.NOT_COLLECTED
 
@@ -188,12 +196,9 @@ class Snapshot:
 
     def read_bytes(self, host_path: str) -> Optional[bytes]:
         local = self._local(host_path)
-        if local is None or local.is_symlink() or not local.is_file():
+        if local is None or self._tree.kind(local) != "file":
             return None
-        try:
-            return local.read_bytes()
-        except OSError:
-            return None
+        return self._tree.read(local)
 
     def read_text(self, host_path: str) -> Optional[str]:
         data = self.read_bytes(host_path)
@@ -207,28 +212,25 @@ class Snapshot:
     def listdir(self, host_path: str) -> Optional[list[str]]:
         """Entry names of a collected folder (sorted), None when not collected."""
         local = self._local(host_path)
-        if local is None or local.is_symlink() or not local.is_dir():
+        if local is None or self._tree.kind(local) != "dir":
             return None
-        try:
-            return sorted(n for n in os.listdir(local) if not n.startswith(_INTERNAL_PREFIX))
-        except OSError:
-            return None
+        names = self._tree.names(local)
+        return None if names is None else sorted(n for n in names if not n.startswith(_INTERNAL_PREFIX))
 
     def link_name(self, host_path: str) -> Optional[str]:
         """Last component of a symlink's target (never followed); None if not a link."""
         local = self._local(host_path)
-        if local is None or not local.is_symlink():
+        if local is None or self._tree.kind(local) != "link":
             return None
-        try:
-            target = os.readlink(local)
-        except OSError:
+        target = self._tree.target(local)
+        if target is None:
             return None
         name = target.rstrip("/").rsplit("/", 1)[-1]
         return name or None
 
     def is_dir(self, host_path: str) -> bool:
         local = self._local(host_path)
-        return local is not None and not local.is_symlink() and local.is_dir()
+        return local is not None and self._tree.kind(local) == "dir"
 
     # -- commands -----------------------------------------------------------
     @staticmethod
@@ -240,29 +242,29 @@ class Snapshot:
         name = self.command_file_name(command)
         if "/" in name or name.startswith("."):
             return None
-        out_path = self._commands / name
-        if self._commands.is_symlink() or out_path.is_symlink() or not out_path.is_file():
+        out_path = f"{_COMMANDS}/{name}"
+        if self._tree.kind(_COMMANDS) != "dir" or self._tree.kind(out_path) != "file":
             return None
-        rc_text = self._small_text(self._commands / f"{name}.rc")
+        stdout = self._tree.read(out_path)
+        if stdout is None:
+            return None
+        rc_text = self._small_text(f"{_COMMANDS}/{name}.rc")
         try:
             rc = int(rc_text.strip()) if rc_text and rc_text.strip() else 0
         except ValueError:
             rc = -1
         return CommandOutput(
             name=command,
-            stdout=decode(out_path.read_bytes()),
+            stdout=decode(stdout),
             rc=rc,
-            stderr=self._small_text(self._commands / f"{name}.err") or "",
+            stderr=self._small_text(f"{_COMMANDS}/{name}.err") or "",
         )
 
-    @staticmethod
-    def _small_text(path: Path) -> Optional[str]:
-        if path.is_symlink() or not path.is_file():
+    def _small_text(self, rel: str) -> Optional[str]:
+        if self._tree.kind(rel) != "file":
             return None
-        try:
-            return decode(path.read_bytes()[:65536])
-        except OSError:
-            return None
+        data = self._tree.read(rel, 65536)
+        return None if data is None else decode(data)
 
     def describe(self) -> str:
         return f"snapshot {self.path}"

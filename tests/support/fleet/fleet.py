@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Set
 
-from ..sshd import PRIVSEP_DIR, SSHD, _alive, _children_map, _exists, _terminate
+from ..sshd import PRIVSEP_DIR, SSHD, _alive, _children_map, _exists, _terminate, stock_home
 from .rootfs import SnapshotImage, Toolbox, build_host_root, find_busybox, find_dash
 
 START_TIMEOUT = 15.0
@@ -227,6 +227,7 @@ class LoopbackFleet:
         self.identity_file = str(self.dir / "id_ed25519")
         self.ssh_config = str(self.dir / "ssh_config")
         self.ansible_inventory = str(self.dir / "inventory.ini")
+        self.home = self.dir / "home"  # the sessions' HOME: stock dotfiles (see support/sshd.py's stock_home)
         self._hosts: Dict[str, _Host] = {}
         self._started = False
         self.start_seconds: Optional[float] = None
@@ -276,6 +277,7 @@ class LoopbackFleet:
 
     def _start(self) -> None:
         os.makedirs(PRIVSEP_DIR, mode=0o755, exist_ok=True)
+        stock_home(self.home)
         use_distinct = self.distinct_addresses and _can_bind(str(FIRST_ADDRESS))
         keygens = [_keygen(Path(self.identity_file), "vfio-certify-fleet-client")]
         for i, spec in enumerate(self.specs):
@@ -372,6 +374,7 @@ AllowTcpForwarding no
 UseDNS no
 MaxStartups 100:30:200
 MaxSessions 64
+SetEnv HOME={self.home}
 """
         )
 
