@@ -17,7 +17,7 @@ PROBE = '''
 import json, os
 import pytest
 from vfio_certify.plugin import RESULT_KEY, SESSION_KEY
-from vfio_certify.session import REPORT_PROPERTY
+from vfio_certify.model import REPORT_PROPERTY
 
 
 @pytest.hookimpl(trylast=True)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import re
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 
 class Outcome(str, enum.Enum):
@@ -339,3 +340,34 @@ class RunResult:
         if verdicts & {Verdict.NOT_CERTIFIED, Verdict.INCOMPLETE}:
             return 1
         return 0
+
+
+# Checklist order: what a person fixes first comes first (reports, JUnit and summary.json follow it).
+AREA_ORDER = ["host", "cpu", "kvm", "kernel", "firmware", "iommu", "vfio", "device"]
+
+
+def area_rank(area: str) -> int:
+    return AREA_ORDER.index(area) if area in AREA_ORDER else len(AREA_ORDER)
+
+
+# A check's result travels in its pytest report under this user property, so that results judged in
+# pytest-xdist workers reach the controller the same way as in a single process.
+REPORT_PROPERTY = "vfio_certify"
+
+
+def result_of(report: Any) -> Optional[CheckResult]:
+    """The check's result a pytest report carries, if any."""
+    for name, value in getattr(report, "user_properties", []):
+        if name == REPORT_PROPERTY:
+            return CheckResult.from_summary(json.loads(value)["result"])
+    return None
+
+
+def describe(result: CheckResult) -> str:
+    """A result as the terminal shows a failed check: id, message, evidence, fix."""
+    lines = [f"[{result.severity.value}] {result.id}: {result.message}"]
+    lines += [f"  evidence: {e}" for e in result.evidence]
+    if result.remediation:
+        lines.append("  fix:")
+        lines += [f"    {line}" for line in result.remediation.splitlines()]
+    return "\n".join(lines)

@@ -20,13 +20,12 @@ import pytest
 from . import options
 from .devices import DeviceSpec
 from .facts import HostFacts
-from .model import CheckResult, Outcome, RunResult
+from .model import REPORT_PROPERTY, CheckResult, Outcome, RunResult, area_rank, describe
 from .output_plugin import OwnedOutput
 from .report.outputs import write_outputs
 from .report.terminal import write_verdicts
 from .run_memory import ForgetWhatWasReported
-from .session import (REPORT_PROPERTY, CertifySession, CertifyTarget, Collected, area_rank, crash_result, describe,
-                      targets_from)
+from .session import CertifySession, CertifyTarget, Collected, crash_result, targets_from
 from .waivers import apply_waivers
 from .xdist_by_host import DISTRIBUTIONS, HostBatches, share_of
 

@@ -1,6 +1,6 @@
 """What a long run does not keep: memory stays flat from ten hosts to a thousand.
 
-Every check's result travels in its pytest report (session.REPORT_PROPERTY) and is gathered into the
+Every check's result travels in its pytest report (model.REPORT_PROPERTY) and is gathered into the
 session as it arrives; after that the reports are only counted. So, once every plugin has read a
 report (a wrapper around pytest_runtest_logreport runs after them all):
   - the result's payload is dropped from the report (and from its item, whose list it shares on the
@@ -27,7 +27,8 @@ from typing import Any
 
 import pytest
 
-from .session import REPORT_PROPERTY, CertifySession
+from .model import REPORT_PROPERTY
+from .session import CertifySession
 
 
 class ForgetWhatWasReported:

@@ -7,7 +7,6 @@ the same HostFacts. plugin.py binds this to pytest (fixtures, hooks); tests use 
 """
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -19,34 +18,11 @@ from .collect.runner import discard_early, put_venv_on_path, start_ahead
 from .devices import DeviceSpec
 from .diff import RunDiff, RunRecord, diff_runs
 from .facts import HostFacts, read_host_facts
-from .model import CheckResult, Outcome, RunResult
+from .model import CheckResult, Outcome, RunResult, area_rank
 from .report.fixplan import fix_plan
 from .result_stream import ResultStream
 from .snapshot import BundleError, Snapshot, SnapshotError, unpack_bundle
 from .waivers import Waiver
-
-# A check's result travels in its pytest report under this user property, so that results judged in
-# pytest-xdist workers reach the controller the same way as in a single process.
-REPORT_PROPERTY = "vfio_certify"
-
-
-def result_of(report: Any) -> Optional[CheckResult]:
-    """The check's result a pytest report carries, if any."""
-    for name, value in getattr(report, "user_properties", []):
-        if name == REPORT_PROPERTY:
-            return CheckResult.from_summary(json.loads(value)["result"])
-    return None
-
-
-def describe(result: CheckResult) -> str:
-    """A result as the terminal shows a failed check: id, message, evidence, fix."""
-    lines = [f"[{result.severity.value}] {result.id}: {result.message}"]
-    lines += [f"  evidence: {e}" for e in result.evidence]
-    if result.remediation:
-        lines.append("  fix:")
-        lines += [f"    {line}" for line in result.remediation.splitlines()]
-    return "\n".join(lines)
-
 
 def crash_result(base_id: str, params: list[Any], message: str) -> CheckResult:
     """A check that raised instead of judging: an `error` under its own id naming the exception."""
@@ -61,14 +37,6 @@ def crash_result(base_id: str, params: list[Any], message: str) -> CheckResult:
 # judging it (the connection, the host's script: mostly waiting on this side), so a process judging many
 # hosts waits on none but the first. Each is one ssh process and one session, as when it is collected in turn.
 COLLECT_AHEAD = 3
-
-# Checklist order: what a person fixes first comes first (reports, JUnit and summary.json follow it).
-AREA_ORDER = ["host", "cpu", "kvm", "kernel", "firmware", "iommu", "vfio", "device"]
-
-
-def area_rank(area: str) -> int:
-    return AREA_ORDER.index(area) if area in AREA_ORDER else len(AREA_ORDER)
-
 
 @dataclass
 class CertifyTarget:

@@ -22,8 +22,7 @@ from vfio_certify.diff import HostDiff, RunDiff
 from vfio_certify.report import groups_picture
 from vfio_certify.report.fixplan import fix_plan, plan_summary, root_causes
 from vfio_certify.report.template_cache import bytecode_cache
-from vfio_certify.model import CheckResult, HostResult, Outcome, RunResult, Severity, Verdict
-from vfio_certify.session import AREA_ORDER
+from vfio_certify.model import AREA_ORDER, CheckResult, HostResult, Outcome, RunResult, Severity, Verdict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 TEMPLATE_DIR = REPO_ROOT / "reports" / "templates"
@@ -95,7 +94,7 @@ def write_certification_page(run: RunResult, path: Union[str, Path], fleet: Opti
 # ---------------------------------------------------------------------------------------
 # The fleet index page (index.html)
 
-# Checklist order (session.AREA_ORDER); areas not listed come after, by name.
+# Checklist order (model.AREA_ORDER); areas not listed come after, by name.
 # A cell shows the worst of its checks: the first of these that occurs.
 WORST_FIRST = (Outcome.FAILED, Outcome.ERROR, Outcome.WARNING, Outcome.WAIVED, Outcome.PASSED, Outcome.SKIPPED)
 # How many change lines a matrix row shows (besides the verdict change) before pointing to the changes section.

@@ -15,9 +15,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from _pytest.junitxml import bin_xml_escape, mangle_test_address, shorten_message
 
-from ..model import HostResult, Outcome, RunResult
+from ..model import HostResult, Outcome, RunResult, describe
 from ..result_stream import StreamedCheck
-from ..session import describe
 
 SUITE_NAME = "vfio-certify"
 

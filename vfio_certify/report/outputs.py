@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..diff import OVERVIEW_FORMAT, RunDiff, RunRecord, diff_runs
-from ..model import HostOverview, HostResult, Outcome, RunResult, SkipReason
+from ..model import AREA_ORDER, HostOverview, HostResult, Outcome, RunResult, SkipReason, area_rank
 from ..result_stream import ResultStream
-from ..session import area_rank
 from .fixplan import fix_plan
 from .junit import JunitWriter
 from .report_table import ReportTable
@@ -131,7 +130,6 @@ def write_outputs(stream: ResultStream, names: list[str], run: RunResult, output
         diff = diff_runs(baseline, RunRecord(baseline_source, current, hosts))
         (output / "diff.json").write_text(json.dumps(diff.to_dict(), indent=2, ensure_ascii=False) + "\n",
                                           encoding="utf-8")
-    from ..session import AREA_ORDER
 
     ordered = [a for a in AREA_ORDER if a in areas] + sorted(areas - set(AREA_ORDER))
     write_index_page(run, diff, output / "index.html", ordered, cells,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from markupsafe import escape
 
-from ..session import result_of
+from ..model import result_of
 
 
 class HtmlColumns:
