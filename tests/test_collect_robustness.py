@@ -67,7 +67,7 @@ def fleet(tmp_path_factory):
     with LoopbackFleet([FleetHost("plain", plain), FleetHost("big", big),
                         FleetHost("nob64", plain), FleetHost("nomktemp", plain),
                         FleetHost("nobody", _snapshot(base / "nobody"), user="65534:65534"),
-                        FleetHost("sidebyside", plain), FleetHost("hung", plain),
+                        FleetHost("sidebyside", plain), FleetHost("hung", plain), FleetHost("hung-in-mkdir", plain),
                         FleetHost.slow("stall", plain, delay_s=float("inf"))]) as fleet:
         os.unlink(fleet.root("nob64") / "bin/base64")
         os.unlink(fleet.root("nomktemp") / "bin/mktemp")
@@ -78,7 +78,24 @@ def fleet(tmp_path_factory):
         for path in [*root.glob("etc/modprobe.d/*.conf"), root / GPU / "vendor", root / USB / "product"]:
             path.chmod(0)
         yield fleet
-    assert not fleet.leftover_pids()  # also the stalled logins' sessions are gone
+    # Also the stalled logins' sessions are gone: stopped, a process still takes a moment to exit on a busy machine
+    # (busybox's `timeout` looks at its command once a second).
+    deadline = time.monotonic() + 10
+    while fleet.leftover_pids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not fleet.leftover_pids(), _describe(fleet.leftover_pids())
+
+
+def _describe(pids) -> str:
+    """The command lines of the processes left behind, for the assertion's message."""
+    lines = []
+    for pid in sorted(pids):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                lines.append(f"{pid}: " + cmdline.read().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            lines.append(f"{pid}: (gone)")
+    return "left running: " + "; ".join(lines)
 
 
 def collect(fleet, name, dest, **kw):
@@ -347,6 +364,44 @@ def _running_in(root: Path) -> list[str]:
     return found
 
 
+def _wait_for(mark: Path, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not mark.exists():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def _stop_and_expect_nothing_left(fleet, name: str, proc, within_s: float) -> None:
+    """Stop the script: it exits 130 within within_s, leaves no folder and, soon, no command running."""
+    proc.terminate()
+    proc.communicate(timeout=within_s)
+    assert proc.returncode == 130
+    assert left_on_host(fleet, name) == []
+    root = fleet.root(name)
+    deadline = time.monotonic() + 5  # busybox's timeout watches its command once a second
+    while _running_in(root):
+        assert time.monotonic() < deadline, f"the stopped script left commands running: {_running_in(root)}"
+        time.sleep(0.1)
+
+
+def test_stopped_while_its_folders_are_made_it_still_stops_its_commands(fleet):
+    """A stop that finds the script in one of its batched mkdirs (field splitting on newlines only): the stopped
+    script still stops its running commands, instead of waiting for them (`timeout` ends them after 30 s).
+    dash only: busybox's sh runs mkdir as its own applet, never the one on PATH, so it cannot be held there."""
+    shell = "/bin/sh"
+    root = fleet.root("hung-in-mkdir")
+    for mark in (".lspci-started", ".mkdir-started"):
+        (root / mark).unlink(missing_ok=True)
+    _tool(root, "lspci", ": > /.lspci-started\nexec sleep 60\n")
+    # the batched mkdirs are `mkdir -p -- FOLDERS` (with the newline-only IFS); the first one waits
+    _tool(root, "mkdir", 'case "$1 $2" in "-p --") [ -e /.mkdir-started ] || { : > /.mkdir-started; sleep 2; } ;; esac\n'
+                         'exec /bin/mkdir "$@"\n')
+    proc = run_in_root(root, shell)
+    _wait_for(root / ".mkdir-started", "the batched mkdir never ran")
+    assert (root / ".lspci-started").exists()  # started before the folders are made
+    _stop_and_expect_nothing_left(fleet, "hung-in-mkdir", proc, within_s=15)
+
+
 @pytest.mark.parametrize("shell", ["/bin/sh", "/bin/busybox sh"])
 def test_stopped_mid_command_it_stops_its_commands_and_leaves_nothing(fleet, shell):
     root = fleet.root("hung")
@@ -354,15 +409,5 @@ def test_stopped_mid_command_it_stops_its_commands_and_leaves_nothing(fleet, she
     started.unlink(missing_ok=True)
     _tool(root, "lspci", ": > /.lspci-started\nexec sleep 60\n")
     proc = run_in_root(root, shell)
-    deadline = time.monotonic() + 30
-    while not started.exists():
-        assert time.monotonic() < deadline, "lspci never started"
-        time.sleep(0.05)
-    proc.terminate()
-    proc.communicate(timeout=30)
-    assert proc.returncode == 130
-    assert left_on_host(fleet, "hung") == []
-    deadline = time.monotonic() + 5  # busybox's timeout watches its command once a second
-    while _running_in(root):
-        assert time.monotonic() < deadline, f"the stopped script left commands running: {_running_in(root)}"
-        time.sleep(0.1)
+    _wait_for(started, "lspci never started")
+    _stop_and_expect_nothing_left(fleet, "hung", proc, within_s=30)

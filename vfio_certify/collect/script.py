@@ -49,8 +49,9 @@ done
 T=$(mktemp -d 2>/dev/null) || { T=/tmp/vfio-certify.$$; mkdir -m 700 "$T" 2>/dev/null ||
   { echo "cannot create the private folder $T" >&2; exit 70; }; }
 _pids=; _st=
-# The background commands' shells are stopped (and waited for, so that none writes after the rm) first.
-trap 'kill $_pids 2>/dev/null; wait; rm -rf "$T"' EXIT
+# The background commands' shells are stopped (and waited for, so that none writes after the rm) first; IFS
+# as a stop may find it (newline only, in vc_mkdirs and vc_link) would make of _pids one word and no kill.
+trap 'IFS=" "; kill $_pids 2>/dev/null; wait; rm -rf "$T"' EXIT
 trap 'exit 130' INT TERM HUP
 trap 'exit 141' PIPE
 R=$T/root
