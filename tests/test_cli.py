@@ -197,7 +197,8 @@ def test_the_script_alone_writes_meta_json_with_the_absence_convention(tmp_path,
 
 
 def test_the_controller_merges_into_the_scripts_meta_json(tmp_path):
-    from vfio_certify.collect.runner import _write_meta
+    from vfio_certify.collect.runner import _complete_meta
+    from vfio_certify.snapshot.tree import DiskTree
 
     evil = '<b>"kvm"\\</b>'
     (tmp_path / "commands").mkdir()
@@ -207,14 +208,14 @@ def test_the_controller_merges_into_the_scripts_meta_json(tmp_path):
     (tmp_path / "root").mkdir()
     (tmp_path / "root" / "target").write_text("host file")
     (tmp_path / "meta.json").symlink_to("root/target")  # a link the host sent is replaced, not written through
-    _write_meta(tmp_path)
+    _complete_meta(DiskTree(tmp_path))
     assert (tmp_path / "root" / "target").read_text() == "host file"
     # this side sent the script, so its convention holds even when the host's meta.json was lost or forged
     assert json.loads((tmp_path / "meta.json").read_text())["absence"] == "parent-folder"
     (tmp_path / "meta.json").write_text(json.dumps(
         {"format": "host-snapshot/1", "absence": "parent-folder", "collected_at": "2001-02-03T04:05:06Z"}))
     (tmp_path / "notes").write_text("unreadable: /etc/modprobe.d/x.conf\n")
-    _write_meta(tmp_path)
+    _complete_meta(DiskTree(tmp_path))
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta == {"format": "host-snapshot/1", "absence": "parent-folder", "collected_at": "2001-02-03T04:05:06Z",
                     "hostname": evil, "kernel_release": "6.1.0-9-amd64",

@@ -23,6 +23,7 @@ from vfio_certify.collect import runner
 from vfio_certify.collect.script import render_script
 from vfio_certify.snapshot import BundleError, Snapshot, bundle, unpack_bundle
 from vfio_certify.snapshot.reader import PathState
+from vfio_certify.snapshot.tree import DiskTree
 
 try:
     from support.fleet import FleetHost, LoopbackFleet
@@ -286,7 +287,7 @@ def test_too_many_unreadable_paths_judge_nothing_absent(tmp_path, monkeypatch):
     (dest / "root/etc").mkdir(parents=True)
     (dest / "meta.json").write_text('{"format": "host-snapshot/1", "absence": "parent-folder"}')
     (dest / "notes").write_text("".join(f"unreadable: /etc/f{i}\n" for i in range(5)))
-    runner._write_meta(dest)
+    runner._complete_meta(DiskTree(dest))
     snap = Snapshot(dest)
     assert snap.state("/etc/f4") is PathState.NOT_COLLECTED
     assert snap.state("/etc/never-there") is PathState.NOT_COLLECTED

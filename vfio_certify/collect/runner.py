@@ -5,7 +5,7 @@ remote command is run per collection: the rendered script. It is bounded in time
 output size on this side, and its output is unpacked with the same safety checks as a
 customer bundle. The script writes meta.json on the host
 (format, the absence convention, the host's clock; see script.py); it is then completed
-on this side (`_write_meta`): hostname and kernel release from the recorded uname output
+on this side (`_complete_meta`): hostname and kernel release from the recorded uname output
 and the collector's notes are JSON-encoded here, so hostile host text cannot shape it.
 """
 from __future__ import annotations
@@ -19,7 +19,6 @@ import os
 import re
 import selectors
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -331,6 +330,15 @@ class _Running:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
 
+    def discard(self) -> None:
+        """Stopped, and its process reaped (by its reader thread, when it has one)."""
+        self.stop()
+        if self._reader is not None:
+            self._reader.join()
+            return
+        with self.proc:
+            self.proc.communicate()
+
 
 # Collections started ahead (start_early, start_ahead), each taken by the first collect_snapshot of its target.
 _EARLY: list[_Running] = []
@@ -364,13 +372,7 @@ def start_ahead(target: Target) -> None:
 def discard_early() -> None:
     """Stop the collections started ahead that no collect_snapshot took (a run that judged nothing)."""
     while _EARLY:
-        running = _EARLY.pop()
-        running.stop()
-        if running._reader is not None:
-            running._reader.join()
-            continue
-        with running.proc:
-            running.proc.communicate()
+        _EARLY.pop().discard()
 
 
 def _take_early(target: Target) -> _Running | None:
@@ -415,13 +417,8 @@ def collect_snapshot(target: Target, dest: os.PathLike | str | None = None) -> S
             unpack_bundle(tmp.name, dest, shown_as=target.spec)
     except BundleError as exc:
         raise CollectError(f"the host sent a snapshot that was refused: {exc}") from None
-    _write_meta(dest)
-    return Snapshot(dest)
-
-
-def _write_meta(dest: Path) -> None:
-    """_complete_meta of a snapshot folder."""
     _complete_meta(DiskTree(dest))
+    return Snapshot(dest)
 
 
 def _host_meta(tree: DiskTree | MemoryTree) -> dict:
@@ -464,21 +461,6 @@ def _complete_meta(tree: DiskTree | MemoryTree) -> None:
             notes.append(f"{len(unreadable)} paths unreadable, the first {MAX_UNREADABLE_NOTES} listed:"
                          " no missing path is judged absent")
         meta["collector_notes"] = notes + unreadable[:MAX_UNREADABLE_NOTES]
-        _remove(tree, "notes")
-    _remove(tree, "meta.json")  # never written through a link the host sent
-    text = json.dumps(meta, indent=2) + "\n"
-    if isinstance(tree, MemoryTree):
-        tree.add_file("meta.json", text.encode())
-    else:
-        (Path(tree.folder) / "meta.json").write_text(text)
-
-
-def _remove(tree: DiskTree | MemoryTree, rel: str) -> None:
-    if isinstance(tree, MemoryTree):
-        tree.remove(rel)
-        return
-    path = Path(tree.folder) / rel
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)
+        tree.remove("notes")
+    tree.remove("meta.json")  # never written through a link the host sent
+    tree.add_file("meta.json", (json.dumps(meta, indent=2) + "\n").encode())

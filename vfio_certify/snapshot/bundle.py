@@ -280,11 +280,10 @@ def read_bundle(data: bytes, shown_as: str) -> MemoryTree:
     refused, in one line naming it `shown_as`, as unpack_bundle refuses; the members as _write_members writes
     them (a name given twice keeps the last one, a folder never becomes a file or link)."""
     with _checked(io.BytesIO(data), shown_as) as (tar, members):
-        top = {posixpath.normpath(m.name).lstrip("/").split("/", 1)[0] for m in members} - {"", "."}
-        prefix = _memory_root_prefix(top, members, shown_as)  # "" or "NAME/"
+        names = [posixpath.normpath(m.name).lstrip("/") for m in members]
+        prefix = _memory_root_prefix(names, members, shown_as)  # "" or "NAME/"
         tree = MemoryTree()
-        for member in members:
-            rel = posixpath.normpath(member.name).lstrip("/")
+        for member, rel in zip(members, names):
             if not (rel + "/").startswith(prefix) or rel + "/" == prefix or rel in ("", "."):
                 continue  # the bundle's top folder itself
             rel = rel[len(prefix):]
@@ -302,10 +301,12 @@ def read_bundle(data: bytes, shown_as: str) -> MemoryTree:
     return tree
 
 
-def _memory_root_prefix(top: set[str], members: list[tarfile.TarInfo], shown: str) -> str:
-    """Where the snapshot is in a bundle read into memory, as _snapshot_root finds it on disk: "" when meta.json
-    or root/ is at the top, "NAME/" when the top is one folder, else no snapshot."""
-    kinds = {posixpath.normpath(m.name).lstrip("/"): m.isdir() for m in members}
+def _memory_root_prefix(names: list[str], members: list[tarfile.TarInfo], shown: str) -> str:
+    """Where the snapshot is in a bundle read into memory (`names`: its members' normalised paths), as
+    _snapshot_root finds it on disk: "" when meta.json or root/ is at the top, "NAME/" when the top is one
+    folder, else no snapshot."""
+    top = {name.split("/", 1)[0] for name in names} - {"", "."}
+    kinds = {name: member.isdir() for name, member in zip(names, members)}
     if "meta.json" in top or ("root" in top and kinds.get("root", True)):
         return ""
     if len(top) == 1 and kinds.get(next(iter(top)), True):  # a folder (its own entry may be left out)

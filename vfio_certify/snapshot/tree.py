@@ -8,6 +8,7 @@ link on the way is the reader's to check (reader.py `_inside`): these answer for
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from typing import Optional
 
@@ -48,6 +49,20 @@ class DiskTree:
             return os.readlink(self._path(rel))
         except (OSError, ValueError):
             return None
+
+    def add_file(self, rel: str, data: bytes) -> None:
+        """The file written, never through a link (remove() a link first)."""
+        fd = os.open(self._path(rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+
+    def remove(self, rel: str) -> None:
+        """A file, a link, or a folder and everything in it."""
+        path = self._path(rel)
+        if self.kind(rel) == "dir":
+            shutil.rmtree(path)
+        elif self.kind(rel) is not None:
+            os.unlink(path)
 
 
 class MemoryTree:
