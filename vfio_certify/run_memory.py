@@ -120,16 +120,16 @@ class ShownTests:
     the ids of the tests that have not ended are kept, to count each test once."""
 
     def __init__(self, shown: set):
-        self.open = {str(nodeid): nodeid for nodeid in shown}
+        self.open = {str(nodeid) for nodeid in shown}
         self.count = len(self.open)
 
     def add(self, nodeid: Any) -> None:
         if str(nodeid) not in self.open:
-            self.open[str(nodeid)] = nodeid
+            self.open.add(str(nodeid))
             self.count += 1
 
     def finished(self, nodeid: str) -> None:
-        self.open.pop(nodeid, None)
+        self.open.discard(nodeid)
 
     def __len__(self) -> int:
         return self.count

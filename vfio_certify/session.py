@@ -38,6 +38,7 @@ def crash_result(base_id: str, params: list[Any], message: str) -> CheckResult:
 # hosts waits on none but the first. Each is one ssh process and one session, as when it is collected in turn.
 COLLECT_AHEAD = 3
 
+
 @dataclass
 class CertifyTarget:
     name: str  # as given on the command line

@@ -37,8 +37,8 @@ ABSENCE_PARENT_FOLDER = "parent-folder"
 _FORMAT_RE = re.compile(r"^host-snapshot/(\d+)$")
 # Names the snapshot machinery itself uses (e.g. a marker keeping an empty folder in git).
 _INTERNAL_PREFIX = ".snapshot"
-_UNREADABLE = "unreadable: "
-_ROOT, _COMMANDS = "root", "commands"  # the host's files, the commands' outputs (in the snapshot folder)  # the collection script's note for a file it found but could not read
+_UNREADABLE = "unreadable: "  # the collection script's note for a file it found but could not read
+_ROOT, _COMMANDS = "root", "commands"  # the host's files, the commands' outputs (in the snapshot folder)
 
 
 class SnapshotError(Exception):
