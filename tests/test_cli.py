@@ -229,7 +229,8 @@ def test_with_jobs_a_non_ascii_host_stays_on_one_worker(tmp_path):
     from types import SimpleNamespace
 
     from vfio_certify.plugin import SESSION_KEY, pytest_xdist_make_scheduler
-    from vfio_certify.session import CertifySession, CertifyTarget
+    from vfio_certify.session import CertifySession
+    from vfio_certify.targets import CertifyTarget
 
     names = [str(tmp_path / "kvm-ü"), str(tmp_path / "kvm-u")]
     for name in names:

@@ -3,6 +3,7 @@ checks are imported, the next hosts' while a process judges one; the run takes e
 nothing takes is stopped."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -48,6 +49,24 @@ def test_another_target_or_bound_does_not_take_it_and_an_untaken_one_is_stopped(
     assert runner._EARLY == [] and running.proc.returncode is not None
 
 
+def test_it_runs_behind_the_judging_side_and_a_command_refused_meanwhile_stops_it(session_env, tmp_path):
+    """The command starts it before it validates its options (it only reads the host), at a lower priority than
+    its own: a run refused for a bad option stops it before saying why."""
+    started = []
+
+    def start_early(target):
+        runner.start_early(target)
+        started.extend(runner._EARLY)
+        pid = runner._EARLY[0].proc.pid
+        started.append(os.getpriority(os.PRIO_PGRP, pid) - os.getpriority(os.PRIO_PROCESS, 0))
+
+    session_env.setattr(cli, "start_early", start_early)
+    assert cli.main(["--device", "not-a-device", "--output", str(tmp_path / "out")]) == cli.EXIT_USAGE
+    [running, niceness] = started
+    assert niceness == runner.EARLY_NICENESS
+    assert runner._EARLY == [] and running.proc.returncode is not None
+
+
 def test_only_this_machine_is_collected_ahead():
     with pytest.raises(ValueError):
         runner.start_early(Target("ssh://root@kvm1"))
@@ -71,7 +90,8 @@ def test_a_process_judging_many_hosts_collects_the_next_ones_while_it_judges_one
     from support.fleet import FleetHost, LoopbackFleet
 
     from vfio_certify import session as session_module
-    from vfio_certify.session import CertifySession, targets_from
+    from vfio_certify.session import CertifySession
+    from vfio_certify.targets import targets_from
 
     reason = LoopbackFleet.unavailable_reason()
     if reason:
@@ -98,7 +118,8 @@ def test_a_process_judging_many_hosts_collects_the_next_ones_while_it_judges_one
 
 
 def test_collections_started_ahead_that_no_host_took_are_stopped_when_the_session_closes(session_env):
-    from vfio_certify.session import CertifySession, CertifyTarget
+    from vfio_certify.session import CertifySession
+    from vfio_certify.targets import CertifyTarget
 
     targets = [CertifyTarget(f"local-{i}", "local", spec=Target("local://", collect_timeout_s=60 + i))
                for i in range(3)]

@@ -4,7 +4,8 @@ from pathlib import Path
 
 from vfio_certify.diff import RunRecord
 from vfio_certify.model import CheckResult, Outcome, RunResult, Severity
-from vfio_certify.session import CertifySession, CertifyTarget, crash_result, targets_from
+from vfio_certify.session import CertifySession, crash_result
+from vfio_certify.targets import CertifyTarget, targets_from
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD_HOST = str(REPO / "fixtures" / "hosts" / "rocky9-after-intel-iommu")

@@ -34,16 +34,32 @@ PLUGINS_PROGRAM = """
 import sys
 from vfio_certify.cli import main
 code = main(sys.argv[1:])
-print(sorted(m for m in sys.modules if m.split(".")[0] in ("hypothesis", "_hypothesis_pytestplugin", "pytest_html")
-             or m in ("_pytest.unittest", "_pytest.pastebin", "xdist.looponfail")))
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("hypothesis", "_hypothesis_pytestplugin", "pytest_html",
+                                                             "xdist", "execnet", "pdb")
+             or m in ("_pytest.unittest", "_pytest.pastebin")))
 """
 
 
 def test_a_run_loads_only_the_plugins_it_uses(tmp_path):
-    """Installed plugins no check uses (hypothesis, xdist's looponfail) and pytest's own that `import pytest` does not
-    bring (unittest, pastebin) stay unimported, and pytest-html too: the command writes report.html from the results."""
+    """Installed plugins no check uses (hypothesis) and pytest's own that `import pytest` does not bring (unittest,
+    pastebin, the debugger's pdb) stay unimported, pytest-html too (the command writes report.html from the
+    results), and xdist without -j."""
     snapshot = REPO / "fixtures" / "hosts" / "rocky9-after-intel-iommu"
     proc = subprocess.run([sys.executable, "-c", PLUGINS_PROGRAM, "--snapshot", str(snapshot), "--output", str(tmp_path / "out")],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert "<th>Host</th>" in (tmp_path / "out" / "report.html").read_text(), proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-2000:]
+
+
+def test_pytests_own_junit_and_xdist_are_there_when_asked_for(tmp_path):
+    """`-- --junitxml=FILE` gets pytest's JUnit file (with each host's verdict, as junit.xml has it) and `-- -n 2`
+    runs on two xdist workers, though neither plugin is loaded for a run that does not ask."""
+    snapshot = REPO / "fixtures" / "hosts" / "rocky9-after-intel-iommu"
+    theirs = tmp_path / "pytest-junit.xml"
+    proc = subprocess.run([sys.executable, "-m", "vfio_certify.cli", "--snapshot", str(snapshot), "--output",
+                           str(tmp_path / "out"), "--", f"--junitxml={theirs}", "-n", "2"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]  # the host is certified
+    assert "bringing up nodes" in proc.stdout and "CERTIFIED" in proc.stdout, proc.stdout[-2000:]
+    text = theirs.read_text()
+    assert 'testsuite name="vfio-certify"' in text and 'property name="verdict ' in text, text[:2000]

@@ -11,6 +11,7 @@ one run (output_folder.py): a new folder, or an earlier run's, replaced whole.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import shutil
 import signal
@@ -19,14 +20,15 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+# Only what starts this machine's collection (collect_ahead) is imported before it starts: the checks, the
+# facts and pytest are imported while it runs.
 from . import options, output_folder
 from .collect import CollectError, collect_snapshot
 from .collect.runner import discard_early, start_early
 from .collect.script import render_script
-from .diff import DiffInputError, diff_runs, load_run
 from .options import OptionError
-from .session import target_for, targets_from
 from .snapshot import pack_bundle
+from .targets import target_for, targets_from
 
 EXIT_CERTIFIED, EXIT_NOT_CERTIFIED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -84,21 +86,33 @@ def run_collect(argv: list[str]) -> int:
 # The plugins a certification uses, and only those: pytest would import every installed one (its entry
 # points: hypothesis, ...), and its own that no check uses (doctests, unittest classes, temporary folders,
 # whose start removes old ones, the search for unraisable exceptions: two full garbage collections at the
-# end of every run, and subtests, which keeps an entry for every test's report to the end). xdist is loaded
-# without -j too: `-- -n 2` keeps working. Another plugin: `vfio-certify ... -- -p NAME`. Named by their entry
-# points, they are registered under the names they have when pytest loads them itself. Not pytest-html: the
-# command writes report.html itself from the results (report/report_table.py); `-- -p html --html=FILE` still
-# gets pytest-html's page.
-PLUGINS = ["pytest11.testinfra", "xdist"]
+# end of every run, subtests, which keeps an entry for every test's report to the end, and those that wrap
+# every test in work no check needs: log capture, thread-exception hooks, the debugger, monkeypatch and recwarn
+# fixtures). Some only when the run uses them: xdist for -j or `-- -n 2`, pytest's junitxml for
+# `-- --junitxml=FILE` (the command writes junit.xml itself, report/junit.py). Another plugin:
+# `vfio-certify ... -- -p NAME`. Named by their entry points, they are registered under the names they have
+# when pytest loads them itself. Not pytest-html: the command writes report.html itself from the results
+# (report/report_table.py); `-- -p html --html=FILE` still gets pytest-html's page.
+PLUGINS = ["pytest11.testinfra"]
 UNUSED_BUILTIN_PLUGINS = ["cacheprovider", "doctest", "unittest", "pastebin", "legacypath", "tmpdir",
-                          "unraisableexception", "subtests"]
+                          "unraisableexception", "subtests", "logging", "threadexception", "debugging", "stepwise",
+                          "setuponly", "setupplan", "monkeypatch", "recwarn", "python_path"]
+XDIST_FLAGS = ("-n", "--numprocesses", "--maxprocesses", "--max-worker-restart", "--dist", "--tx")
+JUNITXML_FLAGS = ("--junitxml", "--junit-xml", "--junitprefix", "--junit-prefix")
 
 
-def plugin_args() -> list[str]:
+def _given(flags: tuple[str, ...], extra: list[str]) -> bool:
+    """One of `flags` among pytest's arguments (`--flag`, `--flag=V`, or `-n2` for a one-letter flag)."""
+    return any(arg.split("=", 1)[0] in flags or (arg[:2] in flags and len(arg) > 2 and arg[1] != "-")
+               for arg in extra)
+
+
+def plugin_args(extra: list[str] = (), jobs: bool = False) -> list[str]:
     argv = ["--disable-plugin-autoload"]
-    for name in PLUGINS:
+    for name in PLUGINS + (["xdist"] if jobs or _given(XDIST_FLAGS, extra) else []):
         argv += ["-p", name]
-    for name in UNUSED_BUILTIN_PLUGINS:
+    unused = UNUSED_BUILTIN_PLUGINS + ([] if _given(JUNITXML_FLAGS, extra) else ["junitxml"])
+    for name in unused:
         argv += ["-p", f"no:{name}"]
     return argv
 
@@ -106,7 +120,8 @@ def plugin_args() -> list[str]:
 def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
     output = Path(args.output)
     argv = [
-        str(CHECKS_DIR), f"--rootdir={REPO_ROOT}", "-c", str(REPO_ROOT / "pyproject.toml"), *plugin_args(),
+        str(CHECKS_DIR), f"--rootdir={REPO_ROOT}", "-c", str(REPO_ROOT / "pyproject.toml"),
+        *plugin_args(extra, jobs=bool(args.jobs)),
         # Checks judge through certify(), never `assert`: no rewriting.
         "--assert=plain", "-q", "-rN",
         # No failure tracebacks: a check's failure is its message, in the verdict and the reports; pytest's
@@ -114,8 +129,10 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
         "--tb=no",
         # junit.xml and report.html are written by the plugin from the results, host by host (report/outputs.py);
         # pytest's junitxml and pytest-html would keep every test's report to the end of the run.
-        f"--certify-output={output}", "-o", "junit_family=xunit2", "-o", "junit_suite_name=vfio-certify",
+        f"--certify-output={output}",
     ]
+    if _given(JUNITXML_FLAGS, extra):  # pytest's own junit.xml, alike
+        argv += ["-o", "junit_family=xunit2", "-o", "junit_suite_name=vfio-certify"]
     if args.host:
         argv.append("--hosts=" + ",".join(args.host))  # as given: reports and waivers name hosts so
     argv += options.forward_to_pytest(args)
@@ -181,9 +198,9 @@ def run_certify(argv: list[str]) -> int:
         index = argv.index("--")
         argv, extra = argv[:index], argv[index + 1:]
     args = _certify_parser().parse_args(argv)
-    _validate(args)
-    collect_ahead(args)
+    collect_ahead(args)  # before the options are validated: a run refused stops it at once (it only reads)
     try:
+        _validate(args)
         return _run_pytest(args, extra)
     finally:
         discard_early()
@@ -224,7 +241,12 @@ def run_diff(argv: list[str]) -> int:
     parser.add_argument("new", help="the later run")
     parser.add_argument("--json", action="store_true", help="print the diff as JSON")
     args = parser.parse_args(argv)
-    diff = diff_runs(load_run(args.old), load_run(args.new))
+    from .diff import DiffInputError, diff_runs, load_run
+
+    try:
+        diff = diff_runs(load_run(args.old), load_run(args.new))
+    except DiffInputError as exc:
+        raise OptionError(str(exc)) from None
     print(json.dumps(diff.to_dict(), indent=2) if args.json else diff.text())
     return EXIT_NOT_CERTIFIED if diff.regression else EXIT_CERTIFIED
 
@@ -245,7 +267,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(render_script(), end="")
             return EXIT_CERTIFIED
         return run_certify(argv)
-    except (OptionError, DiffInputError) as exc:
+    except OptionError as exc:
         print(f"vfio-certify: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -253,5 +275,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 130
 
 
+def console() -> None:
+    """The installed command: main(), then exit. Its objects are frozen first (gc.freeze): the interpreter's
+    last full garbage collections at exit would scan every object a run made (20-50 ms of a local
+    certification on a 2-core machine); the process ends, its memory goes back whole."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from .collect.runner import BOUND_SLACK_S, COLLECT_TIMEOUT_S
-from .devices import DeviceSpec, DeviceSpecError, parse_devices
-from .diff import DiffInputError, RunRecord, load_run
-from .waivers import Waiver, WaiverError, load_waivers
+
+if TYPE_CHECKING:  # validate() imports them: the command declares its options before it imports the rest
+    from .devices import DeviceSpec
+    from .diff import RunRecord
+    from .waivers import Waiver
 
 DEFAULT_CONNECT_TIMEOUT_S = 10
 HOSTS_PER_WORKER = 100  # -j: a worker's hosts before a fresh worker takes over (xdist_by_host.py)
@@ -196,6 +198,10 @@ def validate(values: Any, hosts: list[str], nested_lab: bool = False) -> Validat
     as given (the command's --host, pytest's --hosts split at commas); `nested_lab`: the command
     will boot its own lab and fill in the end-to-end options itself.
     """
+    from .devices import DeviceSpecError, parse_devices
+    from .diff import DiffInputError, load_run
+    from .waivers import WaiverError, load_waivers
+
     snapshots: list[str] = list(getattr(values, "snapshot", None) or [])
     try:
         devices = parse_devices(getattr(values, "device", None) or [])

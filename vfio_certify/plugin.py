@@ -25,7 +25,8 @@ from .output_plugin import OwnedOutput
 from .report.outputs import write_outputs
 from .report.terminal import write_verdicts
 from .run_memory import ForgetWhatWasReported
-from .session import CertifySession, CertifyTarget, Collected, crash_result, targets_from
+from .session import CertifySession, Collected, crash_result
+from .targets import CertifyTarget, targets_from
 from .waivers import apply_waivers
 from .xdist_by_host import DISTRIBUTIONS, HostBatches, share_of
 

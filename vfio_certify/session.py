@@ -1,9 +1,6 @@
-"""One certification run without pytest: its targets, the collection cache and the results it gathers.
-
-Targets come from the live hosts (testinfra specs; `ansible://GROUP` expands to one target per
-inventory host) and the snapshots (folders and bundles); with neither, the local host is
-certified. Each target is collected once per run (one remote command), then every check judges
-the same HostFacts. plugin.py binds this to pytest (fixtures, hooks); tests use it directly.
+"""One certification run without pytest: its targets (targets.py), the collection cache and the results it
+gathers. Each target is collected once per run (one remote command), then every check judges the same
+HostFacts. plugin.py binds this to pytest (fixtures, hooks); tests use it directly.
 """
 from __future__ import annotations
 
@@ -13,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .collect import CollectError, Target, collect_snapshot
-from .collect.runner import discard_early, put_venv_on_path, start_ahead
+from .collect import CollectError, collect_snapshot
+from .collect.runner import discard_early, start_ahead
 from .devices import DeviceSpec
 from .diff import RunDiff, RunRecord, diff_runs
 from .facts import HostFacts, read_host_facts
@@ -22,6 +19,7 @@ from .model import CheckResult, Outcome, RunResult, area_rank
 from .report.fixplan import fix_plan
 from .result_stream import ResultStream
 from .snapshot import BundleError, Snapshot, SnapshotError, unpack_bundle
+from .targets import CertifyTarget
 from .waivers import Waiver
 
 def crash_result(base_id: str, params: list[Any], message: str) -> CheckResult:
@@ -37,59 +35,6 @@ def crash_result(base_id: str, params: list[Any], message: str) -> CheckResult:
 # judging it (the connection, the host's script: mostly waiting on this side), so a process judging many
 # hosts waits on none but the first. Each is one ssh process and one session, as when it is collected in turn.
 COLLECT_AHEAD = 3
-
-
-@dataclass
-class CertifyTarget:
-    name: str  # as given on the command line
-    source: str  # local, ssh, snapshot, ansible, ...
-    spec: Optional[Target] = None  # live hosts
-    snapshot_path: Optional[str] = None  # snapshot folders and bundles
-
-
-def target_for(name: str, values: Any) -> Target:
-    """How to reach the host `name` (a testinfra spec; no scheme means ssh://), from the option values
-    (the command's argparse namespace or pytest's config.option)."""
-    return Target(
-        spec=name if "://" in name else f"ssh://{name}",
-        ssh_config=getattr(values, "ssh_config", None),
-        ssh_identity_file=getattr(values, "ssh_identity_file", None),
-        ssh_extra_args=getattr(values, "ssh_extra_args", None),
-        ansible_inventory=getattr(values, "ansible_inventory", None),
-        sudo=bool(getattr(values, "sudo", False)),
-        connect_timeout_s=values.connect_timeout,
-        collect_timeout_s=values.collect_timeout,
-    )
-
-
-def expand_ansible(hosts: list[str], inventory: Optional[str]) -> list[str]:
-    """ansible://GROUP or ansible://all becomes one ansible://HOST target per inventory host."""
-    expanded: list[str] = []
-    for spec in hosts:
-        if not spec.startswith("ansible://"):
-            expanded.append(spec)
-            continue
-        try:
-            from testinfra.backend.ansible import AnsibleBackend
-
-            put_venv_on_path()
-            names = AnsibleBackend.get_hosts(spec[len("ansible://"):] or "all", ansible_inventory=inventory)
-        except Exception:  # no ansible, bad inventory: the collection will say why, per host
-            names = []
-        expanded += [f"ansible://{n}" for n in names] or [spec]
-    return list(dict.fromkeys(expanded))
-
-
-def targets_from(hosts: list[str], snapshots: list[str], values: Any) -> list[CertifyTarget]:
-    """The run's targets in command-line order: live hosts, then snapshots; the local host if none."""
-    targets: list[CertifyTarget] = []
-    for name in expand_ansible(hosts, getattr(values, "ansible_inventory", None)):
-        spec = target_for(name, values)
-        targets.append(CertifyTarget(name, spec.source, spec=spec))
-    targets += [CertifyTarget(path, "snapshot", snapshot_path=path) for path in snapshots]
-    if not targets:
-        targets.append(CertifyTarget("local://", "local", spec=Target("local://")))
-    return targets
 
 
 @dataclass
