@@ -306,6 +306,30 @@ def test_hosts_sort_in_natural_order():
     assert list(rows_of(render_index_page(run))) == ["kvm1²", "kvm5", "kvm5b", "KVM7", "kvm10"]
 
 
+def test_hosts_failing_one_check_for_different_reasons_share_that_cause():
+    """No DMAR table on one host, no SMMU in another's IORT: both lack what firmware.iommu_table certifies, and the
+    fleet page counts them as one cause, said with the check's description. A parenthesis inside a message is
+    part of it; only a closing one (a host's own detail) is left out."""
+    from vfio_certify.report.html import common_root_causes
+
+    def failing(message):
+        checks = with_outcomes(healthy_checks(), firmware_iommu_table=(F, message))
+        return checks
+
+    same = "no ACPI DMAR or IVRS table: the IOMMU (VT-d / AMD-Vi) is off or absent in the firmware"
+    hosts = [HostResult("amd1", "ssh", failing(same), overview()),
+             HostResult("amd2", "ssh", failing(same + " (BIOS 1.2)"), overview())]
+    [cause] = common_root_causes(RunResult("t", 1.0, hosts))
+    assert (cause.label, cause.varied, len(cause.hosts)) == (same, False, 2)
+    hosts.append(HostResult("arm1", "ssh", failing("the ACPI IORT describes no SMMU (only the ITS for MSIs)"),
+                            overview()))
+    [cause] = common_root_causes(RunResult("t", 1.0, hosts))
+    assert cause.check == "firmware.iommu_table" and cause.varied and [h for h, _ in cause.hosts] == ["amd1", "amd2", "arm1"]
+    assert cause.label.startswith("the firmware describes an IOMMU")
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", render_index_page(RunResult("t", 1.0, hosts))))
+    assert "3 hosts fail firmware.iommu_table, each for its own reason; a pass means the firmware describes" in text
+
+
 def test_fix_plan_length_and_the_most_common_root_cause_of_a_fleet_of_ten(tmp_path):
     """Twelve hosts lacking intel_iommu=on is what a team rolls out first: the page says so, and how long each
     host's plan is."""

@@ -224,22 +224,40 @@ def _area_failing(rows: list[IndexRow]) -> dict[str, int]:
 class CommonCause:
     """A root cause the fleet shares: what to roll out first."""
 
-    label: str  # the root check's message, without its host-specific detail in parentheses
+    label: str  # the root check's message without a closing host-specific detail in parentheses, or its description
     check: str  # its id, parameters left out
     hosts: list[tuple[str, int]] = field(default_factory=list)  # (host, position in run.hosts)
+    varied: bool = False  # the hosts fail it for different reasons: the label is the check's description
+
+
+def without_detail(message: str) -> str:
+    """The message without a closing parenthesis of the host's own detail, nested ones included ("... by default
+    (kernel 5.14 (VT-d off by default before 6.8))"); a parenthesis inside the sentence stays."""
+    depth = 0
+    for i in range(len(message) - 1, -1, -1) if message.endswith(")") else ():
+        depth += {")": 1, "(": -1}.get(message[i], 0)
+        if depth == 0:
+            return message[:i].rstrip() if message[:i].endswith(" ") else message
+    return message
 
 
 def common_root_causes(run: RunResult, most: int = 3) -> list[CommonCause]:
-    """The root causes most hosts share, most hosts first; a cause of one host only when nothing is shared."""
-    causes: dict[tuple[str, str], CommonCause] = {}
+    """The root causes most hosts share, most hosts first; a cause of one host only when nothing is shared.
+    A cause is a check: hosts failing it for different reasons (no DMAR table, no SMMU in the IORT) share it."""
+    from vfio_certify.rules.catalog import registered
+
+    causes: dict[str, CommonCause] = {}
     for position, host in enumerate(run.hosts, 1):
         for root in root_causes(host):
             check = root.check.id.split("[", 1)[0]
-            label = root.check.message.split(" (", 1)[0]
-            cause = causes.setdefault((check, label), CommonCause(label, check))
+            label = without_detail(root.check.message)
+            cause = causes.setdefault(check, CommonCause(label, check))
+            if label != cause.label and not cause.varied:
+                known = registered().get(check)
+                cause.label, cause.varied = (known.description if known else check), True
             if not cause.hosts or cause.hosts[-1][0] != host.host:
                 cause.hosts.append((host.host, position))
-    ranked = sorted(causes.values(), key=lambda c: (-len(c.hosts), c.check, c.label))
+    ranked = sorted(causes.values(), key=lambda c: (-len(c.hosts), c.check))
     shared = [c for c in ranked if len(c.hosts) > 1]
     return (shared or ranked[:1])[:most]
 
