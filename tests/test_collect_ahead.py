@@ -73,15 +73,30 @@ def test_only_this_machine_is_collected_ahead():
 
 
 @pytest.mark.parametrize("argv, ahead", [
-    ([], True),
-    (["--host", "local://"], True),
-    (["--host", "local://", "-j", "2"], False),  # the worker collects, in its own process
-    (["--snapshot", "fixtures/hosts/rocky9-after-intel-iommu"], False),
-    (["--host", "root@kvm1"], False),
+    ([], "local"),
+    (["--host", "local://"], "local"),
+    (["--host", "local://", "-j", "2"], None),  # the worker collects, in its own process
+    (["--snapshot", "fixtures/hosts/rocky9-after-intel-iommu"], None),
+    (["--host", "root@kvm1"], "ssh"),
+    (["--host", "root@kvm1", "--host", "root@kvm2"], None),  # the session collects one while it judges another
 ])
-def test_the_command_collects_ahead_only_this_machine_judged_in_its_own_process(session_env, argv, ahead):
-    cli.collect_ahead(cli._certify_parser().parse_args(argv))
-    assert len(runner._EARLY) == (1 if ahead else 0)
+def test_the_command_collects_ahead_only_the_one_host_judged_in_its_own_process(argv, ahead):
+    target = cli.target_judged_alone(cli._certify_parser().parse_args(argv))
+    assert (target.source if target else None) == ahead
+
+
+def test_a_remote_host_is_collected_ahead_once_the_options_are_valid(tmp_path, loopback_sshd):
+    """Its collection starts before pytest is imported, and the session takes it over: one login, one command."""
+    values = cli._certify_parser().parse_args(["--host", loopback_sshd.url, "--ssh-config", str(loopback_sshd.ssh_config)])
+    target = cli.target_judged_alone(values)
+    loopback_sshd.reset_log()
+    cli.collect_ahead(target, validated=False)
+    assert runner._EARLY == []  # no login for a run that may yet be refused
+    cli.collect_ahead(target, validated=True)
+    [running] = runner._EARLY
+    snap = collect_snapshot(target, tmp_path / "s")
+    assert runner._EARLY == [] and running.proc.returncode == 0 and (tmp_path / "s" / "meta.json").is_file()
+    assert snap.command("uname -r").ok and len(loopback_sshd.remote_commands()) == 1
 
 
 def test_a_process_judging_many_hosts_collects_the_next_ones_while_it_judges_one_each_once(tmp_path):

@@ -24,7 +24,7 @@ from typing import Optional
 # facts and pytest are imported while it runs.
 from . import options, output_folder
 from .collect import CollectError, collect_snapshot
-from .collect.runner import discard_early, start_early
+from .collect.runner import Target, discard_early, start_ahead, start_early
 from .collect.script import render_script
 from .options import OptionError
 from .snapshot import pack_bundle
@@ -146,15 +146,25 @@ def wants_nested_lab(args: argparse.Namespace) -> bool:
     return bool(args.e2e and not args.domain and not args.host and not args.snapshot and not args.device)
 
 
-def collect_ahead(args: argparse.Namespace) -> None:
-    """This machine alone, judged in this process: its collection script starts now and runs while pytest
-    and the checks are imported (the script is mostly waiting for its commands); the run's session takes
-    it over (collect_snapshot of the same target)."""
+def target_judged_alone(args: argparse.Namespace) -> Optional[Target]:
+    """The one live host of a run judged in this process (no -j, no snapshot, no nested lab, no ansible group to
+    expand), as the plugin's session will make it: its collection can start before pytest is imported."""
     if args.jobs or args.snapshot or wants_nested_lab(args) or any(h.startswith("ansible://") for h in args.host or []):
+        return None
+    targets = targets_from(args.host or [], [], args)
+    return targets[0].spec if len(targets) == 1 else None
+
+
+def collect_ahead(target: Optional[Target], validated: bool) -> None:
+    """Start collecting the run's one live host while pytest and the checks are imported; the session takes it
+    over (collect_snapshot of the same target). This machine at once: its script only reads, and a run refused
+    for a bad option stops it. A remote host once the options are valid: no login for a run that is refused."""
+    if target is None:
         return
-    targets = targets_from(args.host or [], [], args)  # as the plugin's session makes them
-    if len(targets) == 1 and targets[0].source == "local" and targets[0].spec is not None:
-        start_early(targets[0].spec)
+    if target.source == "local" and not validated:
+        start_early(target)
+    elif target.source != "local" and validated:
+        start_ahead(target)  # ssh://: one ssh process, its answer read by a thread
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -198,9 +208,11 @@ def run_certify(argv: list[str]) -> int:
         index = argv.index("--")
         argv, extra = argv[:index], argv[index + 1:]
     args = _certify_parser().parse_args(argv)
-    collect_ahead(args)  # before the options are validated: a run refused stops it at once (it only reads)
+    alone = target_judged_alone(args)
+    collect_ahead(alone, validated=False)
     try:
         _validate(args)
+        collect_ahead(alone, validated=True)
         return _run_pytest(args, extra)
     finally:
         discard_early()
