@@ -100,7 +100,10 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
+    # The interpreter counts: a distribution's Python (Debian 12's, which the README's set-up gives a fresh Debian
+    # machine) starts faster than one built by hand (pyenv's); run this bench with the .venv of each to compare.
     results: dict = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
+                                 "interpreter": os.path.realpath(sys.executable),
                                  "uname": os.uname().release, "loadavg_at_start": os.getloadavg()},
                      "goal_x_virt_host_validate": GOAL_RATIO, "aim_x_virt_host_validate": AIM_RATIO}
     with tempfile.TemporaryDirectory(prefix="bench-static-") as tmp:
@@ -111,6 +114,7 @@ def main() -> int:
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"Python {results['machine']['python']} ({results['machine']['interpreter']})")
     print(f"{'':42s} {'wall s':>8s} {'CPU s':>8s} {'peak RSS':>9s} {'x vhv':>6s} {'CPU x vhv':>9s}   (medians of {args.runs})")
     for label, row in results["local"].items():
         print(f"{label:42s} {row['wall_s']:8.3f} {row['cpu_s']:8.3f} {row['peak_rss_mib']:6.1f} MiB"
