@@ -40,7 +40,8 @@ class RecordingSnapshot(Snapshot):
 def _virtio_and_acpi_member_host(folder: Path) -> Path:
     """What no fixture host has: a virtio NIC (its netdev sits on virtio0, a child of the PCI function),
     an IOMMU group member that is not a PCI function (an AMD IVRS ACPI device) with its driver, a
-    device-tree SMMU below /soc, and PCI functions behind an Intel VMD controller's own root bus."""
+    device-tree SMMU below /soc, PCI functions behind an Intel VMD controller's own root bus, and an
+    iommufd device node."""
     root = folder / "root"
     (folder / "root").mkdir(parents=True)
     (folder / "meta.json").write_text('{"format": "host-snapshot/1", "absence": "parent-folder", '
@@ -68,6 +69,12 @@ def _virtio_and_acpi_member_host(folder: Path) -> Path:
     (root / "sys/bus/pci/devices/0000:00:0e.0/pci10000:e0/10000:e0:06.0").mkdir(parents=True)
     (root / "sys/bus/pci/devices/10000:e0:06.0/10000:e1:00.0").mkdir(parents=True)
     (root / "sys/bus/pci/devices/10000:e1:00.0").mkdir(parents=True)
+    # iommufd's node of the virtio function above (/dev/vfio/devices/vfio0), which /sys/class/vfio-dev names
+    (root / "dev/vfio/devices").mkdir(parents=True)
+    (root / "sys/class/vfio-dev/vfio0").mkdir(parents=True)
+    (root / "sys/class/vfio-dev/vfio0/device").symlink_to("../../../bus/pci/devices/0000:00:03.0")
+    (folder / "commands").mkdir()  # libvirt's facts (where who holds /dev/vfio is) are read when virsh was asked
+    (folder / "commands/virsh_list_--all").write_text(" Id   Name   State\n------------------------\n\n")
     return folder
 
 
@@ -79,9 +86,10 @@ def asked(tmp_path_factory) -> set[tuple[str, str]]:
         snap = RecordingSnapshot(host)
         facts = read_host_facts(snap)
         assert not facts.read_errors, (host.name, facts.read_errors)
-        if host == made:  # the two paths below were really read, and understood
+        if host == made:  # the paths below were really read, and understood
             assert facts.net["eth0"].device == "0000:00:03.0" and facts.other_group_members == {
                 "AMDI0020:00": "dw-apb-uart"}
+            assert facts.libvirt.vfio_open.devices == {"vfio0": "0000:00:03.0"}
             assert facts.devicetree.iommus == {"soc/iommu@5000000": "arm,smmu-v3"}
             assert facts.devicetree.pcie_iommu_maps == ["soc/pcie@30000000"] and facts.devicetree.model == "a board"
             assert facts.pci_tree["10000:e1:00.0"] == "10000:e0:06.0" and facts.pci_tree["10000:e0:06.0"] == "pci10000:e0"

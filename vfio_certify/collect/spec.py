@@ -259,7 +259,12 @@ VIRSH_VERSION = Command("virsh version")
 PROCESSES = Command("ps -eo pid,args", alone=True)  # a QEMU started by hand with -device vfio-pci,host=
 # who holds a VFIO group open (a QEMU given the device over QMP or by fd, a DPDK application), looked for only
 # when /dev/vfio has group nodes: with none, nothing can hold one
-VFIO_OPEN_FILES = OpenFiles("open_files_dev_vfio", folder="/dev/vfio", when=("/dev/vfio/[0-9]*", "/dev/vfio/noiommu-*"))
+VFIO_OPEN_FILES = OpenFiles("open_files_dev_vfio", folder="/dev/vfio",
+                            when=("/dev/vfio/[0-9]*", "/dev/vfio/noiommu-*", "/dev/vfio/devices/vfio*"))
+# which PCI function each of iommufd's device nodes (/dev/vfio/devices/vfioN, VFIO_DEVICE_CDEV) is: a QEMU given
+# its device through iommufd holds that node, not the group's. The folder read marks a collection that looked.
+VFIO_DEV_CLASS = Folder("/sys/class/vfio-dev")
+VFIO_DEV_DEVICE = Link("/sys/class/vfio-dev/vfio*/device", "../../../bus/pci/devices/")
 
 # -- interrupts (readers/interrupts.py) -------------------------------------------------------------
 PROC_INTERRUPTS = File("/proc/interrupts")

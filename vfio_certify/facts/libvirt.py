@@ -144,6 +144,11 @@ class OpenVfioFile:
         name = self.path[len("/dev/vfio/"):]
         return name if name.isdigit() or (name.startswith("noiommu-") and name[8:].isdigit()) else ""
 
+    @property
+    def device_node(self) -> str:
+        """iommufd's node of one device ('vfio0' for /dev/vfio/devices/vfio0), '' for any other node."""
+        return self.path[len("/dev/vfio/devices/"):] if self.path.startswith("/dev/vfio/devices/") else ""
+
     def summary(self) -> str:
         return f"pid {self.pid} ({self.comm or 'exited'}) holds {self.path} open (fd {self.fd}{' -> ' + self.target if self.target else ''})"
 
@@ -155,6 +160,7 @@ class OpenVfioFiles:
     groups: list[str]  # the group nodes /dev/vfio has
     files: Optional[list[OpenVfioFile]] = None
     gap: str = ""
+    devices: Optional[dict[str, str]] = None  # iommufd's device nodes: {'vfio0': '0000:07:00.1'}; None: not collected
 
 
 # PID FD TARGET COMM: TARGET is the node, after the root of a chroot the process runs in (/srv/root/dev/vfio/7)

@@ -9,7 +9,7 @@ from typing import Optional
 
 from ..devices import DeviceSpec
 from ..facts import HostFacts
-from ..facts.libvirt import OpenVfioFile
+from ..facts.libvirt import OpenVfioFile, OpenVfioFiles
 from ..facts.model import PciReadiness
 from ..facts.pci import PciDevice
 from ..facts.readiness import parse_cpulist
@@ -304,7 +304,8 @@ def _held_keys(facts: HostFacts, spec: DeviceSpec) -> Optional[list[str]]:
 
 
 def _open_group(facts: HostFacts, spec: DeviceSpec) -> tuple[list[OpenVfioFile], list[str], str]:
-    """(who holds the device's /dev/vfio/<group> open, evidence, what is missing to say nobody does)."""
+    """(who holds the device open through /dev/vfio: its group's node or iommufd's node of the device, evidence,
+    what is missing to say nobody does)."""
     scan = facts.libvirt.vfio_open
     if not spec.is_pci:
         return [], [], ""
@@ -313,6 +314,12 @@ def _open_group(facts: HostFacts, spec: DeviceSpec) -> tuple[list[OpenVfioFile],
     device = facts.pci_device(spec.key)
     if device is None:  # not on this host (device.present says so): nothing holds it
         return [], [], ""
+    holders, evidence, missing = _group_holders(scan, device, spec)
+    by_node, node_evidence, node_missing = _device_node_holders(scan, device)
+    return holders + by_node, evidence + node_evidence, " and ".join(m for m in (missing, node_missing) if m)
+
+
+def _group_holders(scan: OpenVfioFiles, device: PciDevice, spec: DeviceSpec) -> tuple[list[OpenVfioFile], list[str], str]:
     group = str(device.iommu_group) if device.iommu_group is not None else None
     if group is None and scan.groups:
         return [], [], f"{spec.key}'s IOMMU group (which /dev/vfio node is its)"
@@ -328,8 +335,23 @@ def _open_group(facts: HostFacts, spec: DeviceSpec) -> tuple[list[OpenVfioFile],
     return [], [f"open files under /dev/vfio: {scan.gap}"], f"the scan of who holds {node} open ({scan.gap})"
 
 
+def _device_node_holders(scan: OpenVfioFiles, device: PciDevice) -> tuple[list[OpenVfioFile], list[str], str]:
+    """Holders of iommufd's node of the device (/dev/vfio/devices/vfioN): a QEMU given it through iommufd holds
+    that node, not the group's. Looked at only when the scan found such nodes held."""
+    held = [f for f in scan.files or [] if f.device_node]
+    if not held:
+        return [], [], ""
+    if scan.devices is None:
+        return [], [], f"which device {held[0].path} is (/sys/class/vfio-dev)"
+    mine = sorted(n for n, address in scan.devices.items() if address == device.address)
+    holders = [f for f in held if f.device_node in mine]
+    return holders, [f"iommufd device nodes held: {', '.join(sorted({f.path for f in held}))}; "
+                     + (f"{device.address} is /dev/vfio/devices/{', '.join(mine)}" if mine else
+                        f"none of them is {device.address} (/sys/class/vfio-dev)")], ""
+
+
 @check("device.in_use", REQUIRED, "the device is not already assigned: no domain's XML or QEMU process holds it, "
-                                  "no process holds its /dev/vfio/<group> open")
+                                  "no process holds its /dev/vfio/<group> (or iommufd's node of it) open")
 def in_use(facts: HostFacts, spec: DeviceSpec) -> CheckResult:
     check_id = f"{in_use.id}[{spec.key}]"
     lv = facts.libvirt

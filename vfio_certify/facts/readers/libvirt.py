@@ -58,13 +58,20 @@ def read_libvirt(snap: Snapshot, facts: HostFacts) -> None:
 
 
 def read_open_vfio_files(snap: Snapshot) -> Optional[OpenVfioFiles]:
-    """Who holds /dev/vfio's group nodes open: known none when /dev/vfio has no group node (the collection looks
-    only then), not collected when it has some and the scan is missing (a bundle made before it existed)."""
+    """Who holds /dev/vfio's group nodes and iommufd's device nodes open: known none when /dev/vfio has neither
+    (the collection looks only then), not collected when it has some and the scan is missing (a bundle made
+    before it existed). Which device each device node is: /sys/class/vfio-dev, None in a bundle made before."""
     names = snap.listdir(spec.DEV_VFIO.path)
     if names is None:
         return None
     groups = sorted(n for n in names if n.isdigit() or n.startswith("noiommu-"))
+    nodes = snap.listdir(spec.VFIO_DEV_CLASS.path)
+    devices = None if nodes is None else {
+        n: (snap.link_name(spec.VFIO_DEV_DEVICE.at(n)) or "").lower() for n in nodes if n.startswith("vfio")}
     scan = snap.command(spec.VFIO_OPEN_FILES.line)
     if scan is None:
-        return OpenVfioFiles(groups, [] if not groups else None)
-    return parse_open_vfio_files(groups, scan.stdout, scan.stderr, scan.rc, spec.VFIO_OPEN_FILES.limit)
+        # no group node: no device is bound to VFIO, so no device node either (both exist only for a bound one)
+        return OpenVfioFiles(groups, [] if not groups and not devices else None, devices=devices)
+    read = parse_open_vfio_files(groups, scan.stdout, scan.stderr, scan.rc, spec.VFIO_OPEN_FILES.limit)
+    read.devices = devices
+    return read
