@@ -75,7 +75,8 @@ def test_only_this_machine_is_collected_ahead():
 @pytest.mark.parametrize("argv, ahead", [
     ([], "local"),
     (["--host", "local://"], "local"),
-    (["--host", "local://", "-j", "2"], None),  # the worker collects, in its own process
+    (["--host", "local://", "--host", "root@kvm1", "-j", "2"], None),  # each worker collects, in its own process
+    (["--host", "local://", "-j", "2"], "local"),  # one host: no worker, judged in this process
     (["--snapshot", "fixtures/hosts/rocky9-after-intel-iommu"], None),
     (["--host", "root@kvm1"], "ssh"),
     (["--host", "root@kvm1", "--host", "root@kvm2"], None),  # the session collects one while it judges another

@@ -63,3 +63,22 @@ def test_pytests_own_junit_and_xdist_are_there_when_asked_for(tmp_path):
     assert "bringing up nodes" in proc.stdout and "CERTIFIED" in proc.stdout, proc.stdout[-2000:]
     text = theirs.read_text()
     assert 'testsuite name="vfio-certify"' in text and 'property name="verdict ' in text, text[:2000]
+
+
+def test_jobs_never_start_more_workers_than_hosts_and_none_for_one(tmp_path):
+    """-j auto on one host judges it in this process (a worker would cost a Python start and pytest's import for
+    nothing); with two hosts and -j 8, two workers. The verdicts are the same either way."""
+    from vfio_certify.cli import _certify_parser, workers
+
+    one = REPO / "fixtures" / "hosts" / "rocky9-after-intel-iommu"
+    other = REPO / "fixtures" / "hosts" / "rocky9-before-intel-iommu"
+    assert workers(_certify_parser().parse_args(["-j", "8", "--snapshot", str(one), "--snapshot", str(other)])) == 2
+    assert workers(_certify_parser().parse_args(["-j", "1", "--snapshot", str(one), "--snapshot", str(other)])) == 1
+    assert workers(_certify_parser().parse_args(["-j", "auto", "--host", "ansible://web"])) == -1  # as given
+    runs = {}
+    for label, args in (("alone", ["--snapshot", str(one)]), ("-j auto", ["-j", "auto", "--snapshot", str(one)]),
+                        ("two, -j 8", ["-j", "8", "--snapshot", str(one), "--snapshot", str(other)])):
+        proc = subprocess.run([sys.executable, "-m", "vfio_certify.cli", *args, "--output", str(tmp_path / label)],
+                              capture_output=True, text=True, cwd=REPO, timeout=300)
+        runs[label] = (proc.returncode, "bringing up nodes" in proc.stdout)
+    assert runs == {"alone": (0, False), "-j auto": (0, False), "two, -j 8": (1, True)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import shutil
 import signal
 import sys
@@ -121,7 +122,7 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
     output = Path(args.output)
     argv = [
         str(CHECKS_DIR), f"--rootdir={REPO_ROOT}", "-c", str(REPO_ROOT / "pyproject.toml"),
-        *plugin_args(extra, jobs=bool(args.jobs)),
+        *plugin_args(extra, jobs=workers(args) != 0),
         # Checks judge through certify(), never `assert`: no rewriting.
         "--assert=plain", "-q", "-rN",
         # No failure tracebacks: a check's failure is its message, in the verdict and the reports; pytest's
@@ -136,9 +137,29 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
     if args.host:
         argv.append("--hosts=" + ",".join(args.host))  # as given: reports and waivers name hosts so
     argv += options.forward_to_pytest(args)
-    if args.jobs:
-        argv += ["-n", str(args.jobs)]  # the plugin's scheduler keeps each host on one worker
+    if workers(args):
+        # the plugin's scheduler keeps each host on one worker
+        argv += ["-n", str(args.jobs) if workers(args) < 0 else str(workers(args))]
     return argv + extra
+
+
+def workers(args: argparse.Namespace) -> int:
+    """-j's worker processes: N, or one per core for 'auto', but no more than the hosts to judge (a worker with
+    no host costs a Python start and pytest's import, 0.3 s here); none for one host, judged in this process
+    (0 also without -j). -1: -j as given, for an ansible group (its hosts are known once its inventory is read)
+    or another xdist value."""
+    if not args.jobs:
+        return 0
+    if args.jobs == "auto":
+        given = os.cpu_count() or 1
+    elif args.jobs.isdigit():
+        given = int(args.jobs)
+    else:
+        return -1  # as given
+    if any(h.startswith("ansible://") for h in args.host or []):
+        return -1
+    hosts = len(args.host or []) + len(args.snapshot or []) or 1  # neither: this machine
+    return 0 if hosts == 1 else min(given, hosts)
 
 
 def wants_nested_lab(args: argparse.Namespace) -> bool:
@@ -149,7 +170,7 @@ def wants_nested_lab(args: argparse.Namespace) -> bool:
 def target_judged_alone(args: argparse.Namespace) -> Optional[Target]:
     """The one live host of a run judged in this process (no -j, no snapshot, no nested lab, no ansible group to
     expand), as the plugin's session will make it: its collection can start before pytest is imported."""
-    if args.jobs or args.snapshot or wants_nested_lab(args) or any(h.startswith("ansible://") for h in args.host or []):
+    if workers(args) or args.snapshot or wants_nested_lab(args) or any(h.startswith("ansible://") for h in args.host or []):
         return None
     targets = targets_from(args.host or [], [], args)
     return targets[0].spec if len(targets) == 1 else None

@@ -88,7 +88,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--waivers",), "known exceptions (check id and host globs, reason, owner, expiry): waived failures "
                            "do not fail a host",
            kwargs=dict(default=None, metavar="FILE.toml")),
-    Option(("-j", "--jobs"), "hosts judged in parallel by N worker processes (pytest-xdist; 'auto' = one per core)",
+    Option(("-j", "--jobs"), "hosts judged in parallel by N worker processes (pytest-xdist; 'auto' = one per core), "
+                             "never more than the hosts (one host: judged in this process)",
            pytest=False, kwargs=dict(metavar="N")),
     Option(("--hosts-per-worker",), f"with -j, a worker process judges at most N hosts, then a fresh one takes the "
                                     f"next N: a worker's memory is that of N hosts, whatever the number of hosts "
