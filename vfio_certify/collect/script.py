@@ -5,7 +5,7 @@ The script only reads the host. It builds the snapshot in a private temporary fo
 that whatever a login shell prints around it is ignored; run as `sh collect.sh FILE`
 it writes the .tar.gz bundle to FILE instead. It runs unchanged under
 dash, bash and busybox sh: no bashisms, only cat, ln, ls, mkdir, rm, tar, gzip, uname,
-base64 (not for FILE), and `mktemp`, `timeout` and `date` when the host has them. A
+base64 (not for FILE), and `mktemp`, `sleep` and `date` when the host has them. A
 missing tool stops it first, exit status 69 and one line naming it. Nothing is left on
 the host: the folder is removed on exit, also on a signal or a hang-up (SIGPIPE).
 
@@ -15,6 +15,12 @@ script's time is theirs, mostly waiting): each writes only its own files (output
 see the others (`ps`, spec.Command.alone) runs first, alone; one whose output names what
 other commands run for (`virsh list --all --name` for `virsh dumpxml`) runs before them in
 the same job. On exit the jobs still running are stopped before the folder is removed.
+
+Each command is bounded (`command_timeout_s`, 30 s) by one watchdog per batch of commands run side by side (a
+subshell and its `sleep`), not a `timeout` process per command: past the bound it stops those still running,
+and each of them gets exit status 124 in its `.rc`, as `timeout` gives (a job stops its running command and
+writes its 124 itself; the commands it had not started yet are not run). A host without `sleep` runs them
+unbounded, as one without `timeout` did (the whole script is still bounded, runner._BOUNDED).
 
 The snapshot's meta.json is written by the script too, so every bundle has one (also
 those made without vfio-certify on the controller): the format, `"absence":
@@ -39,8 +45,8 @@ PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 LC_ALL=C
 export PATH LC_ALL
 umask 077
-NL='
-'
+NL="
+"
 _need="cat ln ls mkdir rm tar gzip uname"; [ -n "${1:-}" ] || _need="$_need base64"
 for _t in $_need; do
   command -v "$_t" >/dev/null 2>&1 || { echo "$_t not found on the host" >&2; exit @MISSING@; }
@@ -48,27 +54,26 @@ done
 # Without mktemp: a fresh folder or nothing (plain mkdir fails on anything planted there, links too).
 T=$(mktemp -d 2>/dev/null) || { T=/tmp/vfio-certify.$$; mkdir -m 700 "$T" 2>/dev/null ||
   { echo "cannot create the private folder $T" >&2; exit 70; }; }
-_pids=; _st=
-# The background commands' shells are stopped (and waited for, so that none writes after the rm) first; IFS
-# as a stop may find it (newline only, in vc_mkdirs and vc_link) would make of _pids one word and no kill.
-trap 'IFS=" "; kill $_pids 2>/dev/null; wait; rm -rf "$T"' EXIT
-trap 'exit 130' INT TERM HUP
-trap 'exit 141' PIPE
+_pids=; _st=; _jobs=; _k=0
+# The background commands' shells and the watchdog are stopped (and waited for, so that none writes after the rm)
+# first; IFS as a stop may find it (newline only, in vc_mkdirs and vc_link) would make of _pids one word and no kill.
+trap "IFS=\" \"; : > \"\$T/s\$_k\"; kill \$_pids 2>/dev/null; wait; rm -rf \"\$T\"" EXIT
+trap "exit 130" INT TERM HUP
+trap "exit 141" PIPE
 R=$T/root
 C=$T/commands
 mkdir -p "$R" "$C"
 KREL=$(uname -r)
 # meta.json: only values checked against a charset that needs no JSON escaping go in.
 _m='{"format": "@FORMAT@", "absence": "@ABSENCE@"'
-_v=; if command -v date >/dev/null 2>&1; then _v=$(date -u +%Y-%m-%dT%H:%M:%SZ 2>/dev/null); fi
-case "$_v" in ''|*[!0-9TZ:-]*) ;; *) _m="$_m, \"collected_at\": \"$_v\"" ;; esac
+_v=$(date -u +%Y-%m-%dT%H:%M:%SZ 2>/dev/null)
+case $_v in ""|*[!0-9TZ:-]*) ;; *) _m="$_m, \"collected_at\": \"$_v\"" ;; esac
 _v=$(uname -n 2>/dev/null)
-case "$_v" in ''|*[!A-Za-z0-9._-]*) ;; *) _m="$_m, \"hostname\": \"$_v\"" ;; esac
-case "$KREL" in ''|*[!A-Za-z0-9._+~-]*) ;; *) _m="$_m, \"kernel_release\": \"$KREL\"" ;; esac
-printf '%s}\n' "$_m" > "$T/meta.json"
-TO=
-if command -v timeout >/dev/null 2>&1; then TO="timeout @TIMEOUT@"; fi
+case $_v in ""|*[!A-Za-z0-9._-]*) ;; *) _m="$_m, \"hostname\": \"$_v\"" ;; esac
+case $KREL in ""|*[!A-Za-z0-9._+~-]*) ;; *) _m="$_m, \"kernel_release\": \"$KREL\"" ;; esac
+printf "%s}\n" "$_m" > "$T/meta.json"
 vc_unreadable() { rm -f "$R$1"; echo "unreadable: $1" >> "$T/notes"; }
+vc_cat() { cat "$1" > "$R$1" 2>/dev/null || vc_unreadable "$1"; }
 # Many folders in one mkdir: the newline-separated list is split on newlines only, never globbed (and no
 # subshell is forked for it: IFS and globbing are put back after).
 vc_mkdirs() { [ -z "$1" ] || { IFS=$NL; set -f; mkdir -p -- $1; IFS=$_IFS; set +f; }; }
@@ -81,7 +86,7 @@ vc_copy() {
   vc_mkdirs "$_d"
   for f in "$@"; do
     [ -f "$f" ] || continue
-    cat "$f" > "$R$f" 2>/dev/null || vc_unreadable "$f"
+    vc_cat "$f"
   done
 }
 vc_mark() {
@@ -103,17 +108,17 @@ vc_link() {
   _l=$(ls -ld -- "$@" 2>/dev/null)
   _d=
   IFS=$NL; set -f
-  for line in $_l; do
-    case "$line" in *" -> "*) ;; *) continue ;; esac
-    f=${line% -> *}; f=${f##* }
+  for l in $_l; do
+    case $l in *" -> "*) ;; *) continue ;; esac
+    f=${l% -> *}; f=${f##* }
     [ -d "$R${f%/*}" ] || _d="$_d$NL$R${f%/*}"
   done
   IFS=$_IFS; set +f
   vc_mkdirs "$_d"
   IFS=$NL; set -f
-  for line in $_l; do
-    case "$line" in *" -> "*) ;; *) continue ;; esac
-    f=${line% -> *}; f=${f##* }; t=${line##* -> }
+  for l in $_l; do
+    case $l in *" -> "*) ;; *) continue ;; esac
+    f=${l% -> *}; f=${f##* }; t=${l##* -> }
     ln -s "$_p${t##*/}" "$R$f"
   done
   IFS=$_IFS; set +f
@@ -133,65 +138,91 @@ vc_attrs() {
       v=; _r=
       { IFS= read -r v; _r=$?; } 2>/dev/null < "$d/$a"
       case $_r$v in
-        0*) printf '%s\n' "$v" > "$R$d/$a" ;;
-        1?*) printf '%s' "$v" > "$R$d/$a" ;;
-        1) cat "$d/$a" > "$R$d/$a" 2>/dev/null || vc_unreadable "$d/$a" ;;
+        0*) printf "%s\n" "$v" > "$R$d/$a" ;;
+        1?*) printf %s "$v" > "$R$d/$a" ;;
+        1) vc_cat "$d/$a" ;;
         *) vc_unreadable "$d/$a" ;;
       esac
     done
     for a in $_t; do
       [ -f "$d/$a" ] || continue
-      cat "$d/$a" > "$R$d/$a" 2>/dev/null || vc_unreadable "$d/$a"
+      vc_cat "$d/$a"
     done
   done
   return 0
 }
-# vc_each PREFIX MAX NAMES-FILE CMD...: CMD NAME for each line of the stored NAMES-FILE, safe names only, at most MAX.
+# vc_each MAX NAMES-FILE CMD...: CMD NAME for each line of the stored NAMES-FILE, safe names only, at most MAX.
 vc_each() {
-  _p=$1; _x=$2; _f=$C/$3; shift 3
+  _x=$1; _f=$C/$2; shift 2
   [ -f "$_f" ] || return 0
   while IFS= read -r _d; do
-    case "$_d" in ''|*[!A-Za-z0-9._+-]*) continue ;; esac
+    case $_d in ""|*[!A-Za-z0-9._+-]*) continue ;; esac
     _x=$((_x - 1)); [ "$_x" -ge 0 ] || break
-    vc_run "${_p}_$_d" "$@" "$_d"
+    vc_run "$@" "$_d"
   done < "$_f"
 }
 # vc_open NAME MAX FOLDER GLOB...: if a GLOB matched, `PID FD TARGET COMM` per open file under FOLDER (at most MAX;
-# a process in a chroot shows its root's path before FOLDER)
+# a process in a chroot shows its root's path before FOLDER). ls lists every /proc/<pid>/fd alone, bounded as a
+# command is; its exit status and stderr are the scan's.
 vc_open() {
   _n=$1; _x=$2; _f=$3; shift 3; _g=
   for g; do [ -e "$g" ] && _g=1; done
   [ "$_g" ] || return 0
-  { $TO ls -l /proc/[0-9]*/fd 2>"$C/$_n.err" </dev/null; _r=$?; [ $_r = 0 ] || echo $_r >"$C/$_n.rc"; } |
+  ls -l /proc/[0-9]*/fd > "$T/fd" 2> "$C/$_n.err" & _pids=$!; _st="$!:$_n"; vc_watch; vc_wait
   while IFS= read -r l; do case $l in /proc/*/fd:) p=${l#/proc/}; p=${p%/fd:};;
     *" -> "*"$_f/"*) _x=$((_x-1)); [ $_x -lt 0 ] && continue; d=${l% -> *}; c=
       { IFS= read -r c; } 2>/dev/null <"/proc/$p/comm"; printf %s\\n "$p ${d##* } ${l##* -> } $c";;
-  esac; done >"$C/$_n"
-  [ -s "$C/$_n.err" ] || _empty="$_empty$NL$C/$_n.err"
+  esac; done < "$T/fd" >"$C/$_n"
 }
-# The command is waited for (not run in the foreground) so that a job told to stop stops it too.
-vc_run() {
-  n=$1; shift
-  $TO "$@" > "$C/$n" 2> "$C/$n.err" < /dev/null &
-  _c=$!
-  wait "$_c"
-  rc=$?
-  [ "$rc" -eq 0 ] || echo "$rc" > "$C/$n.rc"
+# A command's files are named after it, its words joined by _ ("$*" joins them with IFS's first character); $_b
+# is the program as PATH finds it, as `timeout` looked it up (a shell of busybox may prefer its own applet).
+vc_name() { IFS=_; n="$*"; IFS=:; _b=$1; for d in $PATH; do [ ! -f "$d/$1" ] || [ ! -x "$d/$1" ] || { _b=$d/$1; break; }
+  done; IFS=$_IFS; }
+# In a job: the command is waited for (not run in the foreground) so that the job, stopped, stops it.
+vc_run() { vc_start "$@"; _c=$!; wait $_c; rc=$?; _c=; [ $rc = 0 ] || echo $rc > "$C/$n.rc"; }
+# A background job: stopped (by the watchdog, or the script's exit), it stops its running command, whose exit
+# status is then the watchdog's 124, and leaves.
+vc_bg() { ( _c=; trap "[ -z \"\$_c\" ] || { kill \$_c 2>/dev/null; echo 124 > \"\$C/\$n.rc\"; }; exit 143" TERM; "$@" ) &
+  _pids="$_pids $!"; _jobs="$_jobs $!"; }
+# A command alone in its job runs straight from this shell, no job shell forked for it: vc_wait writes its exit status.
+vc_start() { vc_name "$@"; shift; "$_b" "$@" > "$C/$n" 2> "$C/$n.err" < /dev/null & _pids="$_pids $!"; _st="$_st $!:$n"; }
+# The watchdog of the commands and jobs started (_pids): past the bound it stops those still running (this shell's
+# children, not exited: /proc/PID/stat says so where it is the host's) and lists them in $T/late, its last step not
+# cut short by vc_wait's stop. Without sleep on the host, it leaves at once: the commands run unbounded.
+# It is stopped by the file $T/s<its number> and a TERM: a TERM sent before its trap is set may be lost (dash,
+# busybox sh), and one that comes before its sleep has a pid leaves that to the file. Its sleep is stopped by KILL:
+# just forked, it may still be a shell that would lose a TERM.
+vc_watch() {
+  _k=$((_k+1))
+  ( _l=$_pids; _s=; trap "[ -z \"\$_s\" ] || { kill -9 \$_s; exit 0; }" TERM
+    sleep @TIMEOUT@ & _s=$!
+    [ ! -e "$T/s$_k" ] || kill -9 $_s
+    wait $_s && [ ! -e "$T/s$_k" ] || exit 0
+    trap "" TERM; IFS=" "
+    for p in $_l; do
+      _z=; read -r _z < /proc/$p/stat; set -- ${_z##*) }
+      [ -z "$_z" ] || { [ "$1" != Z ] && [ "$2" = $$ ]; } || continue
+      kill $p && echo $p >> "$T/late"
+    done ) > /dev/null 2>&1 < /dev/null &
+  _w=$!; _pids="$_pids $_w"
 }
-# A background job: stopped, it stops its running command (which `timeout` passes on) and leaves.
-vc_bg() { ( _c=; trap 'kill $_c 2>/dev/null; exit 143' TERM; "$@" ) & _pids="$_pids $!"; }
-# A command alone in its job runs straight from this shell, no job shell forked for it: stopped, it is (or its
-# `timeout` is, which passes it on) among the stopped; vc_wait writes its exit status as vc_run does.
-vc_start() { n=$1; shift; $TO "$@" > "$C/$n" 2> "$C/$n.err" < /dev/null & _pids="$_pids $!"; _st="$_st $!:$n"; }
-# The jobs done: the commands' exit statuses, and their empty stderr files listed (removed in one rm).
+# The commands and jobs done (or stopped by the watchdog, then 124), and the watchdog stopped.
 vc_wait() {
-  for j in $_st; do wait "${j%%:*}"; rc=$?; [ "$rc" -eq 0 ] || echo "$rc" > "$C/${j#*:}.rc"; done
-  wait; _pids=; _st=; _empty=; for f in "$C"/*.err; do [ -s "$f" ] || _empty="$_empty$NL$f"; done
+  for j in $_st; do wait ${j%%:*} 2>/dev/null; rc=$?; [ $rc = 0 ] || echo $rc > "$C/${j#*:}.rc"; done
+  [ -z "$_jobs" ] || wait $_jobs 2>/dev/null
+  : > "$T/s$_k"; { kill $_w; wait $_w; } 2>/dev/null
+  if [ -s "$T/late" ]; then
+    while read -r p; do for j in $_st; do [ "${j%%:*}" != "$p" ] || echo 124 > "$C/${j#*:}.rc"; done; done < "$T/late"
+    : > "$T/late"
+  fi
+  _pids=; _st=; _jobs=
 }
+vc_alone() { vc_start "$@"; vc_watch; vc_wait; }
 """
 
 _EPILOGUE = r"""
 # The commands' empty stderr files, in one rm.
+_empty=; for f in "$C"/*.err; do [ -s "$f" ] || _empty="$_empty$NL$f"; done
 [ -z "$_empty" ] || ( IFS=$NL; set -f; rm -f -- $_empty )
 if [ -n "${1:-}" ]; then
   ( cd "$T" && tar -cf - meta.json root commands $( [ -f notes ] && echo notes ) | gzip -c ) > "$1" || exit 74
@@ -205,34 +236,36 @@ fi
 
 
 def _words(items: list[str]) -> str:
-    # Spec paths are our own constants: globs and $KREL must stay unquoted for the shell.
+    # Spec paths are our own constants: globs and $KREL must stay unquoted for the shell. A command's words are
+    # joined by _ for its file name (vc_name): no word is empty, none holds a blank.
     for item in items:
-        if any(c in item for c in "'\"`;&|<>()\\ \n"):
+        if not item or any(c in item for c in "'\"`;&|<>()\\ \t\n"):
             raise ValueError(f"collection spec entry not safe for the script: {item!r}")
     return " ".join(items)
 
 
 def _commands() -> list[str]:
-    """The commands: those that run alone first, then every other one as a background job (the job of a
-    command that a CommandEach takes its names from goes on with that CommandEach)."""
+    """The commands: those that run alone first, then every other one in the background (the job of a command
+    that a CommandEach takes its names from goes on with that CommandEach), under one watchdog."""
     def run(command: spec.Command) -> str:
-        return f"vc_run {_words([command.file_name])} {command.line}"
+        return f"vc_run {_words(command.line.split(' '))}"
 
     def each(command: spec.CommandEach) -> str:
-        return f"vc_each {_words([command.file_name, str(command.limit), command.names_from.replace(' ', '_')])} {command.line}"
+        return f"vc_each {_words([str(command.limit), command.names_from.replace(' ', '_'), *command.line.split(' ')])}"
 
     commands = [s for s in spec.SOURCES if isinstance(s, spec.Command) and s.line in spec.COMMANDS]  # not the CommandEach
-    lines = [run(c) for c in commands if c.alone]
+    lines = [f"vc_alone {_words(c.line.split(' '))}" for c in commands if c.alone]
     for command in (c for c in commands if not c.alone):
         then = [each(e) for e in spec.COMMANDS_EACH if e.names_from == command.line]
-        lines.append(f"vc_bg eval '{'; '.join([run(command), *then])}'" if then
-                     else f"vc_start {_words([command.file_name])} {command.line}")
-    return lines
+        lines.append(f'vc_bg eval "{"; ".join([run(command), *then])}"' if then
+                     else f"vc_start {_words(command.line.split(' '))}")
+    return [*lines, "vc_watch"]
 
 
-def render_script() -> str:
+def render_script(command_timeout_s: int = COMMAND_TIMEOUT_S) -> str:
+    """The script; each command it runs is bounded by `command_timeout_s` (whole seconds)."""
     lines = ["#!/bin/sh", "# vfio-certify collector: reads the host, changes nothing."]
-    prelude = _PRELUDE.replace("@TIMEOUT@", str(COMMAND_TIMEOUT_S)).replace("@MISSING@", str(MISSING_TOOL_STATUS))
+    prelude = _PRELUDE.replace("@TIMEOUT@", str(int(command_timeout_s))).replace("@MISSING@", str(MISSING_TOOL_STATUS))
     lines.append(prelude.replace("@FORMAT@", FORMAT).replace("@ABSENCE@", ABSENCE_PARENT_FOLDER).strip("\n"))
     lines += _commands()
     lines.append(f"vc_folder {_words(spec.PROBED_FOLDERS)}")
@@ -242,8 +275,10 @@ def render_script() -> str:
     lines.append(f"vc_mark {_words([m.path for m in spec.MARK_EXISTS])}")
     for link in spec.LINKS:
         lines.append(f"vc_link {_words([link.target_prefix])} {_words([link.path])}")
-    for attrs in spec.ATTRIBUTES:
-        lines.append(f"vc_attrs '{_words(list(attrs.names))}' '{_words(list(attrs.text_names))}' {_words([attrs.path])}")
+    for path in dict.fromkeys(a.path for a in spec.ATTRIBUTES):  # one pass per folder glob
+        names = [n for a in spec.ATTRIBUTES if a.path == path for n in a.names]
+        text_names = [n for a in spec.ATTRIBUTES if a.path == path for n in a.text_names]
+        lines.append(f'vc_attrs "{_words(names)}" "{_words(text_names)}" {_words([path])}')
     lines.append("vc_wait")
     for opened in spec.OPEN_FILES:  # after the commands: their jobs are not listed, and vc_wait keeps its empty .err
         lines.append(f"vc_open {_words([opened.line, str(opened.limit), opened.folder, *opened.when])}")
