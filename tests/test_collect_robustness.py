@@ -471,3 +471,36 @@ def test_without_sleep_on_the_host_the_commands_run_unbounded_and_are_collected(
     assert snap.read_text("/proc/cmdline") == "BOOT_IMAGE=/vmlinuz ro intel_iommu=on\n"
     assert snap.command("uname -r").stdout == "6.1.0-18-amd64\n"
     assert left_on_host(fleet, "nosleep") == []
+
+
+# -- 13. sysfs attributes are copied byte for byte, by builtins where a file is one line -------------
+
+
+def _functions(*names: str) -> str:
+    """The named shell functions of the rendered script (each ends at the first line that is `}`)."""
+    script = render_script()
+    found = []
+    for name in names:
+        start = script.index(f"\n{name}() {{") + 1
+        line_end = script.index("\n", start)
+        end = line_end + 1 if script[start:line_end].rstrip().endswith("}") else script.index("\n}\n", start) + 3
+        found.append(script[start:end])
+    return "".join(found)
+
+
+@pytest.mark.parametrize("shell", ["dash", "busybox sh"])
+def test_attributes_are_copied_byte_for_byte_whatever_their_lines(shell, tmp_path):
+    values = {"one": b"0x10de\n", "spaces": b"  USB \\t disk \r\n", "lines": b"Acme\nInc\n", "noeol": b"noeol",
+              "empty": b"", "blank": b"\n", "bytes": b"\xff\xfe caf\xc3\xa9\n"}
+    text = {"product": b"\xff\xfeKbd\x00\x00 \xc3\x28\n"}  # a device's string, NULs and all (hostile-input)
+    device = tmp_path / "sys/dev0"
+    device.mkdir(parents=True)
+    for name, data in {**values, **text}.items():
+        (device / name).write_bytes(data)
+    body = (f"R='{tmp_path}/out'; T='{tmp_path}'; _P=2\n{_functions('vc_unreadable', 'vc_cat', 'vc_attrs')}"
+            f"vc_attrs '{' '.join(values)} absent' '{' '.join(text)} serial' '{device}'\n")
+    (tmp_path / f"out{device}").mkdir(parents=True)
+    subprocess.run([*shell.split(), "-c", body], check=True, timeout=30)
+    copied = {p.name: p.read_bytes() for p in (tmp_path / f"out{device}").iterdir()}
+    assert copied == {**values, **text}
+    assert not (tmp_path / "notes").exists()

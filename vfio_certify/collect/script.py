@@ -31,6 +31,8 @@ need no JSON escaping (otherwise readers fall back to commands/uname_-n and unam
 """
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 from ..snapshot.reader import ABSENCE_PARENT_FOLDER, FORMAT
 from . import spec
 
@@ -78,76 +80,58 @@ vc_cat() { cat "$1" > "$R$1" 2>/dev/null || vc_unreadable "$1"; }
 # subshell is forked for it: IFS and globbing are put back after).
 vc_mkdirs() { [ -z "$1" ] || { IFS=$NL; set -f; mkdir -p -- $1; IFS=$_IFS; set +f; }; }
 _IFS=$IFS
-# Processes are the script's cost: one mkdir for every folder, none for a folder already there.
-vc_folder() { _d=; for d in "$@"; do _d="$_d$NL$R$d"; done; vc_mkdirs "$_d"; }
+# The sources are read in two passes ($_P): the first lists in $_D the folders they need, made by one mkdir, the
+# second reads them. Processes are the script's cost: one mkdir for every folder, one ls for every link.
+vc_folder() { [ $_P = 2 ] || for d; do _D="$_D$NL$R$d"; done; }
 vc_copy() {
-  _d=
-  for f in "$@"; do [ -f "$f" ] && [ ! -d "$R${f%/*}" ] && _d="$_d$NL$R${f%/*}"; done
-  vc_mkdirs "$_d"
-  for f in "$@"; do
+  for f; do
     [ -f "$f" ] || continue
-    vc_cat "$f"
+    if [ $_P = 1 ]; then _D="$_D$NL$R${f%/*}"; else vc_cat "$f"; fi
   done
 }
 vc_mark() {
-  _d=
-  for f in "$@"; do
+  for f; do
     [ -e "$f" ] || [ -L "$f" ] || continue
-    _d="$_d$NL$R${f%/*}"
-    [ ! -d "$f" ] || _d="$_d$NL$R$f"
-  done
-  vc_mkdirs "$_d"
-  for f in "$@"; do
-    [ -d "$f" ] && continue
-    if [ -e "$f" ] || [ -L "$f" ]; then : > "$R$f"; fi
+    if [ $_P = 1 ]; then _D="$_D$NL$R${f%/*}"; [ ! -d "$f" ] || _D="$_D$NL$R$f"
+    elif [ ! -d "$f" ]; then : > "$R$f"; fi
   done
 }
-# One ls for the links of a source; their folders in one mkdir; then one ln each.
-vc_link() {
-  _p=$1; shift
-  _l=$(ls -ld -- "$@" 2>/dev/null)
-  _d=
+# vc_links PREFIX GLOB ...: each link a GLOB matches, recorded as its PREFIX and the target's last component; one
+# ls lists them all (the first pass), and a link's GLOB, matched as a case pattern, says its PREFIX. It is called
+# with globbing off (set -f), so that the GLOBs come in as they are.
+vc_links() {
+  [ $_P = 2 ] || { _g=; for g; do case $g in /*) _g="$_g $g" ;; esac; done; set +f; _l=$(ls -ld -- $_g 2>/dev/null); }
   IFS=$NL; set -f
   for l in $_l; do
     case $l in *" -> "*) ;; *) continue ;; esac
-    f=${l% -> *}; f=${f##* }
-    [ -d "$R${f%/*}" ] || _d="$_d$NL$R${f%/*}"
-  done
-  IFS=$_IFS; set +f
-  vc_mkdirs "$_d"
-  IFS=$NL; set -f
-  for l in $_l; do
-    case $l in *" -> "*) ;; *) continue ;; esac
-    f=${l% -> *}; f=${f##* }; t=${l##* -> }
-    ln -s "$_p${t##*/}" "$R$f"
+    f=${l% -> *}; f=/${f#* /}; t=${l##* -> }
+    [ $_P = 2 ] || { _D="$_D$NL$R${f%/*}"; continue; }
+    _q=; for g; do case $g in /*) case $f in $g) _q=$_p; break ;; esac ;; *) _p=$g ;; esac; done
+    [ -z "$_q" ] || ln -s "$_q${t##*/}" "$R$f"
   done
   IFS=$_IFS; set +f
 }
+# vc_attrs NAMES TEXT-NAMES FOLDER...: kernel-formatted values kept byte for byte by builtins when a file is one
+# line, else by cat; the strings a device supplies (TEXT-NAMES: they may hold anything, a NUL too) by cat. _r stays
+# empty when the file cannot be opened; an empty file and a read error (EIO) both read nothing (sysfs says 4096
+# for the size of each): cat's exit status tells them apart.
 vc_attrs() {
   _a=$1; _t=$2; shift 2
-  _d=
-  for d in "$@"; do [ -e "$d" ] && _d="$_d$NL$R$d"; done
-  vc_mkdirs "$_d"
-  for d in "$@"; do
+  for d; do
     [ -e "$d" ] || continue
+    [ $_P = 2 ] || { _D="$_D$NL$R$d"; continue; }
     for a in $_a; do
       [ -f "$d/$a" ] || continue
-      # kernel-formatted one-line values: builtins keep them byte for byte without a fork.
-      # _r stays empty when the file cannot be opened; an empty file and a read error (EIO) both
-      # read nothing (sysfs says 4096 for the size of each): cat's exit status tells them apart.
-      v=; _r=
-      { IFS= read -r v; _r=$?; } 2>/dev/null < "$d/$a"
-      case $_r$v in
-        0*) printf "%s\n" "$v" > "$R$d/$a" ;;
-        1?*) printf %s "$v" > "$R$d/$a" ;;
-        1) vc_cat "$d/$a" ;;
-        *) vc_unreadable "$d/$a" ;;
+      v=; w=; _r=
+      { IFS= read -r v; _r=$?; IFS= read -r w; _r=$_r$?; } 2>/dev/null < "$d/$a"
+      case $_r$w in
+        01) printf "%s\n" "$v" > "$R$d/$a" ;;
+        11) if [ -n "$v" ]; then printf %s "$v" > "$R$d/$a"; else vc_cat "$d/$a"; fi ;;
+        "") vc_unreadable "$d/$a" ;;
+        *) vc_cat "$d/$a" ;;
       esac
     done
-    for a in $_t; do
-      [ -f "$d/$a" ] || continue
-      vc_cat "$d/$a"
-    done
+    for a in $_t; do [ ! -f "$d/$a" ] || vc_cat "$d/$a"; done
   done
   return 0
 }
@@ -262,23 +246,37 @@ def _commands() -> list[str]:
     return [*lines, "vc_watch"]
 
 
+def _links() -> list[spec.Link]:
+    """The links in the order vc_links matches them: a link's glob is matched as a case pattern (`*` spans
+    folders there), so none may match a link that an earlier one is declared for."""
+    for n, link in enumerate(spec.LINKS):
+        if not link.path.startswith("/") or link.target_prefix.startswith("/"):
+            raise ValueError(f"a link's glob is an absolute path, its prefix relative: {link}")
+        shadowing = [e.path for e in spec.LINKS[:n] if fnmatchcase(link.at(*["0000:00:01.0"] * 4), e.path)]
+        if shadowing:
+            raise ValueError(f"{link.path} is matched by the earlier link glob {shadowing[0]}")
+    return list(spec.LINKS)
+
+
 def render_script(command_timeout_s: int = COMMAND_TIMEOUT_S) -> str:
     """The script; each command it runs is bounded by `command_timeout_s` (whole seconds)."""
     lines = ["#!/bin/sh", "# vfio-certify collector: reads the host, changes nothing."]
     prelude = _PRELUDE.replace("@TIMEOUT@", str(int(command_timeout_s))).replace("@MISSING@", str(MISSING_TOOL_STATUS))
     lines.append(prelude.replace("@FORMAT@", FORMAT).replace("@ABSENCE@", ABSENCE_PARENT_FOLDER).strip("\n"))
     lines += _commands()
+    lines.append("_D=; for _P in 1 2; do")
     lines.append(f"vc_folder {_words(spec.PROBED_FOLDERS)}")
     lines.append(f"vc_copy {_words([f.path for f in spec.COPY_FILES])}")
     for fallback in spec.COPY_IF_ABSENT:
         lines.append(f'[ -f {_words([fallback.unless.path])} ] || vc_copy {_words([fallback.path])}')
     lines.append(f"vc_mark {_words([m.path for m in spec.MARK_EXISTS])}")
-    for link in spec.LINKS:
-        lines.append(f"vc_link {_words([link.target_prefix])} {_words([link.path])}")
-    for path in dict.fromkeys(a.path for a in spec.ATTRIBUTES):  # one pass per folder glob
+    lines.append("set -f; vc_links " + " ".join(_words([link.target_prefix, link.path]) for link in _links()))
+    for path in dict.fromkeys(a.path for a in spec.ATTRIBUTES):  # one read per folder glob
         names = [n for a in spec.ATTRIBUTES if a.path == path for n in a.names]
         text_names = [n for a in spec.ATTRIBUTES if a.path == path for n in a.text_names]
         lines.append(f'vc_attrs "{_words(names)}" "{_words(text_names)}" {_words([path])}')
+    lines.append('[ $_P = 2 ] || vc_mkdirs "$_D"')
+    lines.append("done")
     lines.append("vc_wait")
     for opened in spec.OPEN_FILES:  # after the commands: their jobs are not listed, and vc_wait keeps its empty .err
         lines.append(f"vc_open {_words([opened.line, str(opened.limit), opened.folder, *opened.when])}")
