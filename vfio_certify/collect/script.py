@@ -65,15 +65,6 @@ trap "exit 141" PIPE
 R=$T/root
 C=$T/commands
 mkdir -p "$R" "$C"
-KREL=$(uname -r)
-# meta.json: only values checked against a charset that needs no JSON escaping go in.
-_m='{"format": "@FORMAT@", "absence": "@ABSENCE@"'
-_v=$(date -u +%Y-%m-%dT%H:%M:%SZ 2>/dev/null)
-case $_v in ""|*[!0-9TZ:-]*) ;; *) _m="$_m, \"collected_at\": \"$_v\"" ;; esac
-_v=$(uname -n 2>/dev/null)
-case $_v in ""|*[!A-Za-z0-9._-]*) ;; *) _m="$_m, \"hostname\": \"$_v\"" ;; esac
-case $KREL in ""|*[!A-Za-z0-9._+~-]*) ;; *) _m="$_m, \"kernel_release\": \"$KREL\"" ;; esac
-printf "%s}\n" "$_m" > "$T/meta.json"
 vc_unreadable() { rm -f "$R$1"; echo "unreadable: $1" >> "$T/notes"; }
 vc_cat() { cat "$1" > "$R$1" 2>/dev/null || vc_unreadable "$1"; }
 # Many folders in one mkdir: the newline-separated list is split on newlines only, never globbed (and no
@@ -205,15 +196,25 @@ vc_alone() { vc_start "$@"; vc_watch; vc_wait; }
 """
 
 _EPILOGUE = r"""
-# The commands' empty stderr files, in one rm.
+# meta.json: only values checked against a charset that needs no JSON escaping go in; the hostname is the one
+# `uname -n` printed.
+_m='{"format": "@FORMAT@", "absence": "@ABSENCE@"'
+_v=$(date -u +%Y-%m-%dT%H:%M:%SZ 2>/dev/null)
+case $_v in ""|*[!0-9TZ:-]*) ;; *) _m="$_m, \"collected_at\": \"$_v\"" ;; esac
+_v=; read -r _v < "$C/@UNAME_N@" 2>/dev/null
+case $_v in ""|*[!A-Za-z0-9._-]*) ;; *) _m="$_m, \"hostname\": \"$_v\"" ;; esac
+case $KREL in ""|*[!A-Za-z0-9._+~-]*) ;; *) _m="$_m, \"kernel_release\": \"$KREL\"" ;; esac
+printf "%s}\n" "$_m" > "$T/meta.json"
+# The commands' empty stderr files, in one rm; tar run from this shell (no subshell forked for it).
 _empty=; for f in "$C"/*.err; do [ -s "$f" ] || _empty="$_empty$NL$f"; done
-[ -z "$_empty" ] || ( IFS=$NL; set -f; rm -f -- $_empty )
+[ -z "$_empty" ] || { IFS=$NL; set -f; rm -f -- $_empty; IFS=$_IFS; set +f; }
+_n=; [ ! -f "$T/notes" ] || _n=notes
 if [ -n "${1:-}" ]; then
-  ( cd "$T" && tar -cf - meta.json root commands $( [ -f notes ] && echo notes ) | gzip -c ) > "$1" || exit 74
+  tar -C "$T" -cf - meta.json root commands $_n | gzip -c > "$1" || exit 74
   echo "$1"
 else
   echo "@BEGIN@"
-  ( cd "$T" && tar -cf - meta.json root commands $( [ -f notes ] && echo notes ) | gzip -c | base64 )
+  tar -C "$T" -cf - meta.json root commands $_n | gzip -c | base64
   echo "@END@"
 fi
 """
@@ -238,7 +239,10 @@ def _commands() -> list[str]:
         return f"vc_each {_words([str(command.limit), command.names_from.replace(' ', '_'), *command.line.split(' ')])}"
 
     commands = [s for s in spec.SOURCES if isinstance(s, spec.Command) and s.line in spec.COMMANDS]  # not the CommandEach
-    lines = [f"vc_alone {_words(c.line.split(' '))}" for c in commands if c.alone]
+    # The kernel release names files to copy: its command runs first, and what it printed is $KREL.
+    lines = [f"{run(spec.UNAME_R)}; _pids=; _st=", f'KREL=; read -r KREL < "$C/{spec.UNAME_R.file_name}"']
+    commands.remove(spec.UNAME_R)
+    lines += [f"vc_alone {_words(c.line.split(' '))}" for c in commands if c.alone]
     for command in (c for c in commands if not c.alone):
         then = [each(e) for e in spec.COMMANDS_EACH if e.names_from == command.line]
         lines.append(f'vc_bg eval "{"; ".join([run(command), *then])}"' if then
@@ -262,7 +266,7 @@ def render_script(command_timeout_s: int = COMMAND_TIMEOUT_S) -> str:
     """The script; each command it runs is bounded by `command_timeout_s` (whole seconds)."""
     lines = ["#!/bin/sh", "# vfio-certify collector: reads the host, changes nothing."]
     prelude = _PRELUDE.replace("@TIMEOUT@", str(int(command_timeout_s))).replace("@MISSING@", str(MISSING_TOOL_STATUS))
-    lines.append(prelude.replace("@FORMAT@", FORMAT).replace("@ABSENCE@", ABSENCE_PARENT_FOLDER).strip("\n"))
+    lines.append(prelude.strip("\n"))
     lines += _commands()
     lines.append("_D=; for _P in 1 2; do")
     lines.append(f"vc_folder {_words(spec.PROBED_FOLDERS)}")
@@ -280,7 +284,9 @@ def render_script(command_timeout_s: int = COMMAND_TIMEOUT_S) -> str:
     lines.append("vc_wait")
     for opened in spec.OPEN_FILES:  # after the commands: their jobs are not listed, and vc_wait keeps its empty .err
         lines.append(f"vc_open {_words([opened.line, str(opened.limit), opened.folder, *opened.when])}")
-    lines.append(_EPILOGUE.replace("@BEGIN@", BEGIN_MARK).replace("@END@", END_MARK).strip("\n"))
+    epilogue = _EPILOGUE.replace("@FORMAT@", FORMAT).replace("@ABSENCE@", ABSENCE_PARENT_FOLDER)
+    epilogue = epilogue.replace("@UNAME_N@", spec.UNAME_N.file_name)
+    lines.append(epilogue.replace("@BEGIN@", BEGIN_MARK).replace("@END@", END_MARK).strip("\n"))
     # The script travels as one command, and Dropbear closes the connection on a command over MAX_CMD_LEN (9000
     # bytes): its comments and indentation are read here, not sent (the two header lines are). No line of it
     # continues a quoted string whose leading blanks would count.
