@@ -476,14 +476,17 @@ def test_without_sleep_on_the_host_the_commands_run_unbounded_and_are_collected(
 # -- 13. sysfs attributes are copied byte for byte, by builtins where a file is one line -------------
 
 
-def _functions(*names: str) -> str:
-    """The named shell functions of the rendered script (each ends at the first line that is `}`)."""
-    script = render_script()
+def _functions(*names: str, script: str | None = None) -> str:
+    """The named shell functions of the rendered script."""
+    script = script or render_script()
     found = []
     for name in names:
-        start = script.index(f"\n{name}() {{") + 1
-        line_end = script.index("\n", start)
-        end = line_end + 1 if script[start:line_end].rstrip().endswith("}") else script.index("\n}\n", start) + 3
+        start = end = script.index(f"\n{name}() {{") + 1
+        depth = None
+        while depth != 0:  # to the end of the line where its braces balance (${...} balances too)
+            line_end = script.index("\n", end) + 1
+            depth = (depth or 0) + script.count("{", end, line_end) - script.count("}", end, line_end)
+            end = line_end
         found.append(script[start:end])
     return "".join(found)
 
@@ -497,10 +500,25 @@ def test_attributes_are_copied_byte_for_byte_whatever_their_lines(shell, tmp_pat
     device.mkdir(parents=True)
     for name, data in {**values, **text}.items():
         (device / name).write_bytes(data)
-    body = (f"R='{tmp_path}/out'; T='{tmp_path}'; _P=2\n{_functions('vc_unreadable', 'vc_cat', 'vc_attrs')}"
+    body = (f"R='{tmp_path}/out'; T='{tmp_path}'; _P=2\n{_functions('vc_bad', 'vc_cat', 'vc_attrs')}"
             f"vc_attrs '{' '.join(values)} absent' '{' '.join(text)} serial' '{device}'\n")
     (tmp_path / f"out{device}").mkdir(parents=True)
     subprocess.run([*shell.split(), "-c", body], check=True, timeout=30)
     copied = {p.name: p.read_bytes() for p in (tmp_path / f"out{device}").iterdir()}
     assert copied == {**values, **text}
     assert not (tmp_path / "notes").exists()
+
+
+@pytest.mark.parametrize("shell", ["dash", "busybox sh"])
+def test_the_watchdog_stops_its_own_commands_by_the_hosts_proc(shell, tmp_path):
+    """Outside a fake root the watchdog checks /proc/PID/stat (this shell's child, not exited) before it stops a
+    command: the hung one gets 124, the one that finished keeps its own status."""
+    (tmp_path / "c").mkdir()
+    functions = _functions("vc_name", "vc_start", "vc_watch", "vc_wait", script=render_script(command_timeout_s=1))
+    body = (f"_IFS=$IFS; C='{tmp_path}/c'; T='{tmp_path}'; _k=0; _ps=; _st=; _js=\n{functions}"
+            "vc_start sleep 60; vc_start false; vc_watch; vc_wait\n")
+    started = time.monotonic()
+    subprocess.run([*shell.split(), "-c", body], check=True, timeout=30)
+    assert time.monotonic() - started < 10
+    assert (tmp_path / "c/sleep_60.rc").read_text() == "124\n"
+    assert (tmp_path / "c/false.rc").read_text() == "1\n"

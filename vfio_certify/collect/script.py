@@ -56,20 +56,20 @@ done
 # Without mktemp: a fresh folder or nothing (plain mkdir fails on anything planted there, links too).
 T=$(mktemp -d 2>/dev/null) || { T=/tmp/vfio-certify.$$; mkdir -m 700 "$T" 2>/dev/null ||
   { echo "cannot create the private folder $T" >&2; exit 70; }; }
-_pids=; _st=; _jobs=; _k=0
+_ps=; _st=; _js=; _k=0
 # The background commands' shells and the watchdog are stopped (and waited for, so that none writes after the rm)
-# first; IFS as a stop may find it (newline only, in vc_mkdirs and vc_link) would make of _pids one word and no kill.
-trap "IFS=\" \"; : > \"\$T/s\$_k\"; kill \$_pids 2>/dev/null; wait; rm -rf \"\$T\"" EXIT
+# first; IFS as a stop may find it (newline only, in vc_md and vc_links) would make of _ps one word and no kill.
+trap "IFS=\" \"; : > \"\$T/s\$_k\"; kill \$_ps 2>/dev/null; wait; rm -rf \"\$T\"" EXIT
 trap "exit 130" INT TERM HUP
 trap "exit 141" PIPE
 R=$T/root
 C=$T/commands
 mkdir -p "$R" "$C"
-vc_unreadable() { rm -f "$R$1"; echo "unreadable: $1" >> "$T/notes"; }
-vc_cat() { cat "$1" > "$R$1" 2>/dev/null || vc_unreadable "$1"; }
+vc_bad() { rm -f "$R$1"; echo "unreadable: $1" >> "$T/notes"; }
+vc_cat() { cat "$1" > "$R$1" 2>/dev/null || vc_bad "$1"; }
 # Many folders in one mkdir: the newline-separated list is split on newlines only, never globbed (and no
 # subshell is forked for it: IFS and globbing are put back after).
-vc_mkdirs() { [ -z "$1" ] || { IFS=$NL; set -f; mkdir -p -- $1; IFS=$_IFS; set +f; }; }
+vc_md() { [ -z "$1" ] || { IFS=$NL; set -f; mkdir -p -- $1; IFS=$_IFS; set +f; }; }
 _IFS=$IFS
 # The sources are read in two passes ($_P): the first lists in $_D the folders they need, made by one mkdir, the
 # second reads them. Processes are the script's cost: one mkdir for every folder, one ls for every link.
@@ -118,7 +118,7 @@ vc_attrs() {
       case $_r$w in
         01) printf "%s\n" "$v" > "$R$d/$a" ;;
         11) if [ -n "$v" ]; then printf %s "$v" > "$R$d/$a"; else vc_cat "$d/$a"; fi ;;
-        "") vc_unreadable "$d/$a" ;;
+        "") vc_bad "$d/$a" ;;
         *) vc_cat "$d/$a" ;;
       esac
     done
@@ -132,7 +132,7 @@ vc_each() {
   [ -f "$_f" ] || return 0
   while IFS= read -r _d; do
     case $_d in ""|*[!A-Za-z0-9._+-]*) continue ;; esac
-    _x=$((_x - 1)); [ "$_x" -ge 0 ] || break
+    _x=$((_x-1)); [ $_x -ge 0 ] || break
     vc_run "$@" "$_d"
   done < "$_f"
 }
@@ -143,7 +143,7 @@ vc_open() {
   _n=$1; _x=$2; _f=$3; shift 3; _g=
   for g; do [ -e "$g" ] && _g=1; done
   [ "$_g" ] || return 0
-  ls -l /proc/[0-9]*/fd > "$T/fd" 2> "$C/$_n.err" & _pids=$!; _st="$!:$_n"; vc_watch; vc_wait
+  ls -l /proc/[0-9]*/fd > "$T/fd" 2> "$C/$_n.err" & _ps=$!; _st="$!:$_n"; vc_watch; vc_wait
   while IFS= read -r l; do case $l in /proc/*/fd:) p=${l#/proc/}; p=${p%/fd:};;
     *" -> "*"$_f/"*) _x=$((_x-1)); [ $_x -lt 0 ] && continue; d=${l% -> *}; c=
       { IFS= read -r c; } 2>/dev/null <"/proc/$p/comm"; printf %s\\n "$p ${d##* } ${l##* -> } $c";;
@@ -151,17 +151,19 @@ vc_open() {
 }
 # A command's files are named after it, its words joined by _ ("$*" joins them with IFS's first character); $_b
 # is the program as PATH finds it, as `timeout` looked it up (a shell of busybox may prefer its own applet).
-vc_name() { IFS=_; n="$*"; IFS=:; _b=$1; for d in $PATH; do [ ! -f "$d/$1" ] || [ ! -x "$d/$1" ] || { _b=$d/$1; break; }
+vc_name() { IFS=_; n="$*"; IFS=:; _b=$1; for d in $PATH; do [ -f "$d/$1" ] && [ -x "$d/$1" ] && _b=$d/$1 && break
   done; IFS=$_IFS; }
 # In a job: the command is waited for (not run in the foreground) so that the job, stopped, stops it.
 vc_run() { vc_start "$@"; _c=$!; wait $_c; rc=$?; _c=; [ $rc = 0 ] || echo $rc > "$C/$n.rc"; }
 # A background job: stopped (by the watchdog, or the script's exit), it stops its running command, whose exit
 # status is then the watchdog's 124, and leaves.
-vc_bg() { ( _c=; trap "[ -z \"\$_c\" ] || { kill \$_c 2>/dev/null; echo 124 > \"\$C/\$n.rc\"; }; exit 143" TERM; "$@" ) &
-  _pids="$_pids $!"; _jobs="$_jobs $!"; }
+vc_bg() { ( _c=; trap "[ -z \$_c ] || { kill \$_c 2>/dev/null; echo 124 > \"\$C/\$n.rc\"; }; exit 143" TERM; "$@" ) &
+  _ps="$_ps $!"; _js="$_js $!"; }
 # A command alone in its job runs straight from this shell, no job shell forked for it: vc_wait writes its exit status.
-vc_start() { vc_name "$@"; shift; "$_b" "$@" > "$C/$n" 2> "$C/$n.err" < /dev/null & _pids="$_pids $!"; _st="$_st $!:$n"; }
-# The watchdog of the commands and jobs started (_pids): past the bound it stops those still running (this shell's
+# vc_all CMD ARG... + CMD ARG... + ...: vc_start for each (no word of theirs is +, none holds a glob character).
+vc_all() { _a=; for w in "$@" +; do [ "$w" = + ] && { vc_start $_a; _a=; } || _a="$_a $w"; done; }
+vc_start() { vc_name "$@"; shift; "$_b" "$@" > "$C/$n" 2> "$C/$n.err" < /dev/null & _ps="$_ps $!"; _st="$_st $!:$n"; }
+# The watchdog of the commands and jobs started (_ps): past the bound it stops those still running (this shell's
 # children, not exited: /proc/PID/stat says so where it is the host's) and lists them in $T/late, its last step not
 # cut short by vc_wait's stop. Without sleep on the host, it leaves at once: the commands run unbounded.
 # It is stopped by the file $T/s<its number> and a TERM: a TERM sent before its trap is set may be lost (dash,
@@ -169,7 +171,7 @@ vc_start() { vc_name "$@"; shift; "$_b" "$@" > "$C/$n" 2> "$C/$n.err" < /dev/nul
 # just forked, it may still be a shell that would lose a TERM.
 vc_watch() {
   _k=$((_k+1))
-  ( _l=$_pids; _s=; trap "[ -z \"\$_s\" ] || { kill -9 \$_s; exit 0; }" TERM
+  ( _l=$_ps; _s=; trap "[ -z \$_s ] || { kill -9 \$_s; exit 0; }" TERM
     sleep @TIMEOUT@ & _s=$!
     [ ! -e "$T/s$_k" ] || kill -9 $_s
     wait $_s && [ ! -e "$T/s$_k" ] || exit 0
@@ -179,18 +181,16 @@ vc_watch() {
       [ -z "$_z" ] || { [ "$1" != Z ] && [ "$2" = $$ ]; } || continue
       kill $p && echo $p >> "$T/late"
     done ) > /dev/null 2>&1 < /dev/null &
-  _w=$!; _pids="$_pids $_w"
+  _w=$!; _ps="$_ps $_w"
 }
 # The commands and jobs done (or stopped by the watchdog, then 124), and the watchdog stopped.
 vc_wait() {
   for j in $_st; do wait ${j%%:*} 2>/dev/null; rc=$?; [ $rc = 0 ] || echo $rc > "$C/${j#*:}.rc"; done
-  [ -z "$_jobs" ] || wait $_jobs 2>/dev/null
+  [ -z "$_js" ] || wait $_js 2>/dev/null
   : > "$T/s$_k"; { kill $_w; wait $_w; } 2>/dev/null
-  if [ -s "$T/late" ]; then
-    while read -r p; do for j in $_st; do [ "${j%%:*}" != "$p" ] || echo 124 > "$C/${j#*:}.rc"; done; done < "$T/late"
-    : > "$T/late"
-  fi
-  _pids=; _st=; _jobs=
+  [ ! -s "$T/late" ] || { while read -r p; do for j in $_st; do [ "${j%%:*}" != "$p" ] || echo 124 > "$C/${j#*:}.rc"
+    done; done < "$T/late"; : > "$T/late"; }
+  _ps=; _st=; _js=
 }
 vc_alone() { vc_start "$@"; vc_watch; vc_wait; }
 """
@@ -206,18 +206,22 @@ case $_v in ""|*[!A-Za-z0-9._-]*) ;; *) _m="$_m, \"hostname\": \"$_v\"" ;; esac
 case $KREL in ""|*[!A-Za-z0-9._+~-]*) ;; *) _m="$_m, \"kernel_release\": \"$KREL\"" ;; esac
 printf "%s}\n" "$_m" > "$T/meta.json"
 # The commands' empty stderr files, in one rm; tar run from this shell (no subshell forked for it).
-_empty=; for f in "$C"/*.err; do [ -s "$f" ] || _empty="$_empty$NL$f"; done
-[ -z "$_empty" ] || { IFS=$NL; set -f; rm -f -- $_empty; IFS=$_IFS; set +f; }
+_e=; for f in "$C"/*.err; do [ -s "$f" ] || _e="$_e$NL$f"; done
+[ -z "$_e" ] || { IFS=$NL; set -f; rm -f -- $_e; IFS=$_IFS; set +f; }
 _n=; [ ! -f "$T/notes" ] || _n=notes
+vc_tar() { tar -C "$T" -cf - meta.json root commands $_n | gzip -c; }
 if [ -n "${1:-}" ]; then
-  tar -C "$T" -cf - meta.json root commands $_n | gzip -c > "$1" || exit 74
+  vc_tar > "$1" || exit 74
   echo "$1"
 else
   echo "@BEGIN@"
-  tar -C "$T" -cf - meta.json root commands $_n | gzip -c | base64
+  vc_tar | base64
   echo "@END@"
 fi
 """
+
+
+_GLOB = "*?["
 
 
 def _words(items: list[str]) -> str:
@@ -240,14 +244,19 @@ def _commands() -> list[str]:
 
     commands = [s for s in spec.SOURCES if isinstance(s, spec.Command) and s.line in spec.COMMANDS]  # not the CommandEach
     # The kernel release names files to copy: its command runs first, and what it printed is $KREL.
-    lines = [f"{run(spec.UNAME_R)}; _pids=; _st=", f'KREL=; read -r KREL < "$C/{spec.UNAME_R.file_name}"']
+    lines = [f"{run(spec.UNAME_R)}; _ps=; _st=", f'KREL=; read -r KREL < "$C/{spec.UNAME_R.file_name}"']
     commands.remove(spec.UNAME_R)
     lines += [f"vc_alone {_words(c.line.split(' '))}" for c in commands if c.alone]
+    alone = []  # started by one vc_all
     for command in (c for c in commands if not c.alone):
         then = [each(e) for e in spec.COMMANDS_EACH if e.names_from == command.line]
-        lines.append(f'vc_bg eval "{"; ".join([run(command), *then])}"' if then
-                     else f"vc_start {_words(command.line.split(' '))}")
-    return [*lines, "vc_watch"]
+        if then:
+            lines.append(f'vc_bg eval "{"; ".join([run(command), *then])}"')
+        elif any(c in command.line for c in _GLOB) or "+" in command.line.split(" "):
+            raise ValueError(f"a command run side by side holds a glob character or the word +: {command.line!r}")
+        else:
+            alone.append(_words(command.line.split(" ")))
+    return [*lines, f"vc_all {' + '.join(alone)}", "vc_watch"]
 
 
 def _links() -> list[spec.Link]:
@@ -279,7 +288,7 @@ def render_script(command_timeout_s: int = COMMAND_TIMEOUT_S) -> str:
         names = [n for a in spec.ATTRIBUTES if a.path == path for n in a.names]
         text_names = [n for a in spec.ATTRIBUTES if a.path == path for n in a.text_names]
         lines.append(f'vc_attrs "{_words(names)}" "{_words(text_names)}" {_words([path])}')
-    lines.append('[ $_P = 2 ] || vc_mkdirs "$_D"')
+    lines.append('[ $_P = 2 ] || vc_md "$_D"')
     lines.append("done")
     lines.append("vc_wait")
     for opened in spec.OPEN_FILES:  # after the commands: their jobs are not listed, and vc_wait keeps its empty .err
