@@ -69,9 +69,12 @@ def fleet(tmp_path_factory):
                         FleetHost("nob64", plain), FleetHost("nomktemp", plain),
                         FleetHost("nobody", _snapshot(base / "nobody"), user="65534:65534"),
                         FleetHost("sidebyside", plain), FleetHost("hung", plain), FleetHost("hung-in-mkdir", plain),
+                        FleetHost("overdue", plain), FleetHost("nosleep", plain),
                         FleetHost.slow("stall", plain, delay_s=float("inf"))]) as fleet:
         os.unlink(fleet.root("nob64") / "bin/base64")
         os.unlink(fleet.root("nomktemp") / "bin/mktemp")
+        os.unlink(fleet.root("overdue") / "bin/timeout")  # the commands' bound needs no `timeout` on the host
+        os.unlink(fleet.root("nosleep") / "bin/sleep")
         sudo = fleet.root("plain") / "bin/sudo"  # like sudo's env_reset: the session's environment is gone
         sudo.write_text('#!/bin/sh\nexec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"\n')
         sudo.chmod(0o755)
@@ -107,9 +110,9 @@ def left_on_host(fleet, name):
     return sorted(p.name for p in (fleet.root(name) / "tmp").iterdir())
 
 
-def run_in_root(root: Path, shell: str = "/bin/sh", **kw):
+def run_in_root(root: Path, shell: str = "/bin/sh", script: str | None = None, **kw):
     """The script run straight in a fake root (no SSH), stdout a pipe."""
-    return subprocess.Popen(["chroot", str(root), *shell.split(), "-c", render_script()], stdin=subprocess.DEVNULL,
+    return subprocess.Popen(["chroot", str(root), *shell.split(), "-c", script or render_script()], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, **kw)
 
@@ -412,3 +415,110 @@ def test_stopped_mid_command_it_stops_its_commands_and_leaves_nothing(fleet, she
     proc = run_in_root(root, shell)
     _wait_for(started, "lspci never started")
     _stop_and_expect_nothing_left(fleet, "hung", proc, within_s=30)
+
+
+# -- 12. one watchdog bounds the commands ------------------------------------------------
+
+
+def _members(folder: Path) -> dict[str, bytes | str]:
+    """A snapshot folder's files (their bytes), links (their targets) and folders, by relative path."""
+    found: dict[str, bytes | str] = {}
+    for path in sorted(folder.rglob("*")):
+        name = str(path.relative_to(folder))
+        found[name] = ("-> " + os.readlink(path) if path.is_symlink() else "folder" if path.is_dir()
+                       else path.read_bytes())
+    return found
+
+
+@pytest.mark.parametrize("shell", ["/bin/sh", "/bin/busybox sh"])
+def test_a_command_over_its_bound_is_stopped_with_124_and_the_rest_is_collected(fleet, shell, tmp_path):
+    """Hung commands (killable, as `timeout` needs them too) on a host without `timeout`: the one that runs alone
+    first, two of those run side by side and the first of a job (virsh's names, then a dumpxml each) are stopped
+    at the bound, each with exit status 124; the job runs nothing after it; everything else is as collected from
+    the same host without the hangs."""
+    t0 = time.monotonic(); expected = _members(_unpacked(_finished(run_in_root(fleet.root("plain"), shell)), tmp_path / "expected")); print("EXPECTED", time.monotonic() - t0)
+    root = fleet.root("overdue")
+    for hung in ("ps", "lspci"):
+        _tool(root, hung, "exec sleep 60\n")
+    # the names of the domains come, then virsh hangs; unrecorded, the other virsh commands are not found, as on "plain"
+    _tool(root, "virsh", 'case "$*" in "list --all --name") echo vm1; exec sleep 60 ;; esac\n'
+                         'echo "sh: virsh: not found" >&2; exit 127\n')
+    started = time.monotonic()
+    proc = run_in_root(root, shell, render_script(command_timeout_s=2))
+    got = _members(_unpacked(_finished(proc), tmp_path / "s"))
+    elapsed = time.monotonic() - started
+    print("ELAPSED", elapsed); assert 4 <= elapsed < 15  # two bounds: the command run alone, then those run side by side
+    stopped = {"ps_-eo_pid,args": b"", "lspci_-nnk": b"", "lspci_-vvv": b"", "virsh_list_--all_--name": b"vm1\n"}
+    for name, output in stopped.items():
+        assert (got.pop(f"commands/{name}"), got.pop(f"commands/{name}.rc")) == (output, b"124\n"), name
+        for suffix in ("", ".rc", ".err"):
+            expected.pop(f"commands/{name}{suffix}", None)
+    assert not [name for name in got if "dumpxml" in name]  # the job stopped: vm1's XML was not asked for
+    del got["meta.json"], expected["meta.json"]  # collected_at
+    assert got == expected
+    assert not _running_in(root), "the stopped commands are gone"
+    assert left_on_host(fleet, "overdue") == []
+
+
+def _finished(proc) -> bytes:
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return out
+
+
+def test_without_sleep_on_the_host_the_commands_run_unbounded_and_are_collected(fleet, tmp_path):
+    snap = collect(fleet, "nosleep", tmp_path / "s")
+    assert snap.read_text("/proc/cmdline") == "BOOT_IMAGE=/vmlinuz ro intel_iommu=on\n"
+    assert snap.command("uname -r").stdout == "6.1.0-18-amd64\n"
+    assert left_on_host(fleet, "nosleep") == []
+
+
+# -- 13. sysfs attributes are copied byte for byte, by builtins where a file is one line -------------
+
+
+def _functions(*names: str, script: str | None = None) -> str:
+    """The named shell functions of the rendered script."""
+    script = script or render_script()
+    found = []
+    for name in names:
+        start = end = script.index(f"\n{name}() {{") + 1
+        depth = None
+        while depth != 0:  # to the end of the line where its braces balance (${...} balances too)
+            line_end = script.index("\n", end) + 1
+            depth = (depth or 0) + script.count("{", end, line_end) - script.count("}", end, line_end)
+            end = line_end
+        found.append(script[start:end])
+    return "".join(found)
+
+
+@pytest.mark.parametrize("shell", ["dash", "busybox sh"])
+def test_attributes_are_copied_byte_for_byte_whatever_their_lines(shell, tmp_path):
+    values = {"one": b"0x10de\n", "spaces": b"  USB \\t disk \r\n", "lines": b"Acme\nInc\n", "noeol": b"noeol",
+              "empty": b"", "blank": b"\n", "bytes": b"\xff\xfe caf\xc3\xa9\n"}
+    text = {"product": b"\xff\xfeKbd\x00\x00 \xc3\x28\n"}  # a device's string, NULs and all (hostile-input)
+    device = tmp_path / "sys/dev0"
+    device.mkdir(parents=True)
+    for name, data in {**values, **text}.items():
+        (device / name).write_bytes(data)
+    body = (f"R='{tmp_path}/out'; T='{tmp_path}'; _P=2\n{_functions('vc_bad', 'vc_cat', 'vc_attrs')}"
+            f"vc_attrs '{' '.join(values)} absent' '{' '.join(text)} serial' '{device}'\n")
+    (tmp_path / f"out{device}").mkdir(parents=True)
+    subprocess.run([*shell.split(), "-c", body], check=True, timeout=30)
+    copied = {p.name: p.read_bytes() for p in (tmp_path / f"out{device}").iterdir()}
+    assert copied == {**values, **text}
+    assert not (tmp_path / "notes").exists()
+
+
+@pytest.mark.parametrize("shell", ["dash", "busybox sh"])
+def test_the_watchdog_stops_its_own_commands_by_the_hosts_proc(shell, tmp_path):
+    """Outside a fake root the watchdog checks /proc/PID/stat (this shell's child, not exited) before it stops a
+    command: the hung one gets 124, the one that finished keeps its own status."""
+    (tmp_path / "c").mkdir()
+    functions = _functions("vc_name", "vc_start", "vc_watch", "vc_wait", script=render_script(command_timeout_s=1))
+    body = (f"_IFS=$IFS; C='{tmp_path}/c'; T='{tmp_path}'; _k=0; _ps=; _st=; _js=\n{functions}"
+            "vc_start sleep 60; vc_start false; vc_watch; vc_wait\n")
+    started = time.monotonic()
+    subprocess.run([*shell.split(), "-c", body], check=True, timeout=30)
+    assert time.monotonic() - started < 10
+    assert (tmp_path / "c/sleep_60.rc").read_text() == "124\n"
+    assert (tmp_path / "c/false.rc").read_text() == "1\n"

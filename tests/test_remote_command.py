@@ -16,3 +16,13 @@ def test_comments_stay_out_of_the_script_but_its_header_does_not():
     lines = render_script().splitlines()
     assert lines[:2] == ["#!/bin/sh", "# vfio-certify collector: reads the host, changes nothing."]
     assert not [line for line in lines[2:] if line.lstrip().startswith("#")]
+
+
+def test_a_link_glob_that_would_take_an_earlier_links_paths_is_refused(monkeypatch):
+    """vc_links tells a link's prefix by the first glob that matches it as a case pattern, where `*` spans folders."""
+    import pytest
+
+    from vfio_certify.collect import spec
+    monkeypatch.setattr(spec, "LINKS", [spec.Link("/sys/bus/pci/devices/*", "../"), spec.PCI_DRIVER])
+    with pytest.raises(ValueError, match="matched by the earlier link glob /sys/bus/pci/devices/"):
+        render_script()

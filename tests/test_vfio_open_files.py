@@ -149,9 +149,10 @@ def test_the_fixture_host_with_a_bound_gpu_passes_and_without_the_scan_is_skippe
 # -- the script's scan, run for real ----------------------------------------------------------------------
 
 def _vc_open() -> str:
+    """vc_open, and the watchdog that bounds its scan as a command's."""
     script = render_script()
-    start = script.index("vc_open() {")
-    return script[start:script.index("\n}\n", start) + 3]
+    starts = [script.index(f"{name}() {{") for name in ("vc_open", "vc_watch", "vc_wait")]
+    return "".join(script[start:script.index("\n}\n", start) + 3] for start in starts)
 
 
 @pytest.mark.parametrize("shell", ["dash", "busybox sh"])
@@ -165,7 +166,7 @@ def test_the_scan_finds_a_process_holding_a_node_and_runs_only_when_a_group_node
     try:
         out = tmp_path / "commands"
         out.mkdir()
-        body = (f"TO=; C='{out}'; NL='\n'; _empty=\n{_vc_open()}"
+        body = (f"C='{out}'; T='{tmp_path}'; NL='\n'; _k=0\n{_vc_open()}"
                 f"vc_open scan 256 /dev/vfio '{node}'\nvc_open never 256 /dev/vfio '{tmp_path}/none/[0-9]*'\n")
         for _ in range(100):  # until the holder is sleep, which it becomes after opening the node
             if Path(f"/proc/{holder.pid}/comm").read_text() == "sleep\n":
