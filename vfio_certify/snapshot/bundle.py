@@ -296,9 +296,13 @@ def read_bundle(data: bytes, shown_as: str) -> MemoryTree:
                     with tar.extractfile(member) as content:
                         tree.add_file(rel, content.read())
             except FileExistsError:
-                raise BundleError(f"{shown_as}: refused: {_short(member.name)!r}: a folder and a file or link "
-                                  "of the same name") from None
+                raise _same_name(shown_as, member.name) from None
     return tree
+
+
+def _same_name(shown: str, name: str) -> BundleError:
+    """The refusal of a bundle that gives one name to a folder and to a file or link (in memory or on disk)."""
+    return BundleError(f"{shown}: refused: {_short(name)!r}: a folder and a file or link of the same name")
 
 
 def _memory_root_prefix(names: list[str], members: list[tarfile.TarInfo], shown: str) -> str:
@@ -342,8 +346,7 @@ def _write_members(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: P
                 os.mkdir(path, 0o700)
             except FileExistsError:
                 if not stat.S_ISDIR(os.lstat(path).st_mode):
-                    raise BundleError(f"{shown}: refused: {_short(rel)!r}: a folder and a file or link "
-                                      "of the same name") from None
+                    raise _same_name(shown, rel) from None
             real_folders.add(rel)
         return os.path.join(dest, rel)
 
@@ -352,8 +355,7 @@ def _write_members(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: P
             create()
         except FileExistsError:
             if stat.S_ISDIR(os.lstat(path).st_mode):
-                raise BundleError(f"{shown}: refused: {_short(rel)!r}: a folder and a file or link "
-                                  "of the same name") from None
+                raise _same_name(shown, rel) from None
             os.unlink(path)  # the same name given twice: the last one stays (as tar does)
             create()
 
