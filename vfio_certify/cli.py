@@ -119,10 +119,10 @@ def plugin_args(extra: list[str] = (), jobs: bool = False) -> list[str]:
 
 
 def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
-    output = Path(args.output)
+    output, count = Path(args.output), workers(args)
     argv = [
         str(CHECKS_DIR), f"--rootdir={REPO_ROOT}", "-c", str(REPO_ROOT / "pyproject.toml"),
-        *plugin_args(extra, jobs=workers(args) != 0),
+        *plugin_args(extra, jobs=count != 0),
         # Checks judge through certify(), never `assert`: no rewriting.
         "--assert=plain", "-q", "-rN",
         # No failure tracebacks: a check's failure is its message, in the verdict and the reports; pytest's
@@ -137,9 +137,8 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
     if args.host:
         argv.append("--hosts=" + ",".join(args.host))  # as given: reports and waivers name hosts so
     argv += options.forward_to_pytest(args)
-    if workers(args):
-        # the plugin's scheduler keeps each host on one worker
-        argv += ["-n", str(args.jobs) if workers(args) < 0 else str(workers(args))]
+    if count:  # the plugin's scheduler keeps each host on one worker
+        argv += ["-n", str(args.jobs) if count < 0 else str(count)]
     return argv + extra
 
 
@@ -156,10 +155,15 @@ def workers(args: argparse.Namespace) -> int:
         given = int(args.jobs)
     else:
         return -1  # as given
-    if any(h.startswith("ansible://") for h in args.host or []):
+    if _names_an_ansible_group(args):
         return -1
     hosts = len(args.host or []) + len(args.snapshot or []) or 1  # neither: this machine
     return 0 if hosts == 1 else min(given, hosts)
+
+
+def _names_an_ansible_group(args: argparse.Namespace) -> bool:
+    """An ansible:// host: its hosts are known once its inventory is read (targets.expand_ansible)."""
+    return any(h.startswith("ansible://") for h in args.host or [])
 
 
 def wants_nested_lab(args: argparse.Namespace) -> bool:
@@ -170,7 +174,7 @@ def wants_nested_lab(args: argparse.Namespace) -> bool:
 def target_judged_alone(args: argparse.Namespace) -> Optional[Target]:
     """The one live host of a run judged in this process (no -j, no snapshot, no nested lab, no ansible group to
     expand), as the plugin's session will make it: its collection can start before pytest is imported."""
-    if workers(args) or args.snapshot or wants_nested_lab(args) or any(h.startswith("ansible://") for h in args.host or []):
+    if workers(args) or args.snapshot or wants_nested_lab(args) or _names_an_ansible_group(args):
         return None
     targets = targets_from(args.host or [], [], args)
     return targets[0].spec if len(targets) == 1 else None
