@@ -294,3 +294,47 @@ def test_in_memory_a_name_given_twice_keeps_the_last_and_a_folder_never_becomes_
     with pytest.raises(BundleError, match="no snapshot inside"):
         bundle_module.read_bundle((tmp_path / _write(tmp_path / "two.tar.gz", [(_info("other/x", 1), b"x")]))
                                   .read_bytes(), "ssh://kvm1")
+
+
+def _everything(tree, rel: str = "") -> dict:
+    """Every path of a tree with what it holds: a file's bytes, a link's target, a folder's names."""
+    kind = tree.kind(rel)
+    if kind != "dir":
+        return {rel: (kind, tree.read(rel) if kind == "file" else tree.target(rel))}
+    held = {rel: ("dir", sorted(tree.names(rel)))}
+    for name in tree.names(rel):
+        held.update(_everything(tree, f"{rel}/{name}" if rel else name))
+    return held
+
+
+def _read_both_ways(data: bytes, monkeypatch):
+    """read_bundle's answer for `data` inflated at once (a live host's answer) and streamed through GzipFile."""
+    answers, bound = [], bundle_module.INFLATE_WHOLE_BYTES
+    for whole in (bound, 1):  # 1 byte: nothing fits, every stream is streamed
+        monkeypatch.setattr(bundle_module, "INFLATE_WHOLE_BYTES", whole)
+        try:
+            answers.append(_everything(bundle_module.read_bundle(data, "ssh://kvm1")))
+        except BundleError as exc:
+            answers.append(str(exc))
+    monkeypatch.setattr(bundle_module, "INFLATE_WHOLE_BYTES", bound)
+    return answers
+
+
+def test_a_live_hosts_answer_inflated_at_once_reads_as_it_does_streamed(tmp_path, monkeypatch):
+    """A real capture (a fixture host with sysfs links), and the same answer cut short, with a broken checksum, or
+    sent as two gzip members: read whole in memory or streamed, the tree or the refusal is the same."""
+    bundle_module.pack_bundle(Path(__file__).parent.parent / "fixtures/hosts/rocky9-after-intel-iommu",
+                              tmp_path / "rocky9.tar.gz")
+    data = (tmp_path / "rocky9.tar.gz").read_bytes()
+    whole, streamed = _read_both_ways(data, monkeypatch)
+    assert whole == streamed and whole["root/proc/cmdline"][0] == "file"
+    assert any(kind == "link" for kind, _ in whole.values())
+    assert bundle_module._inflated_whole(io.BytesIO(data)) is not None  # the fast path was taken
+    half = len(data) // 2
+    inflated = gzip.decompress(data)
+    for variant in (data[:half],                                      # cut short
+                    data[:-8] + bytes(b ^ 0xFF for b in data[-8:-4]) + data[-4:],  # its CRC broken
+                    gzip.compress(inflated[:10240]) + gzip.compress(inflated[10240:])):  # two gzip members
+        whole, streamed = _read_both_ways(variant, monkeypatch)
+        assert whole == streamed, (whole if isinstance(whole, str) else "a tree", streamed)
+        assert bundle_module._inflated_whole(io.BytesIO(variant)) is None  # streamed, and refused there
