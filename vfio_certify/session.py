@@ -162,6 +162,8 @@ class CertifySession:
 
     def close(self) -> None:
         discard_early()  # collections started ahead of hosts this run did not get to
+        if self._stream is not None:
+            self._stream.close()
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
