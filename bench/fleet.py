@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+CORES = os.cpu_count() or 1
 sys.path.insert(0, str(REPO / "tests"))
 
 from support.fleet import FleetHost, LoopbackFleet  # noqa: E402
@@ -59,9 +60,6 @@ def run(size: int, jobs: str) -> dict:
             "floor_seconds": round((client_cpu + hosts_cpu) / CORES, 2),
             "exit": proc.returncode, "judged": hosts_judged,
             "handshakes_per_host": max(handshakes), "commands_per_host": max(commands)}
-
-
-CORES = os.cpu_count() or 1
 
 
 def _children_cpu() -> float:
