@@ -10,16 +10,18 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
 import time
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
 
 from vfio_certify.collect import CollectError, Target, collect_snapshot
-from vfio_certify.collect import runner
+from vfio_certify.collect import runner, spec
 from vfio_certify.collect.script import render_script
 from vfio_certify.snapshot import BundleError, Snapshot, bundle, unpack_bundle
 from vfio_certify.snapshot.reader import PathState
@@ -27,8 +29,10 @@ from vfio_certify.snapshot.tree import DiskTree
 
 try:
     from support.fleet import FleetHost, LoopbackFleet
+    from support.script_parts import links_body, shell_functions, sysfs_links
 except ImportError:
     from tests.support.fleet import FleetHost, LoopbackFleet
+    from tests.support.script_parts import links_body, shell_functions, sysfs_links
 
 HAS_ANSIBLE = (Path(sys.executable).parent / "ansible").exists()
 USB = "sys/bus/usb/devices/1-1 [x]"  # a space and a glob in a sysfs name
@@ -476,21 +480,6 @@ def test_without_sleep_on_the_host_the_commands_run_unbounded_and_are_collected(
 # -- 13. sysfs attributes are copied byte for byte, by builtins where a file is one line -------------
 
 
-def _functions(*names: str, script: str | None = None) -> str:
-    """The named shell functions of the rendered script."""
-    script = script or render_script()
-    found = []
-    for name in names:
-        start = end = script.index(f"\n{name}() {{") + 1
-        depth = None
-        while depth != 0:  # to the end of the line where its braces balance (${...} balances too)
-            line_end = script.index("\n", end) + 1
-            depth = (depth or 0) + script.count("{", end, line_end) - script.count("}", end, line_end)
-            end = line_end
-        found.append(script[start:end])
-    return "".join(found)
-
-
 @pytest.mark.parametrize("shell", ["dash", "busybox sh"])
 def test_attributes_are_copied_byte_for_byte_whatever_their_lines(shell, tmp_path):
     values = {"one": b"0x10de\n", "spaces": b"  USB \\t disk \r\n", "lines": b"Acme\nInc\n", "noeol": b"noeol",
@@ -500,7 +489,7 @@ def test_attributes_are_copied_byte_for_byte_whatever_their_lines(shell, tmp_pat
     device.mkdir(parents=True)
     for name, data in {**values, **text}.items():
         (device / name).write_bytes(data)
-    body = (f"R='{tmp_path}/out'; T='{tmp_path}'; _P=2\n{_functions('vc_bad', 'vc_cat', 'vc_attrs')}"
+    body = (f"R='{tmp_path}/out'; T='{tmp_path}'; _P=2\n{shell_functions('vc_bad', 'vc_cat', 'vc_attrs')}"
             f"vc_attrs '{' '.join(values)} absent' '{' '.join(text)} serial' '{device}'\n")
     (tmp_path / f"out{device}").mkdir(parents=True)
     subprocess.run([*shell.split(), "-c", body], check=True, timeout=30)
@@ -514,7 +503,7 @@ def test_the_watchdog_stops_its_own_commands_by_the_hosts_proc(shell, tmp_path):
     """Outside a fake root the watchdog checks /proc/PID/stat (this shell's child, not exited) before it stops a
     command: the hung one gets 124, the one that finished keeps its own status."""
     (tmp_path / "c").mkdir()
-    functions = _functions("vc_name", "vc_start", "vc_watch", "vc_wait", script=render_script(command_timeout_s=1))
+    functions = shell_functions("vc_name", "vc_start", "vc_watch", "vc_wait", script=render_script(command_timeout_s=1))
     body = (f"_IFS=$IFS; C='{tmp_path}/c'; T='{tmp_path}'; _k=0; _ps=; _st=; _js=\n{functions}"
             "vc_start sleep 60; vc_start false; vc_watch; vc_wait\n")
     started = time.monotonic()
@@ -522,3 +511,46 @@ def test_the_watchdog_stops_its_own_commands_by_the_hosts_proc(shell, tmp_path):
     assert time.monotonic() - started < 10
     assert (tmp_path / "c/sleep_60.rc").read_text() == "124\n"
     assert (tmp_path / "c/false.rc").read_text() == "1\n"
+
+
+# -- 14. links: one tar per link glob where tar is GNU tar, else one ln per link, the same links either way ---------
+
+
+def _tools(folder: Path, log: Path, tar: str) -> Path:
+    """A folder first on PATH: ln and tar that log each run, then run the real one. tar: "gnu" (this machine's GNU tar),
+    "busybox" (its tar applet: no --transform) or "gnu-failing" (GNU tar that fails to extract)."""
+    folder.mkdir()
+    real_tar = "/usr/bin/tar" if tar.startswith("gnu") else f"{shutil.which('busybox')} tar"
+    fail = 'case " $* " in *" -x"*) exit 2 ;; esac; ' if tar == "gnu-failing" else ""
+    for name, run in (("ln", shutil.which("ln")), ("tar", real_tar)):
+        (folder / name).write_text(f'#!/bin/sh\necho "{name} $*" >> \'{log}\'\n{fail if name == "tar" else ""}exec {run} "$@"\n')
+        (folder / name).chmod(0o755)
+    return folder
+
+
+@pytest.mark.skipif(not shutil.which("busybox") or not os.path.exists("/usr/bin/tar"),
+                    reason="needs busybox (its sh and tar) and GNU tar, as CI's Debian has them")
+@pytest.mark.parametrize("shell,tar", [("dash", "gnu"), ("dash", "busybox"), ("dash", "gnu-failing"),
+                                       ("busybox sh", "applets")])
+def test_links_are_the_same_whether_tar_or_ln_makes_them(shell, tar, tmp_path):
+    """busybox sh runs its own tar and ln applets whatever PATH says (tests/support/fleet/rootfs.py): no GNU tar."""
+    src, out, log = tmp_path / "src", tmp_path / "out", tmp_path / "runs.log"
+    kept = sysfs_links(src)
+    tools = _tools(tmp_path / "tools", log, tar) if tar != "applets" else tmp_path
+    subprocess.run([*shell.split(), "-c", links_body(src, out, tmp_path)], check=True, timeout=60,
+                   env={"PATH": f"{tools}:/usr/bin:/bin", "LC_ALL": "C"})
+
+    made = {str(p.relative_to(out / src.relative_to("/"))): os.readlink(p)
+            for p in (out / src.relative_to("/")).rglob("*") if p.is_symlink()}
+    assert made == kept
+    assert not [p for p in out.rglob("*") if p.is_file()]  # the plain files named like links are not copied
+    if tar == "applets":
+        return
+    runs = log.read_text().splitlines()
+    lns = [r for r in runs if r.startswith("ln ")]
+    tars = [r for r in runs if r.startswith("tar ")]
+    if tar == "gnu":  # a few processes, whatever the number of links: its version, one per glob used, one extracting
+        globs = {link.path for path in kept for link in spec.LINKS if fnmatchcase("/" + path, link.path)}
+        assert (len(tars), len(lns)) == (1 + len(globs) + 1, 0)
+    else:  # no --transform (busybox tar), or the extraction failed: one ln per link
+        assert len(lns) == len(kept)

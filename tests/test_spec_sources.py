@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from vfio_certify.collect import spec
-from vfio_certify.collect.script import render_script
+from vfio_certify.collect.script import expanded, render_script
 from vfio_certify.facts import read_host_facts
 from vfio_certify.snapshot.reader import Snapshot
 
@@ -150,7 +150,7 @@ def test_every_declared_source_is_read_by_a_reader_or_says_why_not(asked):
 
 
 def test_every_source_is_declared_once_and_is_in_the_script():
-    script = render_script()
+    script = expanded(render_script())  # path words are written with the script's ABBREVIATIONS
     for source in spec.SOURCES:
         word = source.line if isinstance(source, spec.Command) else source.path
         assert script.count(f" {word}") >= 1, word

@@ -5,7 +5,8 @@ The script only reads the host. It builds the snapshot in a private temporary fo
 that whatever a login shell prints around it is ignored; run as `sh collect.sh FILE`
 it writes the .tar.gz bundle to FILE instead. It runs unchanged under
 dash, bash and busybox sh: no bashisms, only cat, ln, ls, mkdir, rm, tar, gzip, uname,
-base64 (not for FILE), and `mktemp`, `sleep` and `date` when the host has them. A
+base64 (not for FILE), and `mktemp`, `sleep` and `date` when the host has them; GNU tar's
+--transform makes the links where tar is GNU tar (vc_links), ln elsewhere. A
 missing tool stops it first, exit status 69 and one line naming it. Nothing is left on
 the host: the folder is removed on exit, also on a signal or a hang-up (SIGPIPE).
 
@@ -46,6 +47,7 @@ _PRELUDE = r"""
 PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 LC_ALL=C
 export PATH LC_ALL
+@ABBREVIATIONS@
 umask 077
 NL="
 "
@@ -90,17 +92,27 @@ vc_mark() {
 # vc_links PREFIX GLOB ...: each link a GLOB matches, recorded as its PREFIX and the target's last component; one
 # ls lists them all (the first pass), and a link's GLOB, matched as a case pattern, says its PREFIX. It is called
 # with globbing off (set -f), so that the GLOBs come in as they are.
+# A process per link is the script's largest cost on a real server (one `ln` each: a driver and a group link for
+# every PCI function, 50 to 80 on the hosts of fixtures/hosts, hundreds with SR-IOV), so where tar is GNU tar ($_x)
+# the links a GLOB matched are listed in $T/L<its number> and copied by one tar per GLOB, which writes each
+# target as PREFIX and its last component (--transform, on link targets only: flags sRH), into one tar that
+# makes them: a few processes, whatever the number of links. The links are the same either way; if that tar
+# fails, ln makes them (those already made stay as they are).
 vc_links() {
-  [ $_P = 2 ] || { _g=; for g; do case $g in /*) _g="$_g $g" ;; esac; done; set +f; _l=$(ls -ld -- $_g 2>/dev/null); }
+  [ $_P = 2 ] || { _g=; for g; do case $g in /*) _g="$_g $g" ;; esac; done; set +f; _l=$(ls -ld -- $_g 2>/dev/null)
+    _x=; [ -z "$_l" ] || case $(tar --version 2>/dev/null) in *GNU*) _x=1 ;; esac; }
   IFS=$NL; set -f
   for l in $_l; do
     case $l in *" -> "*) ;; *) continue ;; esac
     f=${l% -> *}; f=/${f#* /}; t=${l##* -> }
     [ $_P = 2 ] || { _D="$_D$NL$R${f%/*}"; continue; }
-    _q=; for g; do case $g in /*) case $f in $g) _q=$_p; break ;; esac ;; *) _p=$g ;; esac; done
-    [ -z "$_q" ] || ln -s "$_q${t##*/}" "$R$f"
+    _q=; _i=0; for g; do case $g in /*) _i=$((_i+1)); case $f in $g) _q=$_p; break ;; esac ;; *) _p=$g ;; esac; done
+    [ -z "$_q" ] || if [ "$_x" ]; then printf %s\\n "${f#/}" >> "$T/L$_i"; else ln -s "$_q${t##*/}" "$R$f"; fi
   done
   IFS=$_IFS; set +f
+  [ $_P = 1 ] || [ -z "$_x" ] || { _i=0; for g; do case $g in /*) _i=$((_i+1)); [ ! -f "$T/L$_i" ] ||
+    tar -C / -cf - --no-recursion "--transform=s,^\(.*/\)*,$_p,sRH" -T "$T/L$_i" ;; *) _p=$g ;; esac
+    done | tar -C "$R" -xif -; } 2>/dev/null || { _x=; vc_links "$@"; } 2>/dev/null
 }
 # vc_attrs NAMES TEXT-NAMES FOLDER...: kernel-formatted values kept byte for byte by builtins when a file is one
 # line, else by cat; the strings a device supplies (TEXT-NAMES: they may hold anything, a NUL too) by cat. _r stays
@@ -233,6 +245,35 @@ def _words(items: list[str]) -> str:
     return " ".join(items)
 
 
+# The script travels as one command under Dropbear's limit (DROPBEAR_MAX_COMMAND): the path words it repeats most are
+# written once, as shell variables set at its top, and each path word uses them ($PCI/*/driver). A path is expanded
+# when the function it is given to is called (globbing and all), as the word written out would be.
+ABBREVIATIONS = (
+    ("DT", "/sys/firmware/devicetree/base"),
+    ("PCI", "/sys/bus/pci/devices"),
+    ("BDF", "[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f].[0-7]"),
+    ("MOD", "/sys/module"),
+    ("CLS", "/sys/class"),
+)
+
+
+def _paths(items: list[str]) -> str:
+    """Path words, as _words, each with ABBREVIATIONS: `${NAME}` where a name character follows."""
+    text = _words(items)
+    for name, value in ABBREVIATIONS:
+        parts = text.split(value)
+        text = parts[0] + "".join((f"${{{name}}}" if part[:1].isalnum() or part[:1] == "_" else f"${name}") + part
+                                  for part in parts[1:])
+    return text
+
+
+def expanded(text: str) -> str:
+    """A rendered path word (or the script) with its ABBREVIATIONS written out again."""
+    for name, value in reversed(ABBREVIATIONS):
+        text = text.replace(f"${{{name}}}", value).replace(f"${name}", value)
+    return text
+
+
 def _commands() -> list[str]:
     """The commands: those that run alone first, then every other one in the background (the job of a command
     that a CommandEach takes its names from goes on with that CommandEach), under one watchdog."""
@@ -275,24 +316,25 @@ def render_script(command_timeout_s: int = COMMAND_TIMEOUT_S) -> str:
     """The script; each command it runs is bounded by `command_timeout_s` (whole seconds)."""
     lines = ["#!/bin/sh", "# vfio-certify collector: reads the host, changes nothing."]
     prelude = _PRELUDE.replace("@TIMEOUT@", str(int(command_timeout_s))).replace("@MISSING@", str(MISSING_TOOL_STATUS))
+    prelude = prelude.replace("@ABBREVIATIONS@", "; ".join(f"{name}={value}" for name, value in ABBREVIATIONS))
     lines.append(prelude.strip("\n"))
     lines += _commands()
     lines.append("_D=; for _P in 1 2; do")
-    lines.append(f"vc_folder {_words(spec.PROBED_FOLDERS)}")
-    lines.append(f"vc_copy {_words([f.path for f in spec.COPY_FILES])}")
+    lines.append(f"vc_folder {_paths(spec.PROBED_FOLDERS)}")
+    lines.append(f"vc_copy {_paths([f.path for f in spec.COPY_FILES])}")
     for fallback in spec.COPY_IF_ABSENT:
-        lines.append(f'[ -f {_words([fallback.unless.path])} ] || vc_copy {_words([fallback.path])}')
-    lines.append(f"vc_mark {_words([m.path for m in spec.MARK_EXISTS])}")
-    lines.append("set -f; vc_links " + " ".join(_words([link.target_prefix, link.path]) for link in _links()))
+        lines.append(f'[ -f {_paths([fallback.unless.path])} ] || vc_copy {_paths([fallback.path])}')
+    lines.append(f"vc_mark {_paths([m.path for m in spec.MARK_EXISTS])}")
+    lines.append("set -f; vc_links " + " ".join(_words([link.target_prefix]) + " " + _paths([link.path]) for link in _links()))
     for path in dict.fromkeys(a.path for a in spec.ATTRIBUTES):  # one read per folder glob
         names = [n for a in spec.ATTRIBUTES if a.path == path for n in a.names]
         text_names = [n for a in spec.ATTRIBUTES if a.path == path for n in a.text_names]
-        lines.append(f'vc_attrs "{_words(names)}" "{_words(text_names)}" {_words([path])}')
+        lines.append(f'vc_attrs "{_words(names)}" "{_words(text_names)}" {_paths([path])}')
     lines.append('[ $_P = 2 ] || vc_md "$_D"')
     lines.append("done")
     lines.append("vc_wait")
     for opened in spec.OPEN_FILES:  # after the commands: their jobs are not listed, and vc_wait keeps its empty .err
-        lines.append(f"vc_open {_words([opened.line, str(opened.limit), opened.folder, *opened.when])}")
+        lines.append(f"vc_open {_words([opened.line, str(opened.limit)])} {_paths([opened.folder, *opened.when])}")
     epilogue = _EPILOGUE.replace("@FORMAT@", FORMAT).replace("@ABSENCE@", ABSENCE_PARENT_FOLDER)
     epilogue = epilogue.replace("@UNAME_N@", spec.UNAME_N.file_name)
     lines.append(epilogue.replace("@BEGIN@", BEGIN_MARK).replace("@END@", END_MARK).strip("\n"))
