@@ -518,10 +518,12 @@ def test_the_watchdog_stops_its_own_commands_by_the_hosts_proc(shell, tmp_path):
 
 def _tools(folder: Path, log: Path, tar: str) -> Path:
     """A folder first on PATH: ln and tar that log each run, then run the real one. tar: "gnu" (this machine's GNU tar),
-    "busybox" (its tar applet: no --transform) or "gnu-failing" (GNU tar that fails to extract)."""
+    "busybox" (its tar applet: no --transform) or "gnu-failing" (GNU tar that fails midway through extracting: the
+    links it made are still the empty files GNU tar puts in their place until its end)."""
     folder.mkdir()
     real_tar = "/usr/bin/tar" if tar.startswith("gnu") else f"{shutil.which('busybox')} tar"
-    fail = 'case " $* " in *" -x"*) exit 2 ;; esac; ' if tar == "gnu-failing" else ""
+    fail = ('case " $* " in *" -x"*) /usr/bin/tar "$@"; find "$2" -type l -exec sh -c \'rm "$1"; : > "$1"\' _ {} \\;; '
+            'exit 2 ;; esac; ' if tar == "gnu-failing" else "")
     for name, run in (("ln", shutil.which("ln")), ("tar", real_tar)):
         (folder / name).write_text(f'#!/bin/sh\necho "{name} $*" >> \'{log}\'\n{fail if name == "tar" else ""}exec {run} "$@"\n')
         (folder / name).chmod(0o755)

@@ -97,7 +97,8 @@ vc_mark() {
 # the links a GLOB matched are listed in $T/L<its number> and copied by one tar per GLOB, which writes each
 # target as PREFIX and its last component (--transform, on link targets only: flags sRH), into one tar that
 # makes them: a few processes, whatever the number of links. The links are the same either way; if that tar
-# fails, ln makes them (those already made stay as they are).
+# fails, ln makes them all (-f: over what it made, and over the empty files GNU tar stands in for a link until
+# its end, when a link points up with '..').
 vc_links() {
   [ $_P = 2 ] || { _g=; for g; do case $g in /*) _g="$_g $g" ;; esac; done; set +f; _l=$(ls -ld -- $_g 2>/dev/null)
     _x=; [ -z "$_l" ] || case $(tar --version 2>/dev/null) in *GNU*) _x=1 ;; esac; }
@@ -107,7 +108,7 @@ vc_links() {
     f=${l% -> *}; f=/${f#* /}; t=${l##* -> }
     [ $_P = 2 ] || { _D="$_D$NL$R${f%/*}"; continue; }
     _q=; _i=0; for g; do case $g in /*) _i=$((_i+1)); case $f in $g) _q=$_p; break ;; esac ;; *) _p=$g ;; esac; done
-    [ -z "$_q" ] || if [ "$_x" ]; then printf %s\\n "${f#/}" >> "$T/L$_i"; else ln -s "$_q${t##*/}" "$R$f"; fi
+    [ -z "$_q" ] || if [ "$_x" ]; then printf %s\\n "${f#/}" >> "$T/L$_i"; else ln -sf "$_q${t##*/}" "$R$f"; fi
   done
   IFS=$_IFS; set +f
   [ $_P = 1 ] || [ -z "$_x" ] || { _i=0; for g; do case $g in /*) _i=$((_i+1)); [ ! -f "$T/L$_i" ] ||
