@@ -10,7 +10,10 @@ spend, the floor (all of it spread over this machine's cores: no scheduling can 
 handshakes and remote commands per host (goal: 1). Each size runs --runs times, sizes alternated (a busy machine slows
 each alike); a row is the median run by wall time (one slow start of the one-host run would skew every ratio).
 
-Usage: .venv/bin/python bench/fleet.py [--sizes 1,10,25,50] [--runs 3] [--json bench/out/fleet.json]
+The loopback hosts' tar is GNU tar, as a distribution's host has it (--tar busybox: busybox's applet, with which the
+collection script makes one ln per link).
+
+Usage: .venv/bin/python bench/fleet.py [--sizes 1,10,25,50] [--runs 3] [--tar gnu|busybox] [--json bench/out/fleet.json]
 """
 from __future__ import annotations
 
@@ -36,9 +39,9 @@ def fixtures() -> list[Path]:
     return [p for p in hosts if p.name != "hostile-input"]
 
 
-def run(size: int, jobs: str) -> dict:
+def run(size: int, jobs: str, tar: str = "gnu") -> dict:
     snaps = fixtures()
-    hosts = [FleetHost(f"kvm-{i:03d}", snaps[i % len(snaps)]) for i in range(size)]
+    hosts = [FleetHost(f"kvm-{i:03d}", snaps[i % len(snaps)], tar=tar) for i in range(size)]
     with LoopbackFleet(hosts) as fleet, tempfile.TemporaryDirectory() as out:
         args = [sys.executable, "-m", "vfio_certify.cli", "-j", jobs, "--ssh-config", str(fleet.ssh_config),
                 "--output", out]
@@ -72,6 +75,9 @@ def main() -> int:
     parser.add_argument("--sizes", default="1,10,25,50")
     parser.add_argument("--jobs", default="auto")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tar", choices=["gnu", "busybox"], default="gnu",
+                        help="the loopback hosts' tar: GNU tar, as a distribution's host has it (the script makes its "
+                             "links with it), or busybox's (one ln per link)")
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "fleet.json")
     args = parser.parse_args()
     reason = LoopbackFleet.unavailable_reason()
@@ -82,7 +88,7 @@ def main() -> int:
     runs: dict[int, list[dict]] = {size: [] for size in sizes}
     for _ in range(max(args.runs, 1)):
         for size in sizes:
-            runs[size].append(run(size, args.jobs))
+            runs[size].append(run(size, args.jobs, args.tar))
     rows = [sorted(runs[size], key=lambda r: r["seconds"])[(len(runs[size]) - 1) // 2] for size in sizes]
     for row in rows:
         row["runs_seconds"] = [r["seconds"] for r in runs[row["hosts"]]]
@@ -106,7 +112,7 @@ def main() -> int:
           "moment lost, the least wall time any scheduling could reach here; 'x one' beside it: that least time "
           "against the one-host run's wall time")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"jobs": args.jobs, "runs": args.runs, "rows": rows}, indent=2) + "\n")
+    args.json.write_text(json.dumps({"jobs": args.jobs, "runs": args.runs, "tar": args.tar, "rows": rows}, indent=2) + "\n")
     return 0
 
 

@@ -556,3 +556,37 @@ def test_links_are_the_same_whether_tar_or_ln_makes_them(shell, tar, tmp_path):
         assert (len(tars), len(lns)) == (1 + len(globs) + 1, 0)
     else:  # no --transform (busybox tar), or the extraction failed: one ln per link
         assert len(lns) == len(kept)
+
+
+def _tree(folder: Path) -> dict[str, object]:
+    """Every path under folder: a link's target, a file's bytes, or "dir"."""
+    return {str(p.relative_to(folder)): os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else "dir"
+            for p in folder.rglob("*")}
+
+
+def test_a_host_with_gnu_tar_and_one_with_busybox_give_the_same_snapshot(tmp_path):
+    """Over SSH, end to end: a real capture's host (80 links) with GNU tar, as a distribution has it, and with busybox's
+    tar applet; the script makes its links with tar on the first, with ln on the second."""
+    reason = LoopbackFleet.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    fixture = Path(__file__).resolve().parent.parent / "fixtures/hosts/ryzen-vfio-bound-gpu"
+    with LoopbackFleet([FleetHost("gnu", fixture, tar="gnu"), FleetHost("busybox", fixture, tar="busybox")]) as fleet:
+        assert os.readlink(fleet.root("gnu") / "bin/tar") == "gnutar"
+        for name in ("gnu", "busybox"):  # each ln run leaves a line in the host's /tmp/ln-runs
+            ln = fleet.root(name) / "bin/ln"
+            ln.unlink()
+            ln.write_text('#!/bin/sh\necho "$*" >> /tmp/ln-runs\nexec /bin/busybox ln "$@"\n')
+            ln.chmod(0o755)
+        trees = {}
+        for name in ("gnu", "busybox"):
+            collect(fleet, name, tmp_path / name)
+            trees[name] = {path: value for path, value in _tree(tmp_path / name).items()
+                           if path not in ("meta.json", "commands/printenv_SSH_CONNECTION")}
+        ln_runs = {name: (fleet.root(name) / "tmp/ln-runs").read_text().splitlines()
+                   if (fleet.root(name) / "tmp/ln-runs").exists() else [] for name in ("gnu", "busybox")}
+    links = {path: target for path, target in trees["gnu"].items() if isinstance(target, str) and target != "dir"}
+    assert len(links) >= 80
+    assert links["root/sys/bus/pci/devices/0000:2d:00.0/driver"] == "../../drivers/vfio-pci"
+    assert trees["gnu"] == trees["busybox"]
+    assert (len(ln_runs["gnu"]), len(ln_runs["busybox"])) == (0, len(links))

@@ -72,6 +72,8 @@ class FleetHost:
                   float("inf"): a host that never answers once logged in)
     hostname      what `uname -n` says (default: meta.json's hostname)
     shell         "dash" (default, faithful) or "busybox" (exercises ash; see rootfs.py)
+    tar           "gnu" (default: a distribution's tar, which the script makes links with) or
+                  "busybox" (its applet: one ln per link); busybox sh runs its applet anyway
     user          None (root), or "uid:gid": sessions run as that user in the fake root
                   (a collection without root: files it cannot read)
     """
@@ -82,6 +84,7 @@ class FleetHost:
     delay_s: float = 0.0
     hostname: Optional[str] = None
     shell: str = "dash"
+    tar: str = "gnu"
     user: Optional[str] = None
 
     @classmethod
@@ -302,7 +305,7 @@ class LoopbackFleet:
                     images[source] = SnapshotImage.build(source, self.dir / "images" / str(len(images)))
                 _, host.real_dev_null = build_host_root(
                     host.root, images[source], toolbox, faked,
-                    hostname=host.spec.hostname, shell=host.spec.shell,
+                    hostname=host.spec.hostname, shell=host.spec.shell, tar=host.spec.tar,
                 )
         _wait_all(keygens, "ssh-keygen")
 

@@ -7,8 +7,11 @@ Layout of one host root (the directory a session is chroot'ed into)::
     /dev/null                                     a real character device (mknod 1:3)
     /tmp                                          writable (1777), private to the host
     /bin/sh                                       dash (see "Why dash" below)
-    /bin/busybox + /bin/<applet> links            cat, mkdir, ln, readlink, tar, gzip,
-                                                  base64, mktemp, rm, timeout, ...
+    /bin/busybox + /bin/<applet> links            cat, mkdir, ln, readlink, gzip, base64,
+                                                  mktemp, rm, timeout, ... (tar too, for
+                                                  FleetHost(..., tar="busybox"))
+    /bin/tar -> gnutar                            this machine's GNU tar (the default), as
+                                                  a distribution's host has it
     /lib/x86_64-linux-gnu/libc.so.6, /lib64/ld-*  what dash (and a dynamic busybox) need
     /usr/bin/<tool> -> /.fleet/fake               uname, hostname, dmesg, lspci, lsusb,
                                                   ip, grubby, printenv ... (replayed
@@ -139,6 +142,15 @@ def find_dash() -> Optional[str]:
     return None
 
 
+def find_gnu_tar() -> Optional[str]:
+    """This machine's GNU tar (every distribution's tar), or None."""
+    tar = shutil.which("tar")
+    if tar is None:
+        return None
+    result = subprocess.run([tar, "--version"], capture_output=True, text=True)
+    return tar if result.returncode == 0 and "GNU tar" in result.stdout else None
+
+
 def busybox_applets(busybox: str) -> List[str]:
     result = subprocess.run([busybox, "--list"], capture_output=True, text=True)
     return result.stdout.split() if result.returncode == 0 else []
@@ -162,8 +174,11 @@ class Toolbox:
         dir.mkdir(parents=True, exist_ok=True)
         box._add("bin/busybox", busybox)
         box._add("bin/dash", dash)
-        for binary in (busybox, dash):
-            for lib in _libraries(binary):
+        gnu_tar = find_gnu_tar()
+        if gnu_tar is not None:  # a host's tar (tar="gnu"): the script makes its links with it
+            box._add("bin/gnutar", gnu_tar)
+        for binary in (busybox, dash, gnu_tar):
+            for lib in _libraries(binary) if binary else ():
                 box._add(lib.lstrip("/"), lib)
         available = set(busybox_applets(busybox))
         missing = {"cat", "mkdir", "ln", "readlink", "tar", "gzip", "base64", "mktemp",
@@ -317,8 +332,10 @@ def build_host_root(
     faked_tools: Iterable[str],
     hostname: Optional[str] = None,
     shell: str = "dash",
+    tar: str = "gnu",
 ) -> Tuple[Path, bool]:
-    """Build one host's chroot; returns (root, whether /dev/null is a real device)."""
+    """Build one host's chroot; returns (root, whether /dev/null is a real device). tar: "gnu", this machine's GNU
+    tar, as a distribution's host has it, or "busybox", its applet (busybox sh runs its applet either way)."""
     root.mkdir(parents=True)
     if image is not None:
         _link_tree(image.root, root)
@@ -339,6 +356,12 @@ def build_host_root(
         os.symlink("busybox", sh)
     else:
         raise RootfsError(f"unknown shell {shell!r} (dash or busybox)")
+    if tar == "gnu":
+        if "bin/gnutar" not in toolbox.files:
+            raise RootfsError("tar='gnu' needs GNU tar on this machine")
+        os.symlink("gnutar", bin_dir / "tar")
+    elif tar != "busybox":
+        raise RootfsError(f"unknown tar {tar!r} (gnu or busybox)")
     for applet in toolbox.applets:
         link = bin_dir / applet
         if not (link.exists() or link.is_symlink()):
