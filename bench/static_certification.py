@@ -6,7 +6,9 @@ Measures, on this machine, alternated run by run after one warm-up round (a busy
      `virt-host-validate qemu`, the C tool it replaces: wall and CPU seconds of the whole process tree, peak
      RSS, the median of the per-round ratios (goal <= 15x, aim 5x);
   2. the floor a pytest-run certification cannot go under: Python's start (`python -c pass`),
-     `import pytest`, and an empty pytest run with the plugins and flags the command gives pytest;
+     `import pytest`, and an empty pytest run with the plugins and flags the command gives pytest; and this
+     machine's snapshot judged with every report but not collected (`--snapshot`, collected once beforehand):
+     what a local certification would take if its collection cost nothing;
   3. remote commands per host over SSH (goal: 1), against a real sshd on loopback
      (tests/support/sshd.py; needs root and openssh-server).
 
@@ -63,6 +65,11 @@ def commands(scratch: Path) -> dict[str, list[str]]:
                                                     "--assert=plain", str(empty)],
         "local certification": [sys.executable, "-m", "vfio_certify.cli", "--output"],  # + a new folder each run
     }
+    snapshot = scratch / "this-machine"
+    if subprocess.run([sys.executable, "-m", "vfio_certify.cli", "collect", "--output", str(snapshot)], cwd=REPO,
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+        measured["its snapshot judged, not collected"] = [sys.executable, "-m", "vfio_certify.cli", "--snapshot",
+                                                          str(snapshot), "--output"]
     validator = shutil.which("virt-host-validate")
     if validator:
         measured["virt-host-validate qemu"] = [validator, "qemu"]
@@ -74,8 +81,8 @@ def measure(runs: int, scratch: Path) -> dict:
     samples: dict[str, list[tuple]] = {label: [] for label in argvs}
     for i in range(runs + 1):  # the first round warms the page cache and compiled modules
         for label, argv in argvs.items():
-            if label == "local certification":
-                argv = argv + [str(scratch / f"out-{i}")]
+            if argv[-1] == "--output":  # a new folder each run
+                argv = argv + [str(scratch / f"out-{len(samples[label])}-{label.split()[0]}")]
             samples[label].append(timed(argv))
     results = {}
     for label, rounds in samples.items():
