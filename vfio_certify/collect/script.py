@@ -93,7 +93,7 @@ vc_mark() {
 # ls lists them all (the first pass), and a link's GLOB, matched as a case pattern, says its PREFIX. It is called
 # with globbing off (set -f), so that the GLOBs come in as they are.
 # A process per link is the script's largest cost on a real server (one `ln` each: a driver and a group link for
-# every PCI function, 50 to 80 on the hosts of fixtures/hosts, hundreds with SR-IOV), so where tar is GNU tar ($_x)
+# every PCI function, 50 to 80 on the hosts of fixtures/hosts, hundreds with SR-IOV), so where tar is GNU tar ($_gt)
 # the links a GLOB matched are listed in $T/L<its number> and copied by one tar per GLOB, which writes each
 # target as PREFIX and its last component (--transform, on link targets only: flags sRH), into one tar that
 # makes them: a few processes, whatever the number of links. The links are the same either way; if that tar
@@ -101,19 +101,19 @@ vc_mark() {
 # its end, when a link points up with '..').
 vc_links() {
   [ $_P = 2 ] || { _g=; for g; do case $g in /*) _g="$_g $g" ;; esac; done; set +f; _l=$(ls -ld -- $_g 2>/dev/null)
-    _x=; [ -z "$_l" ] || case $(tar --version 2>/dev/null) in *GNU*) _x=1 ;; esac; }
+    _gt=; [ -z "$_l" ] || case $(tar --version 2>/dev/null) in *GNU*) _gt=1 ;; esac; }
   IFS=$NL; set -f
   for l in $_l; do
     case $l in *" -> "*) ;; *) continue ;; esac
     f=${l% -> *}; f=/${f#* /}; t=${l##* -> }
     [ $_P = 2 ] || { _D="$_D$NL$R${f%/*}"; continue; }
     _q=; _i=0; for g; do case $g in /*) _i=$((_i+1)); case $f in $g) _q=$_p; break ;; esac ;; *) _p=$g ;; esac; done
-    [ -z "$_q" ] || if [ "$_x" ]; then printf %s\\n "${f#/}" >> "$T/L$_i"; else ln -sf "$_q${t##*/}" "$R$f"; fi
+    [ -z "$_q" ] || if [ "$_gt" ]; then printf %s\\n "${f#/}" >> "$T/L$_i"; else ln -sf "$_q${t##*/}" "$R$f"; fi
   done
   IFS=$_IFS; set +f
-  [ $_P = 1 ] || [ -z "$_x" ] || { _i=0; for g; do case $g in /*) _i=$((_i+1)); [ ! -f "$T/L$_i" ] ||
+  [ $_P = 1 ] || [ -z "$_gt" ] || { _i=0; for g; do case $g in /*) _i=$((_i+1)); [ ! -f "$T/L$_i" ] ||
     tar -C / -cf - --no-recursion "--transform=s,^\(.*/\)*,$_p,sRH" -T "$T/L$_i" ;; *) _p=$g ;; esac
-    done | tar -C "$R" -xif -; } 2>/dev/null || { _x=; vc_links "$@"; } 2>/dev/null
+    done | tar -C "$R" -xif -; } 2>/dev/null || { _gt=; vc_links "$@"; } 2>/dev/null
 }
 # vc_attrs NAMES TEXT-NAMES FOLDER...: kernel-formatted values kept byte for byte by builtins when a file is one
 # line, else by cat; the strings a device supplies (TEXT-NAMES: they may hold anything, a NUL too) by cat. _r stays
