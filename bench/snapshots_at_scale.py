@@ -8,6 +8,8 @@ loses a file, so incomplete and failing hosts are among them), judges them in on
   - wall time and peak RSS (the largest single process: controller or a worker) for each size;
   - linearity: wall(1,000) / wall(500) (goal <= 2.2) and RSS(1,000) / RSS(10) (goal <= 2);
   - the size of the output folder and of its largest page;
+  - the fleet page (index.html) of the largest run in headless Chromium: the time to a screenshot, less that of
+    an empty page, alternated (goal <= 1 s);
   - `vfio-certify diff` of the largest run against itself re-judged (goal <= 2 s);
   - local certification against `virt-host-validate qemu`, medians measured in the same run
     (goal <= 15x, aim 5x).
@@ -36,7 +38,7 @@ FIXTURES = REPO / "fixtures" / "hosts"
 # Files a fifth of the generated hosts lose: each makes some check not-collected or failed.
 DROPPED = ["root/proc/interrupts", "commands/dmesg", "root/proc/cmdline", "commands/lspci_-nnk"]
 GOALS = {"wall_1000_s": 60.0, "linear_1000_over_500": 2.2, "rss_1000_over_10": 2.0, "diff_s": 2.0,
-         "ratio_vs_virt_host_validate": 15.0}
+         "ratio_vs_virt_host_validate": 15.0, "fleet_page_s": 1.0}
 
 
 def fixture_hosts() -> list[Path]:
@@ -124,6 +126,28 @@ def local_vs_peer(runs: int, scratch: Path, trees: dict[str, Path]) -> dict:
     return result
 
 
+def fleet_page_seconds(pages: dict[str, Path], runs: int, scratch: Path) -> dict:
+    """Each fleet page's time to a screenshot in headless Chromium (1400x1000, as a person's window), less an empty
+    page's, alternated with it run by run after one warm-up round: the median of the differences."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from support.chromium import CHROMIUM, FLAGS
+
+    if not os.access(CHROMIUM, os.X_OK):
+        return {"skipped": "Chromium not installed (scripts/setup.sh installs it)"}
+    empty = scratch / "empty.html"
+    empty.write_text("<!DOCTYPE html><html><body><p>-</p></body></html>")
+    shots: dict[str, list[float]] = {label: [] for label in ["empty", *pages]}
+    for i in range(runs + 1):
+        for label in shots:
+            page = empty if label == "empty" else pages[label]
+            begin = time.perf_counter()
+            subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={scratch / 'chromium'}", f"--screenshot={scratch / 'shot.png'}",
+                            "--window-size=1400,1000", page.resolve().as_uri()], capture_output=True, timeout=120)
+            if i:
+                shots[label].append(time.perf_counter() - begin)
+    return {label: round(statistics.median(a - b for a, b in zip(shots[label], shots["empty"])), 2) for label in pages}
+
+
 def diff_seconds(old: Path, new: Path, tree: Path) -> float:
     begin = time.perf_counter()
     subprocess.run([sys.executable, "-m", "vfio_certify.cli", "diff", str(old), str(new)], cwd=tree,
@@ -136,7 +160,8 @@ def _row_text(row: dict) -> str:
             f"(largest {row['largest_file']} {row['largest_file_mib']} MiB)  exit {row['exit']}")
 
 
-def _goal_lines(label: str, by_size: dict[int, dict], diff_s: float, diff_hosts: int, local: dict) -> list[str]:
+def _goal_lines(label: str, by_size: dict[int, dict], diff_s: float, diff_hosts: int, local: dict,
+                page: dict) -> list[str]:
     lines = [f"[{label}]"]
     if 1000 in by_size:
         lines.append(f"1,000 hosts            {by_size[1000]['wall_s']:.1f} s        goal <= {GOALS['wall_1000_s']:.0f} s")
@@ -149,6 +174,11 @@ def _goal_lines(label: str, by_size: dict[int, dict], diff_s: float, diff_hosts:
         lines.append(f"RSS 1,000 / 10         {by_size[1000]['peak_rss_mib'] / max(by_size[10]['peak_rss_mib'], 1):.2f}x"
                      f"       goal <= {GOALS['rss_1000_over_10']}x")
     lines.append(f"diff of {diff_hosts} hosts      {diff_s:.2f} s       goal <= {GOALS['diff_s']} s")
+    if "skipped" in page:
+        lines.append(f"fleet page: {page['skipped']}")
+    else:
+        lines.append(f"fleet page, {diff_hosts} hosts  {page[label]:.2f} s of its own in Chromium   "
+                     f"goal <= {GOALS['fleet_page_s']:.0f} s")
     if "skipped" in local:
         lines.append(f"local vs virt-host-validate: {local['skipped']}")
     else:
@@ -192,12 +222,15 @@ def main() -> int:
         results["diff_s"] = {label: diff_seconds(scratch / f"out-this-{largest}", scratch / f"out-{largest}-again", tree)
                              for label, tree in trees.items()}
         results["diff_hosts"] = largest
+        results["fleet_page_s"] = fleet_page_seconds({label: scratch / f"out-{label}-{largest}" / "index.html"
+                                                      for label in trees}, args.runs, scratch)
         results["local"] = local_vs_peer(args.runs, scratch, trees)
     results["machine"]["loadavg_at_end"] = os.getloadavg()
     print()
     for label in trees:
         by_size = {r["hosts"]: r for r in results["runs"][label]}
-        print("\n".join(_goal_lines(label, by_size, results["diff_s"][label], largest, results["local"])))
+        print("\n".join(_goal_lines(label, by_size, results["diff_s"][label], largest, results["local"],
+                                     results["fleet_page_s"])))
     print(f"load average at start {results['machine']['loadavg_at_start'][0]:.1f}, "
           f"at end {results['machine']['loadavg_at_end'][0]:.1f} ({os.cpu_count()} cores)")
     args.json.parent.mkdir(parents=True, exist_ok=True)

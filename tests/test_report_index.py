@@ -274,6 +274,25 @@ def test_two_hundred_hosts_render_quickly():
     assert len(page) < 1_500_000
 
 
+def test_rows_come_in_blocks_a_browser_lays_out_only_when_in_view():
+    """A thousand rows in one table were laid out again each time the parser gave way (1.0-1.2 s in Chromium):
+    the rows come in blocks of at most 50, each a table with the same columns in a content-visibility block, and a
+    group (regressions, not certified, ..., certified) starts a block of its own."""
+    hosts = [HostResult(f"kvm{i:03d}", "ssh", with_outcomes(healthy_checks(), iommu_enabled=(F, "off"))
+                        if i < 70 else healthy_checks(), overview()) for i in range(130)]
+    page = render_index_page(RunResult("t", 1.0, hosts))
+    blocks = re.findall(r'<div class="rows( group-start)?" style="contain-intrinsic-size: auto (\d+)px">(.*?)</div>',
+                        page, re.S)
+    sizes = [len(re.findall(r'<tr class="row ', block)) for _, _, block in blocks]
+    assert sizes == [50, 20, 50, 10]  # 70 not certified, then 60 certified
+    assert [bool(start) for start, _, _ in blocks] == [False, False, True, False]
+    columns = {re.search(r"<colgroup>.*?</colgroup>", block, re.S).group(0) for _, _, block in blocks}
+    head = re.search(r'<div class="matrix-head"><table class="matrix">(<colgroup>.*?</colgroup>)', page, re.S).group(1)
+    assert columns == {head} and head.count("<col ") == 2 + 8  # host, fix plan, one per area
+    assert sum(sizes) == len(rows_of(page)) == 130
+    assert "div.rows { content-visibility: auto; }" in page and "table-layout: fixed" in page
+
+
 def test_the_page_streamed_to_its_file_is_the_page_rendered(tmp_path, run, diff):
     """A fleet's index.html is written piece by piece, never one string: the same bytes."""
     path = write_index_page(run, diff, tmp_path / "index.html")
