@@ -558,12 +558,6 @@ def test_links_are_the_same_whether_tar_or_ln_makes_them(shell, tar, tmp_path):
         assert len(lns) == len(kept)
 
 
-def _tree(folder: Path) -> dict[str, object]:
-    """Every path under folder: a link's target, a file's bytes, or "dir"."""
-    return {str(p.relative_to(folder)): os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else "dir"
-            for p in folder.rglob("*")}
-
-
 def test_a_host_with_gnu_tar_and_one_with_busybox_give_the_same_snapshot(tmp_path):
     """Over SSH, end to end: a real capture's host (80 links) with GNU tar, as a distribution has it, and with busybox's
     tar applet; the script makes its links with tar on the first, with ln on the second."""
@@ -581,11 +575,11 @@ def test_a_host_with_gnu_tar_and_one_with_busybox_give_the_same_snapshot(tmp_pat
         trees = {}
         for name in ("gnu", "busybox"):
             collect(fleet, name, tmp_path / name)
-            trees[name] = {path: value for path, value in _tree(tmp_path / name).items()
+            trees[name] = {path: value for path, value in _members(tmp_path / name).items()
                            if path not in ("meta.json", "commands/printenv_SSH_CONNECTION")}
         ln_runs = {name: (fleet.root(name) / "tmp/ln-runs").read_text().splitlines()
                    if (fleet.root(name) / "tmp/ln-runs").exists() else [] for name in ("gnu", "busybox")}
-    links = {path: target for path, target in trees["gnu"].items() if isinstance(target, str) and target != "dir"}
+    links = {path: value[3:] for path, value in trees["gnu"].items() if isinstance(value, str) and value.startswith("-> ")}
     assert len(links) >= 80
     assert links["root/sys/bus/pci/devices/0000:2d:00.0/driver"] == "../../drivers/vfio-pci"
     assert trees["gnu"] == trees["busybox"]
