@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -27,19 +26,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
+from bench.fleet import children_cpu  # noqa: E402
 from support.script_parts import links_body, sysfs_links  # noqa: E402
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def timed(body: str, path: str) -> tuple[float, float]:
-    began, cpu = time.perf_counter(), _children_cpu()
+    began, cpu = time.perf_counter(), children_cpu()
     subprocess.run(["dash", "-c", body], check=True, env={"PATH": path, "LC_ALL": "C"})
-    return time.perf_counter() - began, _children_cpu() - cpu
+    return time.perf_counter() - began, children_cpu() - cpu
 
 
 def measure(functions: int, runs: int, scratch: Path, busybox_tar: Path) -> dict:

@@ -47,17 +47,17 @@ def run(size: int, jobs: str, tar: str = "gnu") -> dict:
                 "--output", out]
         for name in fleet.names:
             args += ["--host", f"ssh://{name}"]
-        began, cpu_before = time.perf_counter(), _children_cpu()
+        began, cpu_before = time.perf_counter(), children_cpu()
         proc = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         seconds = time.perf_counter() - began
-        cpu_after = _children_cpu()
+        cpu_after = children_cpu()
         client_cpu = cpu_after - cpu_before  # vfio-certify, its workers and ssh clients; not the sshds
         handshakes = [fleet.handshakes(n) for n in fleet.names]
         commands = [len(fleet.remote_commands(n)) for n in fleet.names]
         hosts_judged = len(json.loads((Path(out) / "summary.json").read_text())["hosts"])
     # The loopback hosts' side (each sshd with its sessions and collection scripts) is counted once the fleet's
     # sshds are reaped: it includes each sshd's own start, a few ms per host.
-    hosts_cpu = _children_cpu() - cpu_after
+    hosts_cpu = children_cpu() - cpu_after
     return {"hosts": size, "seconds": round(seconds, 2), "client_cpu_seconds": round(client_cpu, 2),
             "hosts_cpu_seconds": round(hosts_cpu, 2),
             "floor_seconds": round((client_cpu + hosts_cpu) / CORES, 2),
@@ -65,7 +65,8 @@ def run(size: int, jobs: str, tar: str = "gnu") -> dict:
             "handshakes_per_host": max(handshakes), "commands_per_host": max(commands)}
 
 
-def _children_cpu() -> float:
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's children waited for so far."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 

@@ -140,7 +140,7 @@ def fleet_page_seconds(pages: dict[str, Path], runs: int, scratch: Path) -> dict
     """Each fleet page's time to a screenshot in headless Chromium (1400x1000, as a person's window), less an empty
     page's, alternated with it run by run after one warm-up round: the median of the differences."""
     sys.path.insert(0, str(REPO / "tests"))
-    from support.chromium import CHROMIUM, FLAGS
+    from support.chromium import CHROMIUM, screenshot
 
     if not os.access(CHROMIUM, os.X_OK):
         return {"skipped": "Chromium not installed (scripts/setup.sh installs it)"}
@@ -151,8 +151,7 @@ def fleet_page_seconds(pages: dict[str, Path], runs: int, scratch: Path) -> dict
         for label in shots:
             page = empty if label == "empty" else pages[label]
             begin = time.perf_counter()
-            subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={scratch / 'chromium'}", f"--screenshot={scratch / 'shot.png'}",
-                            "--window-size=1400,1000", page.resolve().as_uri()], capture_output=True, timeout=120)
+            screenshot(page, scratch / "shot.png", scratch, window="1400,1000")
             if i:
                 shots[label].append(time.perf_counter() - begin)
     return {label: round(statistics.median(a - b for a, b in zip(shots[label], shots["empty"])), 2) for label in pages}

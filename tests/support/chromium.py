@@ -11,17 +11,24 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+def _chromium(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={workdir / 'profile'}", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def screenshot(page: Path, png: Path, workdir: Path, window: str = "1200,1600") -> subprocess.CompletedProcess:
+    """Chromium's screenshot of page into png, as a window of that size shows it (its profile in workdir)."""
+    return _chromium(workdir, f"--screenshot={png}", f"--window-size={window}", page.resolve().as_uri())
+
+
 def render(page: Path, workdir: Path, window: str = "1200,1600") -> tuple[str, Path]:
     """(the DOM after rendering, a PNG screenshot); skips when Chromium is not installed."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip("needs Debian's chromium (scripts/setup.sh installs it)")
-    base = [CHROMIUM, *FLAGS, f"--user-data-dir={workdir / 'profile'}"]
-    url = page.resolve().as_uri()
-    dom = subprocess.run(base + ["--dump-dom", url], capture_output=True, text=True, timeout=60)
+    dom = _chromium(workdir, "--dump-dom", page.resolve().as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
     png = workdir / f"{page.stem}.png"
-    shot = subprocess.run(base + [f"--screenshot={png}", f"--window-size={window}", url],
-                          capture_output=True, text=True, timeout=60)
+    shot = screenshot(page, png, workdir, window)
     assert shot.returncode == 0, shot.stderr[-2000:]
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 20_000  # a blank page is a few kB
