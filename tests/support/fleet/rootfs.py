@@ -177,8 +177,8 @@ class Toolbox:
         gnu_tar = find_gnu_tar()
         if gnu_tar is not None:  # a host's tar (tar="gnu"): the script makes its links with it
             box._add("bin/gnutar", gnu_tar)
-        for binary in (busybox, dash, gnu_tar):
-            for lib in _libraries(binary) if binary else ():
+        for binary in filter(None, (busybox, dash, gnu_tar)):
+            for lib in _libraries(binary):
                 box._add(lib.lstrip("/"), lib)
         available = set(busybox_applets(busybox))
         missing = {"cat", "mkdir", "ln", "readlink", "tar", "gzip", "base64", "mktemp",
