@@ -2,7 +2,7 @@
 
 Hosts that lack a tool, stall, run the script through sudo or without root, hang up
 mid-output, or send too much: each is reported in one line, bounded in time and size,
-and the host is left as it was (nothing in its /tmp, nothing written through a link).
+and the host is left as it was (nothing in its /tmp or /dev/shm, nothing written through a link).
 """
 
 from __future__ import annotations
@@ -73,12 +73,18 @@ def fleet(tmp_path_factory):
                         FleetHost("nob64", plain), FleetHost("nomktemp", plain),
                         FleetHost("nobody", _snapshot(base / "nobody"), user="65534:65534"),
                         FleetHost("sidebyside", plain), FleetHost("hung", plain), FleetHost("hung-in-mkdir", plain),
-                        FleetHost("overdue", plain), FleetHost("nosleep", plain),
+                        FleetHost("overdue", plain), FleetHost("nosleep", plain), FleetHost("where", plain),
                         FleetHost.slow("stall", plain, delay_s=float("inf"))]) as fleet:
         os.unlink(fleet.root("nob64") / "bin/base64")
         os.unlink(fleet.root("nomktemp") / "bin/mktemp")
         os.unlink(fleet.root("overdue") / "bin/timeout")  # the commands' bound needs no `timeout` on the host
         os.unlink(fleet.root("nosleep") / "bin/sleep")
+        # where the private folder is: lsusb lists the folders a collection has made, while it runs
+        lsusb = fleet.root("where") / "usr/bin/lsusb"
+        lsusb.unlink()
+        lsusb.write_text("#!/bin/sh\nls -d /dev/shm/*/commands /tmp/*/commands /scratch/*/commands 2>/dev/null\n")
+        lsusb.chmod(0o755)
+        (fleet.root("where") / "scratch").mkdir(mode=0o1777)
         sudo = fleet.root("plain") / "bin/sudo"  # like sudo's env_reset: the session's environment is gone
         sudo.write_text('#!/bin/sh\nexec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"\n')
         sudo.chmod(0o755)
@@ -111,7 +117,8 @@ def collect(fleet, name, dest, **kw):
 
 
 def left_on_host(fleet, name):
-    return sorted(p.name for p in (fleet.root(name) / "tmp").iterdir())
+    """What is in the host's /tmp and /dev/shm (where the script's private folder goes, in memory, when it can)."""
+    return sorted(str(p.relative_to(fleet.root(name))) for d in ("tmp", "dev/shm") for p in (fleet.root(name) / d).iterdir())
 
 
 def run_in_root(root: Path, shell: str = "/bin/sh", script: str | None = None, **kw):
@@ -247,6 +254,29 @@ def test_without_mktemp_a_planted_link_is_refused(fleet, tmp_path):
         link.unlink()
     collect(fleet, "nomktemp", tmp_path / "s")  # the fallback folder works, and is removed
     assert left_on_host(fleet, "nomktemp") == []
+
+
+@pytest.mark.parametrize("case", ["/dev/shm", "no /dev/shm", "TMPDIR"])
+def test_the_private_folder_is_in_memory_where_the_host_has_dev_shm(fleet, case):
+    """In /dev/shm (a tmpfs: nothing written to the host's disks), else in /tmp; in $TMPDIR when the user set it."""
+    root = fleet.root("where")
+    shm, aside = root / "dev/shm", root / "dev/shm-aside"
+    if case == "no /dev/shm":
+        shm.rename(aside)
+    try:
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **({"TMPDIR": "/scratch"} if case == "TMPDIR" else {})}
+        proc = subprocess.run(["chroot", str(root), "/bin/sh", "-c", render_script(), "sh", "/snapshot.tgz"],
+                              stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=120)
+    finally:
+        if aside.exists():
+            aside.rename(shm)
+    assert proc.returncode == 0, proc.stderr
+    with tarfile.open(root / "snapshot.tgz") as bundle:
+        [seen] = bundle.extractfile("commands/lsusb").read().decode().split()
+    (root / "snapshot.tgz").unlink()
+    expected = {"/dev/shm": "/dev/shm/", "no /dev/shm": "/tmp/", "TMPDIR": "/scratch/"}[case]
+    assert seen.startswith(expected) and seen.endswith("/commands"), seen
+    assert left_on_host(fleet, "where") == [] and list((root / "scratch").iterdir()) == []
 
 
 # -- 6. a hang-up mid-output ---------------------------------------------------------

@@ -1,10 +1,11 @@
 """Render the collection spec into one POSIX shell script.
 
 The script only reads the host. It builds the snapshot in a private temporary folder
-(removed on exit), then prints it as base64 of a .tar.gz between two marker lines, so
-that whatever a login shell prints around it is ignored; run as `sh collect.sh FILE`
-it writes the .tar.gz bundle to FILE instead. It runs unchanged under
-dash, bash and busybox sh: no bashisms, only cat, ln, ls, mkdir, rm, tar, gzip, uname,
+(removed on exit): in $TMPDIR when the user set one, else in /dev/shm, memory, where the
+host has one (nothing is written to its disks), else in /tmp. Then it prints the snapshot
+as base64 of a .tar.gz between two marker lines, so that whatever a login shell prints
+around it is ignored; run as `sh collect.sh FILE` it writes the .tar.gz bundle to FILE
+instead. It runs unchanged under dash, bash and busybox sh: no bashisms, only cat, ln, ls, mkdir, rm, tar, gzip, uname,
 base64 (not for FILE), and `mktemp`, `sleep` and `date` when the host has them; GNU tar's
 --transform makes the links where tar is GNU tar (vc_links), ln elsewhere. A
 missing tool stops it first, exit status 69 and one line naming it. Nothing is left on
@@ -55,8 +56,11 @@ _need="cat ln ls mkdir rm tar gzip uname"; [ -n "${1:-}" ] || _need="$_need base
 for _t in $_need; do
   command -v "$_t" >/dev/null 2>&1 || { echo "$_t not found on the host" >&2; exit @MISSING@; }
 done
+# The private folder: in $TMPDIR when the user set one, else in memory (/dev/shm, a tmpfs on every Linux that has
+# it: nothing is written to the host's disks, and a full or read-only disk does not stop the collection), else /tmp.
 # Without mktemp: a fresh folder or nothing (plain mkdir fails on anything planted there, links too).
-T=$(mktemp -d 2>/dev/null) || { T=/tmp/vfio-certify.$$; mkdir -m 700 "$T" 2>/dev/null ||
+T=$({ [ -z "${TMPDIR:-}" ] && mktemp -dp /dev/shm; } 2>/dev/null || mktemp -d 2>/dev/null) || { T=/tmp/vfio-certify.$$
+  mkdir -m 700 "$T" 2>/dev/null ||
   { echo "cannot create the private folder $T" >&2; exit 70; }; }
 _ps=; _st=; _js=; _k=0
 # The background commands' shells and the watchdog are stopped (and waited for, so that none writes after the rm)

@@ -5,7 +5,9 @@ Layout of one host root (the directory a session is chroot'ed into)::
     /proc /sys /boot /etc /dev /lib/modules ...   the snapshot's root/ tree, as plain
                                                   files, folders and symlinks
     /dev/null                                     a real character device (mknod 1:3)
-    /tmp                                          writable (1777), private to the host
+    /tmp, /dev/shm                                writable (1777), private to the host (a
+                                                  real host's /dev/shm is a tmpfs; here both
+                                                  are folders of the fleet's)
     /bin/sh                                       dash (see "Why dash" below)
     /bin/busybox + /bin/<applet> links            cat, mkdir, ln, readlink, gzip, base64,
                                                   mktemp, rm, timeout, ... (tar too, for
@@ -367,10 +369,9 @@ def build_host_root(
         if not (link.exists() or link.is_symlink()):
             os.symlink("busybox", link)
 
-    tmp = root / "tmp"
-    tmp.mkdir(exist_ok=True)
-    tmp.chmod(0o1777)
-    (root / "dev").mkdir(exist_ok=True)
+    for tmp in (root / "tmp", root / "dev" / "shm"):  # the collection script's private folder goes in /dev/shm
+        tmp.mkdir(parents=True, exist_ok=True)
+        tmp.chmod(0o1777)
     null = root / "dev" / "null"
     if null.exists() or null.is_symlink():
         null.unlink()
