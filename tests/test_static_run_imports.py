@@ -82,3 +82,25 @@ def test_jobs_never_start_more_workers_than_hosts_and_none_for_one(tmp_path):
                               capture_output=True, text=True, cwd=REPO, timeout=300)
         runs[label] = (proc.returncode, "bringing up nodes" in proc.stdout)
     assert runs == {"alone": (0, False), "-j auto": (0, False), "two, -j 8": (1, True)}
+
+
+DIFF_PROGRAM = """
+import sys
+from vfio_certify.cli import main
+code = main(sys.argv[1:])
+print("vfio_certify.diff" in sys.modules)
+"""
+
+
+def test_only_a_run_given_a_baseline_imports_the_diff(tmp_path):
+    """The diff against an earlier run (and its module) is for a run given --baseline; one without does not
+    import it, and still writes overview.json, which a later run's diff reads."""
+    snapshot = REPO / "fixtures" / "hosts" / "rocky9-after-intel-iommu"
+    imported = {}
+    for label, extra in (("first", []), ("second", ["--baseline", str(tmp_path / "first")])):
+        proc = subprocess.run([sys.executable, "-c", DIFF_PROGRAM, "--snapshot", str(snapshot), *extra,
+                               "--output", str(tmp_path / label)], capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert (tmp_path / label / "overview.json").is_file(), proc.stdout[-2000:] + proc.stderr[-2000:]
+        imported[label] = proc.stdout.strip().splitlines()[-1]
+    assert imported == {"first": "False", "second": "True"}
+    assert (tmp_path / "second" / "diff.json").is_file() and not (tmp_path / "first" / "diff.json").exists()

@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .model import CheckResult, to_finish
-
-OVERVIEW_FORMAT = "certify-overview/1"
+from .model import OVERVIEW_FORMAT, CheckResult, to_finish
 _GOOD = {"passed", "skipped", "waived", "warning"}
 _BAD = {"failed", "error"}
 _VERDICT_RANK = {"certified": 0, "incomplete": 1, "not-certified": 2, "unreachable": 3}

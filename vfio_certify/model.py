@@ -233,6 +233,9 @@ class GroupView:
         return any(d.named for d in self.devices)
 
 
+OVERVIEW_FORMAT = "certify-overview/1"  # overview.json: each host's HostOverview, which `vfio-certify diff` reads
+
+
 @dataclass
 class HostOverview:
     """Host facts a person wants at the top of the page."""

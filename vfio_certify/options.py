@@ -200,8 +200,6 @@ def validate(values: Any, hosts: list[str], nested_lab: bool = False) -> Validat
     will boot its own lab and fill in the end-to-end options itself.
     """
     from .devices import DeviceSpecError, parse_devices
-    from .diff import DiffInputError, load_run
-    from .waivers import WaiverError, load_waivers
 
     snapshots: list[str] = list(getattr(values, "snapshot", None) or [])
     try:
@@ -234,13 +232,19 @@ def validate(values: Any, hosts: list[str], nested_lab: bool = False) -> Validat
             raise OptionError(f"--snapshot {path}: no such folder or file")
         if p.is_file() and not p.name.endswith((".tar.gz", ".tgz", ".tar")):
             raise OptionError(f"--snapshot {path}: expected a snapshot folder or a .tar.gz bundle")
-    try:
-        waivers = load_waivers(values.waivers) if getattr(values, "waivers", None) else []
-    except WaiverError as exc:
-        raise OptionError(str(exc)) from None
+    waivers: list[Waiver] = []
+    if getattr(values, "waivers", None):  # the waivers and the diff are imported only by a run that uses them
+        from .waivers import WaiverError, load_waivers
+        try:
+            waivers = load_waivers(values.waivers)
+        except WaiverError as exc:
+            raise OptionError(str(exc)) from None
     baseline_path = getattr(values, "baseline", None)
-    try:
-        baseline_run = load_run(baseline_path) if baseline_path else None
-    except DiffInputError as exc:
-        raise OptionError(str(exc)) from None
+    baseline_run = None
+    if baseline_path:
+        from .diff import DiffInputError, load_run
+        try:
+            baseline_run = load_run(baseline_path)
+        except DiffInputError as exc:
+            raise OptionError(str(exc)) from None
     return Validated(devices, waivers, baseline_run)

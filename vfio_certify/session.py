@@ -8,19 +8,21 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .collect import CollectError, collect_snapshot
 from .collect.runner import discard_early, start_ahead
 from .devices import DeviceSpec
-from .diff import RunDiff, RunRecord, diff_runs
 from .facts import HostFacts, read_host_facts
 from .model import CheckResult, Outcome, RunResult, area_rank
 from .report.fixplan import fix_plan
 from .result_stream import ResultStream
 from .snapshot import BundleError, Snapshot, SnapshotError, unpack_bundle
 from .targets import CertifyTarget
-from .waivers import Waiver
+
+if TYPE_CHECKING:  # a run with a baseline imports the diff (finish)
+    from .diff import RunDiff, RunRecord
+    from .waivers import Waiver
 
 def crash_result(base_id: str, params: list[Any], message: str) -> CheckResult:
     """A check that raised instead of judging: an `error` under its own id naming the exception."""
@@ -154,6 +156,7 @@ class CertifySession:
         """The run's result, and its diff against the baseline when one was given (in self.diff)."""
         run = self.run_result()
         if self.baseline is not None:
+            from .diff import RunRecord, diff_runs
             from .report.outputs import overviews_of
 
             current = RunRecord(str(self.output or "this run"), run.to_summary(), overviews_of(run))

@@ -14,15 +14,17 @@ import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import jinja2
 
-from vfio_certify.diff import HostDiff, RunDiff
 from vfio_certify.report import groups_picture
 from vfio_certify.report.fixplan import fix_plan, plan_summary, root_causes
 from vfio_certify.report.template_cache import bytecode_cache
 from vfio_certify.model import AREA_ORDER, CheckResult, HostResult, Outcome, RunResult, Severity, Verdict
+
+if TYPE_CHECKING:  # a run with a baseline imports the diff
+    from vfio_certify.diff import HostDiff, RunDiff
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 TEMPLATE_DIR = REPO_ROOT / "reports" / "templates"

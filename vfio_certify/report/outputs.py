@@ -18,14 +18,17 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from ..diff import OVERVIEW_FORMAT, RunDiff, RunRecord, diff_runs
-from ..model import AREA_ORDER, HostOverview, HostResult, Outcome, RunResult, SkipReason, area_rank
+from ..model import (AREA_ORDER, OVERVIEW_FORMAT, HostOverview, HostResult, Outcome, RunResult, SkipReason,
+                     area_rank)
 from ..result_stream import ResultStream
 from .fixplan import fix_plan
 from .junit import JunitWriter
 from .report_table import ReportTable
+
+if TYPE_CHECKING:  # a run with a baseline imports the diff
+    from ..diff import RunDiff, RunRecord
 
 HOST_PAGES = "hosts"
 
@@ -125,6 +128,8 @@ def write_outputs(stream: ResultStream, names: list[str], run: RunResult, output
     junit.close(run)
     diff = None
     if baseline is not None:
+        from ..diff import RunRecord, diff_runs
+
         current = json.loads((output / "summary.json").read_text(encoding="utf-8"))
         hosts = json.loads((output / "overview.json").read_text(encoding="utf-8"))["hosts"]
         diff = diff_runs(baseline, RunRecord(baseline_source, current, hosts))

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from ..diff import RunDiff
 from ..model import RunResult, Verdict
 from .fixplan import plan_summary
+
+if TYPE_CHECKING:
+    from ..diff import RunDiff
 
 
 def write_verdicts(tr, run: RunResult, diff: Optional[RunDiff], output: Optional[Path]) -> None:
