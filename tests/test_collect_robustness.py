@@ -7,6 +7,7 @@ and the host is left as it was (nothing in its /tmp or /dev/shm, nothing written
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -256,27 +257,60 @@ def test_without_mktemp_a_planted_link_is_refused(fleet, tmp_path):
     assert left_on_host(fleet, "nomktemp") == []
 
 
-@pytest.mark.parametrize("case", ["/dev/shm", "no /dev/shm", "TMPDIR"])
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str):
+    """A tmpfs of `size` mounted on `path` for the block (a file system that is nearly full, or fills up)."""
+    path.mkdir(exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=1777", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a {size} tmpfs needs CAP_SYS_ADMIN: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def run_where(root: Path, tmpdir: str | None = None) -> subprocess.CompletedProcess:
+    """The script in the host "where" (its lsusb lists the folders a collection has made), writing /snapshot.tgz."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **({"TMPDIR": tmpdir} if tmpdir else {})}
+    return subprocess.run(["chroot", str(root), "/bin/sh", "-c", render_script(), "sh", "/snapshot.tgz"],
+                          stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("case", ["/dev/shm", "no /dev/shm", "/dev/shm under 64 MiB free", "TMPDIR"])
 def test_the_private_folder_is_in_memory_where_the_host_has_dev_shm(fleet, case):
-    """In /dev/shm (a tmpfs: nothing written to the host's disks), else in /tmp; in $TMPDIR when the user set it."""
+    """In /dev/shm (a tmpfs: nothing written to the host's disks) when it has room, else in /tmp; in $TMPDIR when
+    the user set it."""
     root = fleet.root("where")
     shm, aside = root / "dev/shm", root / "dev/shm-aside"
-    if case == "no /dev/shm":
-        shm.rename(aside)
-    try:
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **({"TMPDIR": "/scratch"} if case == "TMPDIR" else {})}
-        proc = subprocess.run(["chroot", str(root), "/bin/sh", "-c", render_script(), "sh", "/snapshot.tgz"],
-                              stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=120)
-    finally:
-        if aside.exists():
-            aside.rename(shm)
+    with contextlib.ExitStack() as stack:
+        if case == "no /dev/shm":
+            shm.rename(aside)
+            stack.callback(aside.rename, shm)
+        elif case == "/dev/shm under 64 MiB free":
+            stack.enter_context(small_tmpfs(shm, "60m"))
+        proc = run_where(root, "/scratch" if case == "TMPDIR" else None)
     assert proc.returncode == 0, proc.stderr
     with tarfile.open(root / "snapshot.tgz") as bundle:
         [seen] = bundle.extractfile("commands/lsusb").read().decode().split()
     (root / "snapshot.tgz").unlink()
-    expected = {"/dev/shm": "/dev/shm/", "no /dev/shm": "/tmp/", "TMPDIR": "/scratch/"}[case]
+    expected = {"/dev/shm": "/dev/shm/", "TMPDIR": "/scratch/"}.get(case, "/tmp/")
     assert seen.startswith(expected) and seen.endswith("/commands"), seen
     assert left_on_host(fleet, "where") == [] and list((root / "scratch").iterdir()) == []
+
+
+def test_a_private_folder_that_fills_up_sends_nothing_and_says_where(fleet):
+    """A file system that fills up cuts files short without a word from the commands that wrote them: the script
+    sends no snapshot, exits 75, and its last line names the folder; nothing is left."""
+    root = fleet.root("where")
+    with small_tmpfs(root / "full", "64k"):
+        proc = run_where(root, "/full")
+        left = list((root / "full").iterdir())
+    assert proc.returncode == 75, proc.stderr
+    assert proc.stderr.decode().splitlines()[-1] == "no space left in /full"
+    assert not (root / "snapshot.tgz").exists()
+    assert left == [] and left_on_host(fleet, "where") == []
 
 
 # -- 6. a hang-up mid-output ---------------------------------------------------------

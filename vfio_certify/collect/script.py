@@ -2,13 +2,14 @@
 
 The script only reads the host. It builds the snapshot in a private temporary folder
 (removed on exit): in $TMPDIR when the user set one, else in /dev/shm, memory, where the
-host has one (nothing is written to its disks), else in /tmp. Then it prints the snapshot
+host has one with 64 MiB free (nothing is written to its disks), else in /tmp. Then it prints the snapshot
 as base64 of a .tar.gz between two marker lines, so that whatever a login shell prints
 around it is ignored; run as `sh collect.sh FILE` it writes the .tar.gz bundle to FILE
 instead. It runs unchanged under dash, bash and busybox sh: no bashisms, only cat, ln, ls, mkdir, rm, tar, gzip, uname,
-base64 (not for FILE), and `mktemp`, `sleep` and `date` when the host has them; GNU tar's
+base64 (not for FILE), and `mktemp`, `stat`, `sleep` and `date` when the host has them; GNU tar's
 --transform makes the links where tar is GNU tar (vc_links), ln elsewhere. A
-missing tool stops it first, exit status 69 and one line naming it. Nothing is left on
+missing tool stops it first, exit status 69 and one line naming it; a private folder whose file system filled up
+(files cut short) sends nothing, exit status 75 and one line naming the folder. Nothing is left on
 the host: the folder is removed on exit, also on a signal or a hang-up (SIGPIPE).
 
 The commands run side by side, as background jobs, while the files are read (most of the
@@ -42,6 +43,7 @@ BEGIN_MARK = "--- vfio-certify snapshot begin ---"
 END_MARK = "--- vfio-certify snapshot end ---"
 COMMAND_TIMEOUT_S = 30
 MISSING_TOOL_STATUS = 69  # EX_UNAVAILABLE: stderr's last line names the tool
+NO_SPACE_STATUS = 75  # EX_TEMPFAIL: the private folder's file system filled up; stderr's last line names it
 DROPBEAR_MAX_COMMAND = 9000  # Dropbear's MAX_CMD_LEN: a longer remote command closes the connection
 
 _PRELUDE = r"""
@@ -57,9 +59,12 @@ for _t in $_need; do
   command -v "$_t" >/dev/null 2>&1 || { echo "$_t not found on the host" >&2; exit @MISSING@; }
 done
 # The private folder: in $TMPDIR when the user set one, else in memory (/dev/shm, a tmpfs on every Linux that has
-# it: nothing is written to the host's disks, and a full or read-only disk does not stop the collection), else /tmp.
+# it: nothing is written to the host's disks, and a full or read-only disk does not stop the collection) when it has
+# 16384 free blocks (64 MiB with 4 KiB pages: a big host's snapshot is a few MiB), else /tmp. (Should the folder's
+# file system fill up all the same, the script says so at its end, exit status 75, instead of sending what it cut.)
 # Without mktemp: a fresh folder or nothing (plain mkdir fails on anything planted there, links too).
-T=$({ [ -z "${TMPDIR:-}" ] && mktemp -dp /dev/shm; } 2>/dev/null || mktemp -d 2>/dev/null) || { T=/tmp/vfio-certify.$$
+T=$({ [ -z "${TMPDIR:-}" ] && [ "$(stat -f -c %a /dev/shm 2>&1)" -gt 16383 ] && mktemp -dp /dev/shm; } 2>/dev/null ||
+  mktemp -d 2>/dev/null) || { T=/tmp/vfio-certify.$$
   mkdir -m 700 "$T" 2>/dev/null ||
   { echo "cannot create the private folder $T" >&2; exit 70; }; }
 _ps=; _st=; _js=; _k=0
@@ -222,6 +227,8 @@ _v=; read -r _v < "$C/@UNAME_N@" 2>/dev/null
 case $_v in ""|*[!A-Za-z0-9._-]*) ;; *) _m="$_m, \"hostname\": \"$_v\"" ;; esac
 case $KREL in ""|*[!A-Za-z0-9._+~-]*) ;; *) _m="$_m, \"kernel_release\": \"$KREL\"" ;; esac
 printf "%s}\n" "$_m" > "$T/meta.json"
+# A write the full file system refused would have cut a file short: a last block written, else nothing is sent.
+printf %4096s > "$T/z" 2>/dev/null || { echo "no space left in ${T%/*}" >&2; exit @NOSPACE@; }
 # The commands' empty stderr files, in one rm; tar run from this shell (no subshell forked for it).
 _e=; for f in "$C"/*.err; do [ -s "$f" ] || _e="$_e$NL$f"; done
 [ -z "$_e" ] || { IFS=$NL; set -f; rm -f -- $_e; IFS=$_IFS; set +f; }
@@ -259,6 +266,9 @@ ABBREVIATIONS = (
     ("BDF", "[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f].[0-7]"),
     ("MOD", "/sys/module"),
     ("CLS", "/sys/class"),
+    ("ACPI", "/sys/firmware/acpi/tables"),
+    ("IOG", "/sys/kernel/iommu_groups"),
+    ("USB", "/sys/bus/usb/devices"),
 )
 
 
@@ -341,7 +351,7 @@ def render_script(command_timeout_s: int = COMMAND_TIMEOUT_S) -> str:
     for opened in spec.OPEN_FILES:  # after the commands: their jobs are not listed, and vc_wait keeps its empty .err
         lines.append(f"vc_open {_words([opened.line, str(opened.limit)])} {_paths([opened.folder, *opened.when])}")
     epilogue = _EPILOGUE.replace("@FORMAT@", FORMAT).replace("@ABSENCE@", ABSENCE_PARENT_FOLDER)
-    epilogue = epilogue.replace("@UNAME_N@", spec.UNAME_N.file_name)
+    epilogue = epilogue.replace("@UNAME_N@", spec.UNAME_N.file_name).replace("@NOSPACE@", str(NO_SPACE_STATUS))
     lines.append(epilogue.replace("@BEGIN@", BEGIN_MARK).replace("@END@", END_MARK).strip("\n"))
     # The script travels as one command, and Dropbear closes the connection on a command over MAX_CMD_LEN (9000
     # bytes): its comments and indentation are read here, not sent (the two header lines are). No line of it
