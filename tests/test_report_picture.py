@@ -147,9 +147,7 @@ def test_chromium_shows_and_prints_the_plan_and_the_picture(pages, tmp_path):
     for page, must in ((pages["cezanne"], ["NOT VIABLE: 4 members block", "◀ amdgpu", "✘ snd_hda_intel", "Fix plan"]),
                        (_hundred_group_page(tmp_path), ["root port 00:1c.0", "◀ nvidia", "group 98"])):
         pdf = tmp_path / f"{page.stem}.pdf"
-        subprocess.run([chromium.CHROMIUM, *chromium.FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
-                        "--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.resolve().as_uri()],
-                       capture_output=True, timeout=90, check=True)
+        chromium.print_to_pdf(page, pdf, tmp_path)
         text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
         for words in must:  # the SVG's text is real text in the printed page, not a picture of it
             assert words in text, (page.name, words)

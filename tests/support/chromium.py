@@ -21,6 +21,12 @@ def screenshot(page: Path, png: Path, workdir: Path, window: str = "1200,1600") 
     return _chromium(workdir, f"--screenshot={png}", f"--window-size={window}", page.resolve().as_uri())
 
 
+def print_to_pdf(page: Path, pdf: Path, workdir: Path) -> None:
+    """Chromium's print of page into pdf, as a person's "Print to PDF" makes it (no header or footer)."""
+    printed = _chromium(workdir, "--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.resolve().as_uri())
+    assert printed.returncode == 0 and pdf.is_file(), printed.stderr[-2000:]
+
+
 def render(page: Path, workdir: Path, window: str = "1200,1600") -> tuple[str, Path]:
     """(the DOM after rendering, a PNG screenshot); skips when Chromium is not installed."""
     if not os.access(CHROMIUM, os.X_OK):
