@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # a run with a baseline imports the diff (finish)
     from .diff import RunDiff, RunRecord
     from .waivers import Waiver
 
+
 def crash_result(base_id: str, params: list[Any], message: str) -> CheckResult:
     """A check that raised instead of judging: an `error` under its own id naming the exception."""
     from .rules.catalog import severity_of

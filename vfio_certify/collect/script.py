@@ -2,15 +2,17 @@
 
 The script only reads the host. It builds the snapshot in a private temporary folder
 (removed on exit): in $TMPDIR when the user set one, else in /dev/shm, memory, where the
-host has one with 64 MiB free (nothing is written to its disks), else in /tmp. Then it prints the snapshot
-as base64 of a .tar.gz between two marker lines, so that whatever a login shell prints
-around it is ignored; run as `sh collect.sh FILE` it writes the .tar.gz bundle to FILE
-instead. It runs unchanged under dash, bash and busybox sh: no bashisms, only cat, ln, ls, mkdir, rm, tar, gzip, uname,
-base64 (not for FILE), and `mktemp`, `stat`, `sleep` and `date` when the host has them; GNU tar's
---transform makes the links where tar is GNU tar (vc_links), ln elsewhere. A
-missing tool stops it first, exit status 69 and one line naming it; a private folder whose file system filled up
-(files cut short) sends nothing, exit status 75 and one line naming the folder. Nothing is left on
-the host: the folder is removed on exit, also on a signal or a hang-up (SIGPIPE).
+host has one with 64 MiB free (nothing is written to its disks), else in /tmp. Then it
+prints the snapshot as base64 of a .tar.gz between two marker lines, so that whatever a
+login shell prints around it is ignored; run as `sh collect.sh FILE` it writes the
+.tar.gz bundle to FILE instead. It runs unchanged under dash, bash and busybox sh: no
+bashisms, only cat, ln, ls, mkdir, rm, tar, gzip, uname, base64 (not for FILE), and
+`mktemp`, `stat`, `sleep` and `date` when the host has them; GNU tar's --transform makes
+the links where tar is GNU tar (vc_links), ln elsewhere. A missing tool stops it first,
+exit status 69 and one line naming it; a private folder whose file system filled up
+(files cut short) sends nothing, exit status 75 and one line naming the folder. Nothing
+is left on the host: the folder is removed on exit, also on a signal or a hang-up
+(SIGPIPE).
 
 The commands run side by side, as background jobs, while the files are read (most of the
 script's time is theirs, mostly waiting): each writes only its own files (output, `.rc`,
@@ -227,7 +229,8 @@ _v=; read -r _v < "$C/@UNAME_N@" 2>/dev/null
 case $_v in ""|*[!A-Za-z0-9._-]*) ;; *) _m="$_m, \"hostname\": \"$_v\"" ;; esac
 case $KREL in ""|*[!A-Za-z0-9._+~-]*) ;; *) _m="$_m, \"kernel_release\": \"$KREL\"" ;; esac
 printf "%s}\n" "$_m" > "$T/meta.json"
-# A write the full file system refused would have cut a file short: a last block written, else nothing is sent.
+# A full file system cuts files short without a word from what wrote them: one more block must fit, else nothing
+# is sent.
 printf %4096s > "$T/z" 2>/dev/null || { echo "no space left in ${T%/*}" >&2; exit @NOSPACE@; }
 # The commands' empty stderr files, in one rm; tar run from this shell (no subshell forked for it).
 _e=; for f in "$C"/*.err; do [ -s "$f" ] || _e="$_e$NL$f"; done
