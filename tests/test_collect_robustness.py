@@ -122,11 +122,13 @@ def left_on_host(fleet, name):
     return sorted(str(p.relative_to(fleet.root(name))) for d in ("tmp", "dev/shm") for p in (fleet.root(name) / d).iterdir())
 
 
-def run_in_root(root: Path, shell: str = "/bin/sh", script: str | None = None, **kw):
-    """The script run straight in a fake root (no SSH), stdout a pipe."""
-    return subprocess.Popen(["chroot", str(root), *shell.split(), "-c", script or render_script()], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, **kw)
+def run_in_root(root: Path, shell: str = "/bin/sh", script: str | None = None, args: tuple[str, ...] = (),
+                env: dict[str, str] | None = None, **kw):
+    """The script run straight in a fake root (no SSH), stdout a pipe; `args` its $0 and on (a FILE to write the
+    bundle to), `env` added to its PATH."""
+    return subprocess.Popen(["chroot", str(root), *shell.split(), "-c", script or render_script(), *args],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})}, **kw)
 
 
 # -- 1. --sudo keeps the SSH session ------------------------------------------------
@@ -273,9 +275,9 @@ def small_tmpfs(path: Path, size: str):
 
 def run_where(root: Path, tmpdir: str | None = None) -> subprocess.CompletedProcess:
     """The script in the host "where" (its lsusb lists the folders a collection has made), writing /snapshot.tgz."""
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **({"TMPDIR": tmpdir} if tmpdir else {})}
-    return subprocess.run(["chroot", str(root), "/bin/sh", "-c", render_script(), "sh", "/snapshot.tgz"],
-                          stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=120)
+    proc = run_in_root(root, args=("sh", "/snapshot.tgz"), env={"TMPDIR": tmpdir} if tmpdir else None)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @pytest.mark.parametrize("case", ["/dev/shm", "no /dev/shm", "/dev/shm under 64 MiB free", "TMPDIR"])
