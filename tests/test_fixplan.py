@@ -1,6 +1,7 @@
 """Root causes (caused_by, as the rules judge them) and the one fix plan per host."""
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,9 +10,10 @@ from support.hosts import intel_host
 from support.summary_spec import assert_valid_summary
 
 from vfio_certify.devices import parse_devices
+from vfio_certify.facts.cpuinfo import CpuInfo
 from vfio_certify.model import BootSetup, CheckResult, FixAction, HostOverview, HostResult, Outcome, Severity
 from vfio_certify.report.fixplan import fix_plan, plan_summary, root_causes
-from vfio_certify.rules import cpu, iommu, kernel, kvm
+from vfio_certify.rules import cpu, firmware, iommu, kernel, kvm
 from vfio_certify.rules.catalog import result
 
 REPO = Path(__file__).resolve().parent.parent
@@ -140,3 +142,75 @@ def test_rocky_before_intel_iommu_gets_one_grubby_command_in_summary_and_termina
     assert checks["iommu.groups"]["caused_by"] == ["kernel.cmdline"] and "caused_by" not in checks["kernel.cmdline"]
     assert "fix plan (3 steps, 1 reboot):" in proc.stdout
     assert '$ grubby --update-kernel=ALL --args="intel_iommu=on"' in proc.stdout
+
+
+def _without_vfio(host_dir: Path) -> None:
+    """The seed's Rocky 9 capture as if its kernel were built without VFIO: CONFIG_VFIO off (its children then absent
+    from the file, as kconfig writes it) and no vfio module anywhere, loaded or installed."""
+    for config in (host_dir / "root/boot").glob("config-*"):
+        lines = config.read_text().splitlines(keepends=True)
+        config.write_text("".join("# CONFIG_VFIO is not set\n" if line.startswith("CONFIG_VFIO=") else line
+                                  for line in lines if not line.startswith("CONFIG_VFIO_")))
+    for listing in [host_dir / "root/proc/modules", *(host_dir / "root/lib/modules").glob("*/modules.*")]:
+        listing.write_text("".join(line for line in listing.read_text().splitlines(keepends=True) if "vfio" not in line))
+
+
+def test_missing_kernel_options_are_one_kernel_to_install_booted_with_the_command_line_change(tmp_path):
+    host_dir = tmp_path / "rocky9-without-vfio"
+    shutil.copytree(REPO / "fixtures/hosts/rocky9-before-intel-iommu", host_dir, symlinks=True)
+    _without_vfio(host_dir)
+    subprocess.run([sys.executable, "-m", "vfio_certify.cli", "--snapshot", str(host_dir), "--output",
+                    str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO, timeout=300)
+    summary = json.loads((tmp_path / "out/summary.json").read_text())
+    assert_valid_summary(summary)
+    plan = summary["hosts"][0]["fix_plan"]
+    assert [s["step"] for s in plan] == [
+        "Install a kernel built with CONFIG_VFIO, CONFIG_VFIO_IOMMU_TYPE1 and CONFIG_VFIO_PCI, each =y or =m "
+        "(a distribution's standard kernel has them), as the default boot entry",
+        "Add intel_iommu=on to the command line of every installed kernel",  # after the kernel: ALL includes it
+        "Reboot into the new kernel and its command line",
+        "Run vfio-certify again, with the same options, to confirm",
+    ]
+    assert [s["reboot"] for s in plan] == [False, False, True, False]
+    assert set(plan[0]["fixes"]) == {f"kernel.config[{o}]" for o in ("CONFIG_VFIO", "CONFIG_VFIO_IOMMU_TYPE1",
+                                                                     "CONFIG_VFIO_PCI")} | {
+        f"vfio.module[{m}]" for m in ("vfio", "vfio_iommu_type1", "vfio_pci")}
+    checks = {c["id"]: c for c in summary["hosts"][0]["checks"]}
+    assert checks["vfio.module[vfio_pci]"]["caused_by"] == ["kernel.config[CONFIG_VFIO_PCI]"]
+    # each check still says its own part, word for word as before the plan merged them
+    assert checks["kernel.config[CONFIG_VFIO_PCI]"]["remediation"] == (
+        "Boot a kernel built with CONFIG_VFIO=y or =m and CONFIG_VFIO_PCI=y or =m "
+        "(your distribution's standard kernel has them).")
+
+
+def test_plan_merges_kernel_options_and_reboots_once_into_the_new_kernel():
+    host = _host(
+        _check("kernel.config[CONFIG_VFIO]", fix=FixAction("kernel-config", options=("CONFIG_VFIO",))),
+        _check("kernel.config[CONFIG_VFIO_PCI]", fix=FixAction("kernel-config", options=("CONFIG_VFIO", "CONFIG_VFIO_PCI"))),
+        _check("vfio.module[vfio_pci]", caused_by=["kernel.config[CONFIG_VFIO_PCI]"],
+               fix=FixAction("kernel-config", options=("CONFIG_VFIO_PCI",))),
+    )
+    plan = fix_plan(host)
+    assert [s.step for s in plan] == [
+        "Install a kernel built with CONFIG_VFIO and CONFIG_VFIO_PCI, each =y or =m (a distribution's standard kernel "
+        "has them), as the default boot entry",
+        "Reboot into the new kernel",
+        "Run vfio-certify again, with the same options, to confirm",
+    ]
+    assert plan[0].fixes == ["kernel.config[CONFIG_VFIO]", "kernel.config[CONFIG_VFIO_PCI]", "vfio.module[vfio_pci]"]
+    assert plan_summary(plan) == "3 steps, 1 reboot"
+    # the action travels from a worker to the report as data, options included
+    action = FixAction("kernel-config", options=("CONFIG_VFIO",))
+    assert FixAction.from_dict(json.loads(json.dumps(action.to_dict()))) == action
+
+
+def test_a_virtual_machine_without_an_iommu_is_told_of_its_hypervisor_not_of_a_firmware_setup():
+    vm = intel_host(cpu=CpuInfo("AuthenticAMD", "AMD EPYC", frozenset({"svm", "hypervisor"}), 2),
+                    acpi_tables={"DMAR": False, "IVRS": False}, iommu_units=[], iommu_groups={}, dmesg=None)
+    fix = firmware.iommu_table(vm)
+    assert fix.outcome is Outcome.FAILED and fix.fix.kind == "firmware"
+    assert "virtual IOMMU" in fix.remediation and "intel-iommu" in fix.remediation
+    assert "firmware setup" not in fix.remediation and "AMD CBS" not in fix.remediation
+    bare = dataclasses.replace(vm, cpu=CpuInfo("AuthenticAMD", "AMD EPYC", frozenset({"svm"}), 2))
+    assert "AMD CBS" in firmware.iommu_table(bare).remediation
+    assert "virtual machine" not in firmware.iommu_table(bare).remediation

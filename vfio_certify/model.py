@@ -48,22 +48,26 @@ _LACKED = re.compile(r"(?:not judged: )?(?P<what>.+?) (?:was|were) not collected
 @dataclass(frozen=True)
 class FixAction:
     """What a check's remediation changes, as data, so that a host's fix plan can merge them: every firmware
-    setting into one visit to the setup, every kernel argument into one command."""
+    setting into one visit to the setup, every missing kernel option into one kernel to boot, every kernel argument
+    into one command."""
 
-    kind: str  # "firmware" (a setting in the firmware setup), "kernel-args", "module" (load it, now and at boot)
+    # "firmware" (a setting in the firmware setup), "kernel-config" (boot a kernel built with options), "kernel-args",
+    # "module" (load it, now and at boot)
+    kind: str
     text: str = ""  # firmware: the setting, in words
     add: tuple[str, ...] = ()  # kernel-args
     remove: tuple[str, ...] = ()  # kernel-args
     module: str = ""  # module
+    options: tuple[str, ...] = ()  # kernel-config: CONFIG_ names, each to be =y or =m
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "text": self.text, "add": list(self.add), "remove": list(self.remove),
-                "module": self.module}
+                "module": self.module, "options": list(self.options)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "FixAction":
         return cls(data.get("kind", ""), data.get("text", ""), tuple(data.get("add", ())),
-                   tuple(data.get("remove", ())), data.get("module", ""))
+                   tuple(data.get("remove", ())), data.get("module", ""), tuple(data.get("options", ())))
 
 
 @dataclass

@@ -5,10 +5,11 @@ what it follows from (`caused_by`, set by the rule that judged it); a check's re
 it changes (`fix`, set by rules/remedy.py). Nothing here knows a check id: a new rule that writes
 its fix with remedy.py and names its causes takes part without a change here.
 
-The plan: firmware settings first (one visit to the setup), then every kernel argument in one
-command for the distro, then modules, then what can only be said in words, then one reboot when
-the command line changed, then run vfio-certify again. Waived checks are not failures, so they
-never enter it.
+The plan: firmware settings first (one visit to the setup), then one kernel built with every
+missing option, then every kernel argument in one command for the distro (after the kernel, so
+that grubby's ALL includes it), then modules, then what can only be said in words, then one
+reboot when the kernel or its command line changed, then run vfio-certify again. Waived checks
+are not failures, so they never enter it.
 """
 from __future__ import annotations
 
@@ -71,7 +72,8 @@ def fix_plan(host: HostResult) -> list[FixStep]:
     add: list[str] = []
     remove: list[str] = []
     modules: list[str] = []
-    fixes: dict[str, list[str]] = {"firmware": [], "kernel-args": [], "module": []}
+    options: list[str] = []
+    fixes: dict[str, list[str]] = {"firmware": [], "kernel-config": [], "kernel-args": [], "module": []}
     in_words: list[FixStep] = []
     for root in roots:
         ids = [root.check.id] + [c.id for c in root.consequences]
@@ -79,6 +81,8 @@ def fix_plan(host: HostResult) -> list[FixStep]:
         kind = action.kind if action else ""
         if kind == "firmware":
             firmware += [action.text] if action.text not in firmware else []
+        elif kind == "kernel-config":
+            options += [o for o in action.options if o not in options]
         elif kind == "kernel-args":
             add += [a for a in action.add if a not in add]
             remove += [r for r in action.remove if r not in remove]
@@ -96,6 +100,8 @@ def fix_plan(host: HostResult) -> list[FixStep]:
     steps: list[FixStep] = []
     if firmware:
         steps.append(FixStep("\n".join(firmware), reboot=True, fixes=fixes["firmware"]))
+    if options:
+        steps.append(FixStep(kernel_build_step(options), fixes=fixes["kernel-config"]))
     if add or remove:
         what, commands = kernel_args_change(host.overview.boot, add, remove)
         steps.append(FixStep(what, commands, fixes=fixes["kernel-args"]))
@@ -103,10 +109,20 @@ def fix_plan(host: HostResult) -> list[FixStep]:
         commands = [line for m in modules for line in load_module_commands(m) if not line.startswith("#")]
         steps.append(FixStep(f"Load {', '.join(modules)} now and at every boot", commands, fixes=fixes["module"]))
     steps += in_words
-    if add or remove:
-        steps.append(FixStep("Reboot into the new kernel command line", ["reboot"], reboot=True))
+    if options or add or remove:
+        into = ("the new kernel and its command line" if options and (add or remove)
+                else "the new kernel" if options else "the new kernel command line")
+        steps.append(FixStep(f"Reboot into {into}", ["reboot"], reboot=True))
     steps.append(FixStep("Run vfio-certify again, with the same options, to confirm"))
     return steps
+
+
+def kernel_build_step(options: list[str]) -> str:
+    """One kernel for every missing option, booted by the plan's reboot."""
+    names = options[0] if len(options) == 1 else f"{', '.join(options[:-1])} and {options[-1]}"
+    each, them = ("=y or =m", "it") if len(options) == 1 else ("each =y or =m", "them")
+    return (f"Install a kernel built with {names}, {each} (a distribution's standard kernel has {them}), "
+            "as the default boot entry")
 
 
 def plan_summary(steps: list[FixStep]) -> str:

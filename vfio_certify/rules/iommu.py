@@ -11,7 +11,7 @@ from ..facts.kernel_cmdline import (intel_iommu_default_on, intremap_disabled_by
 from ..facts.pci import normalize_pci_address
 from ..model import CheckResult, Outcome
 from .catalog import REQUIRED, check, NOT_APPLICABLE, not_collected, result
-from .remedy import firmware_iommu, iommu_cmdline_fix
+from .remedy import firmware_iommu, iommu_cmdline_fix, kernel_build
 
 # What the IOMMU being off follows from (public ids: they never change meaning)
 FIRMWARE_TABLE, CMDLINE = "firmware.iommu_table", "kernel.cmdline"
@@ -81,7 +81,7 @@ def _why_no_smmu(facts: HostFacts) -> tuple[str, str, list[str]]:
     if config is not None and config.value("CONFIG_ARM_SMMU_V3") not in ("y", "m") and not config.truncated \
             and not (iort is not None and iort.smmu_v1_v2 and not iort.smmu_v3):
         return (f"this kernel has no SMMUv3 driver ({config.line('CONFIG_ARM_SMMU_V3')})",
-                "Boot a kernel built with CONFIG_ARM_SMMU_V3=y or =m (the distribution's arm64 server kernel has it).",
+                kernel_build("CONFIG_ARM_SMMU_V3", note="the distribution's arm64 server kernel has it"),
                 ["kernel.config[CONFIG_ARM_SMMU_V3]"])
     return "the kernel did not probe an SMMU (no arm-smmu-v3 unit)", firmware_iommu(facts), []
 

@@ -16,7 +16,7 @@ from ..facts.kernel_cmdline import (AMD_IOMMU_VALUES, INTEL_IOMMU_VALUES, intel_
 from ..model import CheckResult, Outcome
 from ..snapshot.reader import PathState
 from .catalog import RECOMMENDED, REQUIRED, check, NOT_APPLICABLE, not_collected, result
-from .remedy import kernel_args
+from .remedy import kernel_args, kernel_build
 
 
 # Options every host needs; the vendor IOMMU driver is judged by the IOMMU's vendor, and an option of
@@ -91,8 +91,7 @@ def config_option(facts: HostFacts, option: str) -> CheckResult:
         return result(check_id, Outcome.FAILED,
                       f"{option} is absent because {parent} is not set: this kernel cannot assign devices",
                       evidence + [f"{config.line(parent)}   ({config.source})"],
-                      f"Boot a kernel built with {parent}=y or =m and {option}=y or =m "
-                      "(your distribution's standard kernel has them).")
+                      kernel_build(parent, option, note="your distribution's standard kernel has them"))
     if value is None and config.truncated:  # the option may stand in the part that was cut off: not judged
         return result(check_id, Outcome.SKIPPED,
                       f"not judged: {option} is not in what was read, and the rest of {config.source} was not collected "
@@ -105,7 +104,7 @@ def config_option(facts: HostFacts, option: str) -> CheckResult:
                       "is cut short or not this kernel's config; re-collect it", evidence + [running])
     state = "not set" if value == "n" else ("absent" if value is None else f"set to {value!r}")
     return result(check_id, Outcome.FAILED, f"{option} is {state}: this kernel cannot assign devices", evidence,
-                  f"Boot a kernel built with {option}=y or =m (your distribution's standard kernel has it).")
+                  kernel_build(option, note="your distribution's standard kernel has it"))
 
 
 def _running_kernel_has(facts: HostFacts, option: str) -> str:

@@ -121,12 +121,24 @@ def _rhel_grub2_mkconfig(facts: HostFacts) -> str:
     return f"grub2-mkconfig -o /boot/grub2/grub.cfg{flag} (BIOS and UEFI alike: the grub.cfg in /boot/efi is a stub, keep it)"
 
 
+def kernel_build(*options: str, note: str = "") -> str:
+    """Boot a kernel built with `options` (CONFIG_ names), each =y or =m; the plan asks for one kernel with all."""
+    wanted = " and ".join(f"{option}=y or =m" for option in options)
+    return Remedy(f"Boot a kernel built with {wanted}{f' ({note})' if note else ''}.",
+                  FixAction("kernel-config", options=tuple(options)))
+
+
 def firmware_iommu(facts: HostFacts) -> str:
-    vm_hint = (
-        "\nThis host is a virtual machine: give it a virtual IOMMU (libvirt: <iommu model='intel'>"
-        "<driver intremap='on' caching_mode='on'/></iommu> with <features><ioapic driver='qemu'/></features>; "
-        "QEMU: -device intel-iommu,intremap=on,caching-mode=on with -machine q35,kernel-irqchip=split)."
-    )
+    if facts.iommu_vendor != "arm" and facts.cpu and facts.cpu.is_virtual_machine:
+        # The VM's firmware setup has no IOMMU option (and no IVRS/DMAR of its own): the hypervisor gives one.
+        text = (
+            "This host is a virtual machine: its IOMMU is the hypervisor's to give. Give it a virtual IOMMU "
+            "(libvirt: <iommu model='intel'><driver intremap='on' caching_mode='on'/></iommu> with "
+            "<features><ioapic driver='qemu'/></features>; QEMU: -device intel-iommu,intremap=on,caching-mode=on "
+            "with -machine q35,kernel-irqchip=split), then power the VM off and on. A cloud instance has one only "
+            "where its provider offers it."
+        )
+        return Remedy(text, FixAction("firmware", text=text))
     if facts.iommu_vendor == "arm":
         text = (
             "Enable the SMMU in the firmware setup (UEFI or BMC: 'SMMU', 'SMMUv3 support' or 'IOMMU', usually in the "
@@ -144,7 +156,6 @@ def firmware_iommu(facts: HostFacts) -> str:
             "Enable Intel VT-d ('Intel Virtualization Technology for Directed I/O') in the firmware setup, "
             "then power-cycle the host."
         )
-    text += vm_hint if facts.iommu_vendor != "arm" and facts.cpu and facts.cpu.is_virtual_machine else ""
     return Remedy(text, FixAction("firmware", text=text))
 
 

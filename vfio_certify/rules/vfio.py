@@ -6,7 +6,7 @@ from ..facts.kconfig import iommufd_container
 from ..model import CheckResult, Outcome
 from ..snapshot.reader import PathState
 from .catalog import RECOMMENDED, REQUIRED, check, not_collected, result
-from .remedy import load_module, reinstall_modules
+from .remedy import kernel_build, load_module, reinstall_modules
 
 MODULES = ["vfio", "vfio_pci", "vfio_iommu_type1"]
 _CONFIG_OF = {"vfio": "CONFIG_VFIO", "vfio_pci": "CONFIG_VFIO_PCI", "vfio_iommu_type1": "CONFIG_VFIO_IOMMU_TYPE1"}
@@ -70,7 +70,7 @@ def module(facts: HostFacts, name: str) -> CheckResult:
         elif config is not None and config_value not in ("y", "m"):
             # No module lists to consult, but the config settles it: the kernel lacks the driver.
             return result(check_id, Outcome.FAILED, f"{name} is not available: {config.line(option)}",
-                          evidence, f"Boot a kernel built with {option}=y or =m.", [f"kernel.config[{option}]"])
+                          evidence, kernel_build(option), [f"kernel.config[{option}]"])
         listed = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 else missing[0]
         return result(check_id, Outcome.SKIPPED,
                       f"not judged: {listed} {'were' if len(missing) > 1 else 'was'} not collected{seen}")
@@ -78,8 +78,9 @@ def module(facts: HostFacts, name: str) -> CheckResult:
         return result(check_id, Outcome.FAILED,
                       f"{name} is configured as a module ({option}=m) but its file is missing from /lib/modules/{facts.kernel_release}",
                       evidence, reinstall_modules(facts))
+    built_without = facts.kernel_config is not None and config_value != "y"  # the config explains it (a cause that failed)
     return result(check_id, Outcome.FAILED, f"{name} is neither loaded, built in nor installed", evidence,
-                  f"Boot a kernel built with {option}=y or =m.")
+                  kernel_build(option), [f"kernel.config[{option}]"] if built_without else [])
 
 
 @check("vfio.device_node", RECOMMENDED, "/dev/vfio/vfio exists")
