@@ -214,3 +214,9 @@ def test_a_virtual_machine_without_an_iommu_is_told_of_its_hypervisor_not_of_a_f
     bare = dataclasses.replace(vm, cpu=CpuInfo("AuthenticAMD", "AMD EPYC", frozenset({"svm"}), 2))
     assert "AMD CBS" in firmware.iommu_table(bare).remediation
     assert "virtual machine" not in firmware.iommu_table(bare).remediation
+    # no AMD-V passed through either: both are the outer host's settings for this VM, one step, one power cycle
+    no_svm = dataclasses.replace(vm, cpu=CpuInfo("AuthenticAMD", "AMD EPYC", frozenset({"hypervisor"}), 2))
+    plan = fix_plan(_host(cpu.virtualization(no_svm), firmware.iommu_table(no_svm)))
+    assert plan[0].step.startswith("This host is a virtual machine whose hypervisor does not pass hardware virtualization")
+    assert "virtual IOMMU" in plan[0].step and "firmware setup" not in plan[0].step and plan[0].reboot
+    assert plan[0].fixes == ["cpu.virtualization", "firmware.iommu_table"] and len(plan) == 2

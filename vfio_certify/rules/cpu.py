@@ -30,15 +30,8 @@ def virtualization(facts: HostFacts) -> CheckResult:
             message += "; this host is itself a virtual machine (nested virtualization)"
         return result(virtualization.id, Outcome.PASSED, message, evidence)
     evidence.append("flags: neither vmx nor svm" + (", hypervisor present" if nested else ""))
-    if nested:
-        fix = (
-            "This host is a virtual machine whose hypervisor does not pass hardware virtualization through: "
-            "enable nested virtualization on the outer host (modprobe kvm_intel nested=1 or kvm_amd nested=1) "
-            "and give this VM the host CPU model (libvirt: <cpu mode='host-passthrough'/>)."
-        )
-    else:
-        fix = firmware_virtualization(facts)
-    return result(virtualization.id, Outcome.FAILED, "the CPU exposes neither VT-x (vmx) nor AMD-V (svm)", evidence, fix)
+    return result(virtualization.id, Outcome.FAILED, "the CPU exposes neither VT-x (vmx) nor AMD-V (svm)", evidence,
+                  firmware_virtualization(facts))
 
 
 _EL2_FIX = (

@@ -160,7 +160,14 @@ def firmware_iommu(facts: HostFacts) -> str:
 
 
 def firmware_virtualization(facts: HostFacts) -> str:
-    text = "Enable 'Intel Virtualization Technology' (VT-x) or 'SVM Mode' (AMD-V) in the firmware setup, then power-cycle the host."
+    """VT-x/AMD-V: the firmware's to enable, or for a VM its hypervisor's (merged with firmware_iommu's into one step)."""
+    if facts.cpu and facts.cpu.is_virtual_machine:
+        text = ("This host is a virtual machine whose hypervisor does not pass hardware virtualization through: "
+                "enable nested virtualization on the outer host (modprobe kvm_intel nested=1 or kvm_amd nested=1) "
+                "and give this VM the host CPU model (libvirt: <cpu mode='host-passthrough'/>).")
+    else:
+        text = ("Enable 'Intel Virtualization Technology' (VT-x) or 'SVM Mode' (AMD-V) in the firmware setup, "
+                "then power-cycle the host.")
     return Remedy(text, FixAction("firmware", text=text))
 
 
