@@ -259,6 +259,27 @@ def test_without_mktemp_a_planted_link_is_refused(fleet, tmp_path):
     assert left_on_host(fleet, "nomktemp") == []
 
 
+def test_without_mktemp_the_folder_goes_in_tmpdir_when_the_user_set_one(fleet):
+    root = fleet.root("nomktemp")
+    scratch = root / "scratch"
+    scratch.mkdir(mode=0o1777, exist_ok=True)
+
+    def plant():  # where the script must make its folder: a link planted there shows that it tried that path
+        os.symlink("/nowhere", f"{scratch}/vfio-certify.{os.getpid()}")
+
+    proc = run_in_root(root, env={"TMPDIR": "/scratch"}, preexec_fn=plant)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 70 and err.splitlines()[-1] == (
+        f"cannot create the private folder /scratch/vfio-certify.{proc.pid}".encode())
+    for link in scratch.iterdir():
+        link.unlink()
+    proc = run_in_root(root, env={"TMPDIR": "/scratch"})
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and b"vfio-certify snapshot end" in out, err
+    assert list(scratch.iterdir()) == [] and left_on_host(fleet, "nomktemp") == []
+    scratch.rmdir()
+
+
 @contextlib.contextmanager
 def small_tmpfs(path: Path, size: str):
     """A tmpfs of `size` mounted on `path` for the block (a file system that is nearly full, or fills up)."""

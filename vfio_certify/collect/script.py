@@ -64,9 +64,9 @@ done
 # it: nothing is written to the host's disks, and a full or read-only disk does not stop the collection) when it has
 # 16384 free blocks (64 MiB with 4 KiB pages: a big host's snapshot is a few MiB), else /tmp. (Should the folder's
 # file system fill up all the same, the script says so at its end, exit status 75, instead of sending what it cut.)
-# Without mktemp: a fresh folder or nothing (plain mkdir fails on anything planted there, links too).
+# Without mktemp: a fresh folder in $TMPDIR or /tmp, or nothing (plain mkdir fails on anything planted there, links too).
 T=$({ [ -z "${TMPDIR:-}" ] && [ "$(stat -f -c %a /dev/shm 2>&1)" -gt 16383 ] && mktemp -dp /dev/shm; } 2>/dev/null ||
-  mktemp -d 2>/dev/null) || { T=/tmp/vfio-certify.$$
+  mktemp -d 2>/dev/null) || { T=${TMPDIR:-/tmp}/vfio-certify.$$
   mkdir -m 700 "$T" 2>/dev/null ||
   { echo "cannot create the private folder $T" >&2; exit 70; }; }
 _ps=; _st=; _js=; _k=0
@@ -272,6 +272,8 @@ ABBREVIATIONS = (
     ("ACPI", "/sys/firmware/acpi/tables"),
     ("IOG", "/sys/kernel/iommu_groups"),
     ("USB", "/sys/bus/usb/devices"),
+    ("DV", "/dev/vfio"),
+    ("DEF", "/etc/default"),
 )
 
 
