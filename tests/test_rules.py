@@ -14,7 +14,7 @@ from vfio_certify.facts.interrupts import parse_interrupts
 from vfio_certify.facts.kconfig import parse_kernel_config
 from vfio_certify.facts.osrelease import OsRelease
 from vfio_certify.model import Outcome
-from vfio_certify.rules import cpu, device, iommu, kernel, vfio
+from vfio_certify.rules import cpu, device, firmware, iommu, kernel, vfio
 from support.hosts import GOOD_CONFIG, intel_host, pci
 
 def cmdline_result(text, **changes):
@@ -103,6 +103,28 @@ def test_config_vendor_option_follows_the_firmware_not_the_cpu():
     assert kernel.config_option(facts, "CONFIG_INTEL_IOMMU").outcome is Outcome.PASSED
     skipped = kernel.config_option(facts, "CONFIG_AMD_IOMMU")
     assert skipped.outcome is Outcome.SKIPPED and "Intel VT-d" in skipped.message
+
+
+def test_a_vm_with_no_iommu_yet_needs_the_vtd_driver_of_the_virtual_iommu_its_fix_asks_for():
+    # An AMD guest without any IOMMU: firmware.iommu_table tells it to get QEMU's intel-iommu, whose driver is VT-d's
+    config = parse_kernel_config(GOOD_CONFIG.replace("CONFIG_INTEL_IOMMU=y", "# CONFIG_INTEL_IOMMU is not set")
+                                 .replace("CONFIG_AMD_IOMMU=y", "# CONFIG_AMD_IOMMU is not set"), "/proc/config.gz")
+    vm = intel_host(cpu=CpuInfo("AuthenticAMD", "AMD EPYC", frozenset({"svm", "hypervisor"}), 2), kernel_config=config,
+                    acpi_tables={"DMAR": False, "IVRS": False}, iommu_units=[], iommu_groups={}, dmesg=None)
+    assert vm.iommu_vendor_from_cpu and vm.iommu_vendor == "amd"
+    amd = kernel.config_option(vm, "CONFIG_AMD_IOMMU")
+    assert amd.outcome is Outcome.SKIPPED and amd.skip_reason.value == "not-applicable" and "intel-iommu" in amd.message
+    intel = kernel.config_option(vm, "CONFIG_INTEL_IOMMU")
+    assert intel.outcome is Outcome.FAILED and intel.fix.options == ("CONFIG_INTEL_IOMMU",)
+    assert "intel-iommu" in firmware.iommu_table(vm).remediation  # the same virtual IOMMU
+    # the same machine on bare metal: its own AMD-Vi
+    bare = dataclasses.replace(vm, cpu=CpuInfo("AuthenticAMD", "AMD EPYC", frozenset({"svm"}), 2))
+    assert kernel.config_option(bare, "CONFIG_AMD_IOMMU").outcome is Outcome.FAILED
+    assert kernel.config_option(bare, "CONFIG_INTEL_IOMMU").outcome is Outcome.SKIPPED
+    # the VM once it has an IVRS (QEMU's amd-iommu): the table decides, as on any host
+    amd_viommu = dataclasses.replace(vm, acpi_tables={"DMAR": False, "IVRS": True})
+    assert kernel.config_option(amd_viommu, "CONFIG_AMD_IOMMU").outcome is Outcome.FAILED
+    assert "AMD-Vi" in kernel.config_option(amd_viommu, "CONFIG_INTEL_IOMMU").message
 
 
 def test_config_option_not_set_fails_and_truncated_config_says_so():

@@ -57,7 +57,14 @@ def config_option(facts: HostFacts, option: str) -> CheckResult:
     if vendor_needed and not facts.iommu_vendor and not (facts.cpu and facts.cpu.flags):
         return result(check_id, Outcome.SKIPPED, "not judged: whether this host's IOMMU is Intel VT-d or AMD-Vi: "
                       "/proc/cpuinfo was not collected or is unreadable, and no IOMMU table or unit says")
-    if vendor_needed and facts.iommu_vendor and facts.iommu_vendor != vendor_needed:
+    # A virtual machine with no IOMMU yet gets the one firmware.iommu_table's fix asks for, QEMU's intel-iommu (the
+    # vIOMMU that device assignment works through, whatever the CPU's vendor): its kernel needs the VT-d driver.
+    vm_to_get_vtd = bool(vendor_needed and facts.iommu_vendor_from_cpu and facts.cpu and facts.cpu.is_virtual_machine)
+    if vm_to_get_vtd and vendor_needed != "intel":
+        return result(check_id, Outcome.SKIPPED, "not applicable: a virtual machine with no IOMMU yet; the virtual IOMMU "
+                      "it needs (QEMU's intel-iommu, see firmware.iommu_table) is driven by CONFIG_INTEL_IOMMU",
+                      skip_reason=NOT_APPLICABLE)
+    if vendor_needed and facts.iommu_vendor and facts.iommu_vendor != vendor_needed and not vm_to_get_vtd:
         if facts.iommu_vendor_from_cpu:
             cpu = "an AMD" if facts.iommu_vendor == "amd" else "an Intel"
             return result(check_id, Outcome.SKIPPED, f"not applicable: {cpu} CPU (no IOMMU table says otherwise)",
