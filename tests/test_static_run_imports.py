@@ -36,16 +36,18 @@ from vfio_certify.cli import main
 code = main(sys.argv[1:])
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("hypothesis", "_hypothesis_pytestplugin", "pytest_html",
                                                              "xdist", "execnet", "pdb")
-             or m in ("_pytest.unittest", "_pytest.pastebin")))
+             or m in ("_pytest.unittest", "_pytest.pastebin", "tomllib")))
 """
 
 
 def test_a_run_loads_only_the_plugins_it_uses(tmp_path):
     """Installed plugins no check uses (hypothesis) and pytest's own that `import pytest` does not bring (unittest,
     pastebin, the debugger's pdb) stay unimported, pytest-html too (the command writes report.html from the
-    results), and xdist without -j."""
+    results), and xdist without -j. No config file is read (tomllib stays unimported): pyproject.toml holds the
+    project's tests' settings, and the plugin registers its `check` marker itself (an unknown mark is an error here)."""
     snapshot = REPO / "fixtures" / "hosts" / "rocky9-after-intel-iommu"
-    proc = subprocess.run([sys.executable, "-c", PLUGINS_PROGRAM, "--snapshot", str(snapshot), "--output", str(tmp_path / "out")],
+    proc = subprocess.run([sys.executable, "-c", PLUGINS_PROGRAM, "--snapshot", str(snapshot), "--output", str(tmp_path / "out"),
+                           "--", "-W", "error::pytest.PytestUnknownMarkWarning"],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert "<th>Host</th>" in (tmp_path / "out" / "report.html").read_text(), proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-2000:]
