@@ -147,6 +147,18 @@ def test_to_finish_names_the_paths_once_and_the_one_collect_command():
     assert _host(result("kvm.device", Outcome.PASSED, "ok")).to_finish() is None
 
 
+def test_a_cut_kernel_config_is_one_thing_to_collect_not_one_per_option(tmp_path):
+    """hostile-input's config ends mid-line: five kernel.config checks and vfio.module[vfio_pci] are not judged, and
+    what to collect names the rest of that file once, beside the module lists and virsh the capture lacks."""
+    certify("--snapshot", REPO / "fixtures/hosts/hostile-input", "--output", tmp_path / "out")
+    host = json.loads((tmp_path / "out/summary.json").read_text())["hosts"][0]
+    pending = [CheckResult.from_summary(c) for c in host["checks"]]
+    finish = HostResult(host["host"], "snapshot", pending, HostOverview()).to_finish()
+    assert finish.lacking == ["the rest of /boot/config-6.1.69-custom", "modules.builtin", "modules.dep",
+                              "virsh list --all"]
+    assert len([c for c in finish.checks if c.startswith("kernel.config[")]) == 5
+
+
 def test_skip_reason_round_trips_and_old_summaries_still_load():
     lacking = not_collected("kvm.device", "/dev")
     data = lacking.to_summary()

@@ -101,8 +101,8 @@ def config_option(facts: HostFacts, option: str) -> CheckResult:
                       kernel_build(parent, option, note="your distribution's standard kernel has them"))
     if value is None and config.truncated:  # the option may stand in the part that was cut off: not judged
         return result(check_id, Outcome.SKIPPED,
-                      f"not judged: {option} is not in what was read, and the rest of {config.source} was not collected "
-                      f"(the file is cut short: {config.truncated_why}); re-collect it",
+                      f"not judged: the rest of {config.source} was not collected (the file is cut short: "
+                      f"{config.truncated_why}), and {option} is not in what was read; re-collect it",
                       evidence + [f"{len(config.options)} options read before the cut"], recollect)
     running = _running_kernel_has(facts, option)
     if running:  # the file says otherwise than the kernel that runs: it is not this kernel's, or not whole

@@ -64,16 +64,19 @@ def module(facts: HostFacts, name: str) -> CheckResult:
         missing = [what for what, value in (("/proc/modules", facts.modules.loaded),
                                             ("modules.builtin", facts.modules.builtin),
                                             ("modules.dep", facts.modules.loadable)) if value is None]
-        seen = " (/proc/modules does not list it)" if facts.modules.loaded is not None else ""
+        # What was read, said after the list: the list is what to collect, the same words as kernel.config's
+        notes = ["/proc/modules does not list it"] if facts.modules.loaded is not None else []
         if config is not None and config_value is None and config.truncated:
-            missing.append(f"the whole {config.source} (cut short before {option})")
+            missing.append(f"the rest of {config.source}")
+            notes.append(f"{option} is not in what was read of it")
         elif config is not None and config_value not in ("y", "m"):
             # No module lists to consult, but the config settles it: the kernel lacks the driver.
             return result(check_id, Outcome.FAILED, f"{name} is not available: {config.line(option)}",
                           evidence, kernel_build(option), [f"kernel.config[{option}]"])
         listed = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 else missing[0]
         return result(check_id, Outcome.SKIPPED,
-                      f"not judged: {listed} {'were' if len(missing) > 1 else 'was'} not collected{seen}")
+                      f"not judged: {listed} {'were' if len(missing) > 1 else 'was'} not collected"
+                      + (f" ({'; '.join(notes)})" if notes else ""))
     if config_value == "m":
         return result(check_id, Outcome.FAILED,
                       f"{name} is configured as a module ({option}=m) but its file is missing from /lib/modules/{facts.kernel_release}",
