@@ -1,5 +1,8 @@
 """Parsers never raise, whatever the host sends (hypothesis). They return what they could read."""
 import gzip
+from pathlib import Path
+
+import pytest
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -9,6 +12,7 @@ from vfio_certify.facts import read_host_facts
 from vfio_certify.facts.bootconfig import parse_default_grub, parse_grubby_info, parse_kernel_cmdline_file
 from vfio_certify.facts.cmdline import parse_cmdline
 from vfio_certify.facts.cpuinfo import parse_cpuinfo
+from vfio_certify.facts import dmesg
 from vfio_certify.facts.dmesg import parse_dmesg
 from vfio_certify.facts.interrupts import parse_interrupts
 from vfio_certify.facts.kconfig import parse_kernel_config
@@ -88,3 +92,35 @@ def test_whole_snapshot_of_garbage_is_read_without_raising(tmp_path_factory, blo
         assert type(exc).__name__ == "SnapshotError" and "meta.json" in str(exc)
         return
     read_host_facts(snap)
+
+
+# dmesg's first filter (facts/dmesg.py may_match) passes over a line only if no pattern can match it: checked with
+# lines generated from each pattern itself, so that a pattern added without its words in _STARTS/_HOLDS fails here.
+DMESG_PATTERNS = {**dmesg._PATTERNS, "command_line": dmesg._COMMAND_LINE}
+
+
+@pytest.mark.parametrize("kind", sorted(DMESG_PATTERNS))
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_no_line_a_dmesg_pattern_matches_is_passed_over(kind, data):
+    pattern = DMESG_PATTERNS[kind]
+    line = data.draw(st.from_regex(pattern).filter(lambda text: "\n" not in text and "\r" not in text))
+    body = dmesg.strip_prefix(line)
+    if pattern.search(body):  # what parse_dmesg searches: the message, past any timestamp or syslog prefix
+        assert dmesg.may_match(body), (kind, body)
+
+
+def test_the_filter_changes_nothing_read_from_real_boot_logs(monkeypatch):
+    """Every captured dmesg (fixture hosts, captures, the shared real outputs) reads the same with and without it."""
+    repo = Path(__file__).resolve().parent.parent
+    logs = [*repo.glob("fixtures/hosts/*/commands/dmesg"), *repo.glob("fixtures/captures/*.txt"),
+            *(repo.parent / "shared").glob("realdata/*.txt"), *(repo.parent / "shared").glob("seed/*.txt")]
+    assert len(logs) > 20
+    filtered = {log: parse_dmesg(decode(log.read_bytes())) for log in logs}
+    monkeypatch.setattr(dmesg, "may_match", lambda body: True)
+    matched = 0
+    for log in logs:
+        whole = parse_dmesg(decode(log.read_bytes()))
+        assert filtered[log] == whole, log
+        matched += sum(map(len, whole.matches.values()))
+    assert matched > 100
