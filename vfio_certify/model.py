@@ -149,6 +149,11 @@ class CheckResult:
 _SKIP_REASONS = {r.value for r in SkipReason}
 
 
+def spoken_list(items: list[str]) -> str:
+    """["a"] -> "a"; ["a", "b", "c"] -> "a, b and c" (as a message names several things; _split_list reads it back)."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def _split_list(text: str) -> list[str]:
     """"/sys/class/iommu, /sys/kernel/iommu_groups and dmesg" -> its three items; never inside parentheses."""
     items, depth, current = [], 0, ""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..model import CheckResult, FixStep, HostResult, Outcome
+from ..model import CheckResult, FixStep, HostResult, Outcome, spoken_list
 from ..rules.remedy import kernel_args_change, load_module_commands
 
 _FAILING = (Outcome.FAILED, Outcome.ERROR)
@@ -119,9 +119,8 @@ def fix_plan(host: HostResult) -> list[FixStep]:
 
 def kernel_build_step(options: list[str]) -> str:
     """One kernel for every missing option, booted by the plan's reboot."""
-    names = options[0] if len(options) == 1 else f"{', '.join(options[:-1])} and {options[-1]}"
     each, them = ("=y or =m", "it") if len(options) == 1 else ("each =y or =m", "them")
-    return (f"Install a kernel built with {names}, {each} (a distribution's standard kernel has {them}), "
+    return (f"Install a kernel built with {spoken_list(options)}, {each} (a distribution's standard kernel has {them}), "
             "as the default boot entry")
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..facts import HostFacts
 from ..facts.kconfig import iommufd_container
-from ..model import CheckResult, Outcome
+from ..model import CheckResult, Outcome, spoken_list
 from ..snapshot.reader import PathState
 from .catalog import RECOMMENDED, REQUIRED, check, not_collected, result
 from .remedy import kernel_build, load_module, reinstall_modules
@@ -73,9 +73,8 @@ def module(facts: HostFacts, name: str) -> CheckResult:
             # No module lists to consult, but the config settles it: the kernel lacks the driver.
             return result(check_id, Outcome.FAILED, f"{name} is not available: {config.line(option)}",
                           evidence, kernel_build(option), [f"kernel.config[{option}]"])
-        listed = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 else missing[0]
         return result(check_id, Outcome.SKIPPED,
-                      f"not judged: {listed} {'were' if len(missing) > 1 else 'was'} not collected"
+                      f"not judged: {spoken_list(missing)} {'were' if len(missing) > 1 else 'was'} not collected"
                       + (f" ({'; '.join(notes)})" if notes else ""))
     if config_value == "m":
         return result(check_id, Outcome.FAILED,
