@@ -114,3 +114,66 @@ def test_lspci_lists_vmd_children():
     entries = parse_lspci_nnk("10000:e1:00.0 Non-Volatile memory controller [0108]: Intel [8086:f1a8]\n"
                               "\tKernel driver in use: nvme\n")
     assert entries["10000:e1:00.0"].driver == "nvme"
+
+
+# -- VFIO's no-IOMMU groups ------------------------------------------------------------------------------------
+# With vfio's enable_unsafe_noiommu_mode=1 (set by DPDK set-ups and, on OpenStack VMs, by the SR-IOV network
+# operator: k8snetworkplumbingwg/sriov-network-operator#257), binding a device to vfio-pci on a host with no IOMMU
+# makes a group all the same: drivers/vfio/group.c vfio_noiommu_group_alloc() calls iommu_group_alloc(), so
+# /sys/kernel/iommu_groups/N/devices/<device> and the device's iommu_group link appear, with /dev/vfio/noiommu-N as
+# its node. No capture of such a host is at hand (Debian 12's kernel is built without CONFIG_VFIO_NOIOMMU): the seed's
+# Rocky 9 host before intel_iommu=on (no IOMMU running) is given what the kernel makes for its I350 port.
+
+
+def _bound_without_iommu(tmp_path, node):
+    import os
+    import shutil
+    from pathlib import Path
+
+    host = tmp_path / node
+    shutil.copytree(Path(__file__).resolve().parent.parent / "fixtures/hosts/rocky9-before-intel-iommu", host,
+                    symlinks=True)
+    root = host / "root"
+    (root / "sys/kernel/iommu_groups/0/devices").mkdir(parents=True)
+    (root / "sys/kernel/iommu_groups/0/devices/0000:07:00.1").write_bytes(b"")
+    device = root / "sys/bus/pci/devices/0000:07:00.1"
+    os.symlink("../../../../kernel/iommu_groups/0", device / "iommu_group")
+    (device / "driver").unlink()
+    os.symlink("../../drivers/vfio-pci", device / "driver")
+    for name in ("vfio", node):
+        (root / "dev/vfio" / name).write_bytes(b"")
+    return host
+
+
+def _judge(host):
+    from vfio_certify.facts import read_host_facts
+    from vfio_certify.snapshot import Snapshot
+
+    facts = read_host_facts(Snapshot(host))
+    spec = parse_device("07:00.1")
+    return {r.id.split("[")[0]: r for r in (iommu.enabled(facts), iommu.groups(facts),
+                                           iommu.group_isolated(facts, spec, [spec]))}
+
+
+def test_vfios_no_iommu_group_proves_no_iommu(tmp_path):
+    judged = _judge(_bound_without_iommu(tmp_path, "noiommu-0"))
+    assert {i: r.outcome for i, r in judged.items()} == {
+        "iommu.enabled": Outcome.FAILED, "iommu.groups": Outcome.FAILED, "iommu.group_isolated": Outcome.FAILED}
+    assert "intel_iommu=on" in judged["iommu.enabled"].message  # the real reason, as without the group
+    assert any("only VFIO's no-IOMMU groups (/dev/vfio/noiommu-0" in e for e in judged["iommu.groups"].evidence)
+    assert judged["iommu.group_isolated"].evidence == [
+        "/sys/bus/pci/devices/0000:07:00.1/iommu_group -> 0, VFIO's no-IOMMU group (/dev/vfio/noiommu-0): "
+        "no IOMMU isolates it"]
+    # the same group with an IOMMU's node (/dev/vfio/0) is one, as before
+    assert {r.outcome for r in _judge(_bound_without_iommu(tmp_path, "0")).values()} == {Outcome.PASSED}
+
+
+def test_without_dev_vfio_a_group_of_vfio_pci_devices_only_proves_nothing(tmp_path):
+    """/dev not collected: group 0 may be vfio's no-IOMMU group, so nothing that rests on it passes."""
+    import shutil
+
+    host = _bound_without_iommu(tmp_path, "noiommu-0")
+    shutil.rmtree(host / "root/dev")
+    for r in _judge(host).values():
+        assert r.outcome is Outcome.SKIPPED and r.skip_reason.value == "not-collected", r
+        assert r.lacked() == ["/dev/vfio (whether group 0, of vfio-pci devices only, is VFIO's no-IOMMU group)"]

@@ -22,7 +22,7 @@ from .iort import IortFacts
 from .kconfig import KernelConfig
 from .libvirt import DomainCapabilities, HeldDevice, OpenVfioFiles
 from .osrelease import OsRelease
-from .pci import PciDevice
+from .pci import PciDevice, normalize_pci_address
 from .readiness import BootBinding, ConsoleLog, LspciVerbose
 from .usb import UsbDevice
 
@@ -118,6 +118,10 @@ class HostFacts:
     iommu_units: Optional[list[str]] = None
     iommu_groups: Optional[dict[int, list[str]]] = None  # group -> PCI addresses (groups whose members were read)
     iommu_groups_unread: list[int] = field(default_factory=list)  # groups listed, their devices/ not collected
+    # VFIO's no-IOMMU groups (/dev/vfio/noiommu-N: vfio's enable_unsafe_noiommu_mode), group -> members: vfio makes
+    # them in /sys/kernel/iommu_groups for a device bound to vfio-pci with no IOMMU at all, so they are left out of
+    # iommu_groups and prove nothing. Known only when /dev/vfio was collected (noiommu_known).
+    noiommu_groups: dict[int, list[str]] = field(default_factory=dict)
     pci: Optional[dict[str, PciDevice]] = None
     lspci_addresses: Optional[list[str]] = None  # the functions `lspci -nnk` lists (None: not collected)
     # the PCI tree (pci_topology.py): function -> its bridge, or its root bus (pci0000:00); None: not collected.
@@ -230,6 +234,29 @@ class HostFacts:
         if proofs:
             return "intel" if proofs[0][0] == "DMAR" else "amd"
         return self.cpu.vendor_short if self.cpu else ""
+
+    @property
+    def noiommu_known(self) -> bool:
+        """Whether /dev/vfio was read (its vfio node present, or known absent): its noiommu-N nodes are then known."""
+        return self.vfio_container is not PathState.NOT_COLLECTED
+
+    def groups_an_iommu_made(self) -> dict[int, list[str]]:
+        """The populated groups only an IOMMU driver makes. VFIO's no-IOMMU groups are already out of iommu_groups
+        when /dev/vfio was collected; when it was not, a group whose every PCI member is (or may be) bound to
+        vfio-pci may be one of them, and proves nothing."""
+        def may_be_noiommu(members: list[str]) -> bool:
+            for member in members:
+                if not normalize_pci_address(member):  # an IVRS ACPI device: only AMD-Vi puts it in a group
+                    return False
+                device = self.pci_device(member) if self.pci is not None else None
+                if device is not None and (device.driver not in ("", "vfio-pci")
+                                           or device.driver_state is PathState.ABSENT):
+                    return False  # on a host driver, or unbound: vfio makes a no-IOMMU group only for its own
+            return True
+        populated = {n: m for n, m in (self.iommu_groups or {}).items() if m}
+        if self.noiommu_known:
+            return populated
+        return {n: m for n, m in populated.items() if not may_be_noiommu(m)}
 
     @property
     def iommu_vendor_from_cpu(self) -> bool:

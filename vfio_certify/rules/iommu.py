@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from ..devices import DeviceSpec
 from ..facts import HostFacts
@@ -91,21 +92,27 @@ def enabled(facts: HostFacts) -> CheckResult:
     units, groups = facts.iommu_units, facts.iommu_groups
     support = _dmesg_support(facts)
     populated = {n: m for n, m in (groups or {}).items() if m}
-    count = len(populated) + len(facts.iommu_groups_unread)
-    pci_in_groups = any(normalize_pci_address(m) for ms in populated.values() for m in ms)
-    if groups is not None and count and not (units and populated) and (pci_in_groups or facts.iommu_groups_unread):
-        # Only an IOMMU driver makes groups: populated groups are proof, with or without /sys/class/iommu
-        # (groups of platform devices only, on a device-tree board, prove nothing for PCI: judged below).
+    made = facts.groups_an_iommu_made()  # not VFIO's no-IOMMU groups, which vfio makes without any IOMMU
+    unread = facts.iommu_groups_unread if facts.noiommu_known else []
+    count = len(made) + len(unread)
+    pci_in_groups = any(normalize_pci_address(m) for ms in made.values() for m in ms)
+    if groups is not None and count and not (units and populated) and (pci_in_groups or unread):
+        # Only an IOMMU driver (or VFIO's no-IOMMU mode, left out above) makes groups: populated groups are proof,
+        # with or without /sys/class/iommu (groups of platform devices only, on a device-tree board, prove nothing
+        # for PCI: judged below).
         unit_note = ("/sys/class/iommu was not collected" if units is None else
                      f"/sys/class/iommu: {', '.join(units[:4])}" if units else
                      "/sys/class/iommu is empty (an IOMMU driver without sysfs units)")
         return result(enabled.id, Outcome.PASSED,
                       f"IOMMU enabled: {count} IOMMU groups in /sys/kernel/iommu_groups ({unit_note})",
                       [f"/sys/kernel/iommu_groups: {count} groups with devices", unit_note] + support)
+    if populated and not made and not units:
+        return not_collected(enabled.id, _may_be_noiommu(populated))
     if units is not None and groups is not None:
         evidence = [
             f"/sys/class/iommu: {', '.join(units) if units else 'empty'}",
-            f"/sys/kernel/iommu_groups: {len(populated)} groups with devices",
+            f"/sys/kernel/iommu_groups: {len(populated)} groups with devices" if populated else
+            _no_groups_but(facts, "/sys/kernel/iommu_groups: 0 groups with devices"),
         ] + support
         if units and populated and not any(normalize_pci_address(m) for ms in populated.values() for m in ms) \
                 and facts.arch == "arm64":
@@ -250,14 +257,30 @@ def _its_isolation(facts: HostFacts) -> CheckResult:
 def groups(facts: HostFacts) -> CheckResult:
     if facts.iommu_groups is None:
         return not_collected(groups.id, "/sys/kernel/iommu_groups")
-    populated = {n: m for n, m in facts.iommu_groups.items() if m}
+    populated = facts.groups_an_iommu_made()
+    if not populated and any(facts.iommu_groups.values()):
+        return not_collected(groups.id, _may_be_noiommu(n for n, m in facts.iommu_groups.items() if m))
     if not populated:
         why, fix, cause = _why_off(facts)
-        return result(groups.id, Outcome.FAILED, f"no IOMMU groups: {why}", ["/sys/kernel/iommu_groups is empty"], fix,
-                      cause or [enabled.id])
+        return result(groups.id, Outcome.FAILED, f"no IOMMU groups: {why}",
+                      [_no_groups_but(facts, "/sys/kernel/iommu_groups is empty")], fix, cause or [enabled.id])
     largest = max(populated.items(), key=lambda kv: len(kv[1]))
     evidence = [f"{len(populated)} groups; largest is group {largest[0]} with {len(largest[1])} devices"]
     return result(groups.id, Outcome.PASSED, f"{len(populated)} IOMMU groups", evidence)
+
+
+def _may_be_noiommu(groups: Iterable[int]) -> str:
+    """What would tell whether groups of vfio-pci devices only are an IOMMU's or VFIO's no-IOMMU groups."""
+    return f"/dev/vfio (whether group {', '.join(map(str, sorted(groups)[:4]))}, of vfio-pci devices only, is VFIO's no-IOMMU group)"
+
+
+def _no_groups_but(facts: HostFacts, empty: str) -> str:
+    """What /sys/kernel/iommu_groups holds when it has no IOMMU's group: nothing, or VFIO's no-IOMMU groups."""
+    if not facts.noiommu_groups:
+        return empty
+    names = ", ".join(f"/dev/vfio/noiommu-{n}" for n in sorted(facts.noiommu_groups)[:4])
+    return (f"/sys/kernel/iommu_groups holds only VFIO's no-IOMMU groups ({names}: vfio's enable_unsafe_noiommu_mode), "
+            "which no IOMMU makes")
 
 
 @dataclass
@@ -338,9 +361,14 @@ def group_isolated(facts: HostFacts, spec: DeviceSpec, named: list[DeviceSpec]) 
         return not_collected(check_id, "/sys/kernel/iommu_groups")
     if device.iommu_group is None:
         why, fix, cause = _why_off(facts)
-        return result(check_id, Outcome.FAILED, f"{spec.key} is in no IOMMU group: {why}",
-                      [f"/sys/bus/pci/devices/{spec.key}/iommu_group absent"], fix, cause or [enabled.id])
+        noiommu = next((n for n, members in facts.noiommu_groups.items() if spec.key in members), None)
+        where = ([f"/sys/bus/pci/devices/{spec.key}/iommu_group absent"] if noiommu is None else
+                 [f"/sys/bus/pci/devices/{spec.key}/iommu_group -> {noiommu}, VFIO's no-IOMMU group "
+                  f"(/dev/vfio/noiommu-{noiommu}): no IOMMU isolates it"])
+        return result(check_id, Outcome.FAILED, f"{spec.key} is in no IOMMU group: {why}", where, fix, cause or [enabled.id])
     group = device.iommu_group
+    if (facts.iommu_groups or {}).get(group) and group not in facts.groups_an_iommu_made():
+        return not_collected(check_id, _may_be_noiommu([group]))
     members = (facts.iommu_groups or {}).get(group)
     if members is None or spec.key not in members:  # the device names its group; who else is in it was not collected
         return not_collected(check_id, f"/sys/kernel/iommu_groups/{group}/devices (the members of {spec.key}'s group)")

@@ -52,10 +52,14 @@ def read_groups(snap: Snapshot, facts: HostFacts) -> None:
     if names is None:
         return
     groups: dict[int, list[str]] = {}
+    noiommu = {int(n[8:]) for n in snap.listdir(spec.DEV_VFIO.path) or [] if n[:8] == "noiommu-" and n[8:].isdigit()}
     for name in names:
         if not name.isdigit():
             continue
         members = snap.listdir(spec.IOMMU_GROUP_MEMBERS.folder(name))
+        if int(name) in noiommu:  # vfio's own group for a device with no IOMMU: not an IOMMU group
+            facts.noiommu_groups[int(name)] = sorted(normalize_pci_address(m) or m for m in members or [])
+            continue
         if members is None:  # the group exists; who is in it was not collected: not "empty"
             facts.iommu_groups_unread.append(int(name))
             continue
@@ -71,6 +75,9 @@ def read_groups(snap: Snapshot, facts: HostFacts) -> None:
             device = facts.pci_device(address) if facts.pci is not None else None
             if device is not None and device.iommu_group is None:
                 device.iommu_group = number
+    for address, device in (facts.pci or {}).items():  # its iommu_group link names vfio's no-IOMMU group
+        if device.iommu_group in facts.noiommu_groups:
+            device.iommu_group = None
 
 
 def read_topology(snap: Snapshot, facts: HostFacts) -> None:
