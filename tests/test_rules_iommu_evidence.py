@@ -1,13 +1,19 @@
 """What counts as evidence for iommu.*: anchored dmesg lines, /proc/interrupts over dmesg, vfio variant drivers,
-VMD domains and group members that are not PCI devices."""
+VMD domains, group members that are not PCI devices, and VFIO's no-IOMMU groups."""
+import os
+import shutil
+from pathlib import Path
+
 import pytest
 
 from vfio_certify.devices import DeviceSpecError, parse_device
+from vfio_certify.facts import read_host_facts
 from vfio_certify.facts.dmesg import parse_dmesg
 from vfio_certify.facts.interrupts import parse_interrupts
 from vfio_certify.facts.pci import normalize_pci_address, parse_lspci_nnk
 from vfio_certify.model import Outcome
 from vfio_certify.rules import iommu
+from vfio_certify.snapshot import Snapshot
 from support.hosts import intel_host, pci, whole_dmesg
 
 # Strings a device hands the kernel, printed mid-line: a USB product, an ATA model, a SCSI inquiry.
@@ -126,10 +132,6 @@ def test_lspci_lists_vmd_children():
 
 
 def _bound_without_iommu(tmp_path, node):
-    import os
-    import shutil
-    from pathlib import Path
-
     host = tmp_path / node
     shutil.copytree(Path(__file__).resolve().parent.parent / "fixtures/hosts/rocky9-before-intel-iommu", host,
                     symlinks=True)
@@ -146,9 +148,6 @@ def _bound_without_iommu(tmp_path, node):
 
 
 def _judge(host):
-    from vfio_certify.facts import read_host_facts
-    from vfio_certify.snapshot import Snapshot
-
     facts = read_host_facts(Snapshot(host))
     spec = parse_device("07:00.1")
     return {r.id.split("[")[0]: r for r in (iommu.enabled(facts), iommu.groups(facts),
@@ -170,8 +169,6 @@ def test_vfios_no_iommu_group_proves_no_iommu(tmp_path):
 
 def test_without_dev_vfio_a_group_of_vfio_pci_devices_only_proves_nothing(tmp_path):
     """/dev not collected: group 0 may be vfio's no-IOMMU group, so nothing that rests on it passes."""
-    import shutil
-
     host = _bound_without_iommu(tmp_path, "noiommu-0")
     shutil.rmtree(host / "root/dev")
     for r in _judge(host).values():

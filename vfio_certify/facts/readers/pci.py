@@ -57,14 +57,15 @@ def read_groups(snap: Snapshot, facts: HostFacts) -> None:
         if not name.isdigit():
             continue
         members = snap.listdir(spec.IOMMU_GROUP_MEMBERS.folder(name))
+        # PCI functions by address; other members (an AMD IVRS ACPI device such as AMDI0020:00) by name
+        listed = sorted(normalize_pci_address(m) or m for m in members or [])
         if int(name) in noiommu:  # vfio's own group for a device with no IOMMU: not an IOMMU group
-            facts.noiommu_groups[int(name)] = sorted(normalize_pci_address(m) or m for m in members or [])
+            facts.noiommu_groups[int(name)] = listed
             continue
         if members is None:  # the group exists; who is in it was not collected: not "empty"
             facts.iommu_groups_unread.append(int(name))
             continue
-        # PCI functions by address; other members (an AMD IVRS ACPI device such as AMDI0020:00) by name
-        groups[int(name)] = sorted(normalize_pci_address(m) or m for m in members)
+        groups[int(name)] = listed
         for member in (m for m in members if normalize_pci_address(m) is None):
             link = spec.IOMMU_GROUP_OTHER_DRIVER.at(name, member)
             driver = snap.link_name(link)
@@ -75,7 +76,7 @@ def read_groups(snap: Snapshot, facts: HostFacts) -> None:
             device = facts.pci_device(address) if facts.pci is not None else None
             if device is not None and device.iommu_group is None:
                 device.iommu_group = number
-    for address, device in (facts.pci or {}).items():  # its iommu_group link names vfio's no-IOMMU group
+    for device in (facts.pci or {}).values():  # its iommu_group link names vfio's no-IOMMU group
         if device.iommu_group in facts.noiommu_groups:
             device.iommu_group = None
 
